@@ -1,0 +1,33 @@
+"""bhmjax: Bayesian hierarchical models on JAX and NumPyro."""
+
+from bhmjax._src.devices import default_host_device_count as _default_host_device_count
+from bhmjax._src.devices import set_host_device_count
+
+set_host_device_count(_default_host_device_count())
+
+from bhmjax._src.data import GroupEncoding  # noqa: E402
+from bhmjax._src.data import encode_groups  # noqa: E402
+from bhmjax._src.diagnostics import bfmi  # noqa: E402
+from bhmjax._src.diagnostics import ess  # noqa: E402
+from bhmjax._src.diagnostics import hdi  # noqa: E402
+from bhmjax._src.diagnostics import mcse  # noqa: E402
+from bhmjax._src.diagnostics import rhat  # noqa: E402
+from bhmjax.diagnose import DiagnosticReport  # noqa: E402
+from bhmjax.fit import Fit  # noqa: E402
+from bhmjax.sampler import sample  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DiagnosticReport",
+    "Fit",
+    "GroupEncoding",
+    "bfmi",
+    "encode_groups",
+    "ess",
+    "hdi",
+    "mcse",
+    "rhat",
+    "sample",
+    "set_host_device_count",
+]

@@ -1,0 +1,37 @@
+"""Names of scalar parameters: ``theta[school_3]``, ``r_county[Aitkin,Intercept]``."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Mapping, Sequence
+
+__all__ = ["axis_labels", "flat_names"]
+
+
+def axis_labels(name: str, shape: tuple[int, ...], coords: Mapping[str, Sequence],
+                dims: Mapping[str, Sequence[str]]) -> list[list[str]]:
+    """One list of labels per axis of site ``name`` (integer positions where unnamed).
+
+    ``dims[name]`` lists a coordinate name per axis (ArviZ's convention); an axis
+    whose coordinate is missing from ``coords`` or has the wrong length is
+    labelled by position.
+    """
+    site_dims = list(dims.get(name, ()))
+    labels = []
+    for axis, size in enumerate(shape):
+        values = None
+        if axis < len(site_dims) and site_dims[axis] in coords:
+            values = list(coords[site_dims[axis]])
+            if len(values) != size:
+                values = None
+        labels.append([str(v) for v in values] if values is not None else [str(i) for i in range(size)])
+    return labels
+
+
+def flat_names(name: str, shape: tuple[int, ...], coords: Mapping[str, Sequence],
+               dims: Mapping[str, Sequence[str]]) -> list[str]:
+    """Row names for every scalar of a site, in C order (matching ``reshape(-1)``)."""
+    if not shape:
+        return [name]
+    labels = axis_labels(name, shape, coords, dims)
+    return [f"{name}[{','.join(combo)}]" for combo in itertools.product(*labels)]

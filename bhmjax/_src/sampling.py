@@ -1,0 +1,434 @@
+"""Chains on NumPyro's functional NUTS core: compiled once, run in chunks.
+
+The pieces are NumPyro's ``initialize_model`` (potential and constraining
+functions with the data as arguments) and ``hmc(algo="NUTS")`` (``init_kernel``
+and ``sample_kernel``). This module only decides how chains are mapped onto
+devices and how steps are grouped into compiled chunks:
+
+* ``collect(state, data, n)`` runs ``n * thinning`` steps into a fixed-size
+  buffer; warmup runs through it too (thinning 1, buffer dropped), so the
+  NUTS kernel is compiled once.
+
+Both take the data as traced arguments, so new data of the same shapes reuse
+the compiled executables (kept in ``_EXECUTABLES``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from numpyro.infer import init_to_feasible, init_to_median, init_to_sample, init_to_uniform, init_to_value
+from numpyro.infer.hmc import hmc
+from numpyro.infer.util import initialize_model
+
+__all__ = [
+    "ChainMethod",
+    "NutsConfig",
+    "ChainProgram",
+    "SampleResult",
+    "build_program",
+    "resolve_chain_method",
+    "run_chains",
+    "trace_counts",
+]
+
+CHAIN_METHODS = ("auto", "parallel", "vectorized", "sequential")
+ChainMethod = str
+STAT_NAMES = ("diverging", "num_steps", "accept_prob", "energy", "step_size", "potential_energy")
+
+_INIT_STRATEGIES = {
+    "uniform": init_to_uniform,
+    "median": init_to_median,
+    "feasible": init_to_feasible,
+    "sample": init_to_sample,
+}
+
+
+@dataclass(frozen=True)
+class NutsConfig:
+    """Settings that change the compiled program (part of the compile key).
+
+    Attributes
+    ----------
+    num_warmup : int
+        Warmup (adaptation) steps per chain.
+    target_accept : float
+        Target mean acceptance probability of the step-size adaptation.
+    max_tree_depth : int
+        Maximum NUTS tree depth (at most ``2**depth - 1`` leapfrog steps a draw).
+    dense_mass : bool
+        Adapt a dense mass matrix instead of a diagonal one.
+    init_strategy : str or callable
+        ``"uniform"``, ``"median"``, ``"feasible"``, ``"sample"``, a NumPyro init
+        strategy, or a dict of initial values (``init_to_value``), hashed by id.
+    thinning : int
+        Keep every ``thinning``-th draw.
+    keep : tuple of str or None
+        Sites stored in the draws (None: all sample and deterministic sites).
+    drop : tuple of str
+        Sites never stored (large deterministic sites, say).
+    """
+
+    num_warmup: int = 1000
+    target_accept: float = 0.8
+    max_tree_depth: int = 10
+    dense_mass: bool = False
+    init_strategy: Any = "uniform"
+    thinning: int = 1
+    keep: tuple[str, ...] | None = None
+    drop: tuple[str, ...] = ()
+
+    def init_fn(self) -> Callable:
+        strategy = self.init_strategy
+        if isinstance(strategy, str):
+            return _INIT_STRATEGIES[strategy]()
+        if isinstance(strategy, Mapping):
+            return init_to_value(values=dict(strategy))
+        return strategy
+
+    def compile_key(self) -> tuple:
+        strategy = self.init_strategy
+        if isinstance(strategy, Mapping):
+            strategy = ("value", id(strategy))
+        return (self.num_warmup, self.target_accept, self.max_tree_depth, self.dense_mass,
+                strategy, self.thinning, self.keep, self.drop)
+
+
+class ChainProgram(NamedTuple):
+    """The compiled pieces for one model, static data and configuration.
+
+    ``init(keys, arrays) -> state`` is batched over chains (keys shape (chains, 2));
+    ``collect(state, arrays, n, thin, buffer_len) -> (state, grads, buffer)`` runs
+    ``n * thin`` steps of one chain, storing every ``thin``-th, and is mapped by the chain method. Warmup runs
+    through ``collect`` too (its buffer is dropped), so NUTS is compiled once.
+    """
+
+    init: Callable
+    collect: Callable
+    site_names: tuple[str, ...]
+
+
+class SampleResult(NamedTuple):
+    """Raw output of :func:`run_chains` (host numpy arrays, axes (chain, draw, ...))."""
+
+    draws: dict[str, np.ndarray]
+    stats: dict[str, np.ndarray]
+    timings: dict[str, float]
+    num_grad_evals: dict[str, int]
+    state: Any  # final HMCState, leaves with a leading chain axis
+    chain_method: str
+
+
+# ---------------------------------------------------------------- program building
+
+_PROGRAMS: dict[tuple, ChainProgram] = {}
+_EXECUTABLES: dict[tuple, Any] = {}
+_TRACES: dict[str, int] = {"init": 0, "collect": 0}
+
+
+def trace_counts() -> dict[str, int]:
+    """How many times each chain function was traced (compiled) in this process."""
+    return dict(_TRACES)
+
+
+def _keep_site(name: str, config: NutsConfig) -> bool:
+    if name in config.drop:
+        return False
+    return config.keep is None or name in config.keep
+
+
+def build_program(model: Callable, static: Mapping[str, Any], config: NutsConfig,
+                  example_arrays: Mapping[str, np.ndarray]) -> ChainProgram:
+    """Build (or fetch from cache) the chain functions for ``model``.
+
+    The cache key is the model function, its static arguments, the configuration
+    and the data tree structure; array values and shapes are not in it (shapes
+    are handled by the executable cache).
+    """
+    key = (model, tuple(sorted(static.items(), key=lambda kv: kv[0])), config.compile_key(),
+           tuple(sorted(example_arrays)))
+    program = _PROGRAMS.get(key)
+    if program is not None:
+        return program
+
+    def kwargs_of(arrays):
+        return {**arrays, **static}
+
+    # One concrete initialisation to learn the model's sites and structure.
+    info = initialize_model(jax.random.PRNGKey(0), model, init_strategy=config.init_fn(),
+                            dynamic_args=True, model_kwargs=kwargs_of(dict(example_arrays)))
+    latent_names = tuple(sorted(info.param_info.z))
+    init_kernel, sample_kernel = hmc(potential_fn_gen=info.potential_fn, algo="NUTS")
+    dense_mass = [latent_names] if config.dense_mass else []
+    site_names = tuple(
+        name for name, site in info.model_trace.items()
+        if site["type"] in ("sample", "deterministic")
+        and not site.get("is_observed", False) and _keep_site(name, config)
+    )
+
+    def init(keys, arrays):
+        _TRACES["init"] += 1
+        kwargs = kwargs_of(arrays)
+
+        def one(key):
+            key_init, key_kernel = jax.random.split(key)
+            params = initialize_model(key_init, model, init_strategy=config.init_fn(),
+                                      dynamic_args=True, model_kwargs=kwargs).param_info
+            return init_kernel(params, config.num_warmup, dense_mass=dense_mass,
+                               target_accept_prob=config.target_accept,
+                               max_tree_depth=config.max_tree_depth,
+                               model_kwargs=kwargs, rng_key=key_kernel)
+
+        return jax.vmap(one)(keys)
+
+    def step(state, arrays):
+        return sample_kernel(state, model_kwargs=kwargs_of(arrays))
+
+    def collect(state, arrays, n, thin, buffer_len):
+        _TRACES["collect"] += 1
+        constrain = info.postprocess_fn(**kwargs_of(arrays))
+
+        def record(state):
+            values = constrain(state.z)
+            values = {k: v for k, v in values.items() if k in site_names}
+            stats = {
+                "diverging": state.diverging,
+                "num_steps": state.num_steps.astype(jnp.int32),
+                "accept_prob": state.accept_prob,
+                "energy": state.energy,
+                "step_size": state.adapt_state.step_size,
+                "potential_energy": state.potential_energy,
+            }
+            return values, stats
+
+        def thin_step(_, carry):
+            state, grads = carry
+            state = step(state, arrays)
+            return state, grads + state.num_steps.astype(jnp.int32)
+
+        def body(i, carry):
+            state, grads, buffer = carry
+            state, grads = lax.fori_loop(0, thin, thin_step, (state, grads))
+            buffer = jax.tree.map(lambda b, x: b.at[i].set(x), buffer, record(state))
+            return state, grads, buffer
+
+        shapes = jax.eval_shape(record, state)
+        buffer = jax.tree.map(lambda s: jnp.zeros((buffer_len, *s.shape), s.dtype), shapes)
+        state, grads, buffer = lax.fori_loop(0, n, body, (state, jnp.zeros((), jnp.int32), buffer))
+        return state, grads, buffer
+
+    program = ChainProgram(init=init, collect=collect, site_names=site_names)
+    _PROGRAMS[key] = program
+    return program
+
+
+# ---------------------------------------------------------------- chain methods
+
+
+def resolve_chain_method(chain_method: str, num_chains: int) -> tuple[str, int]:
+    """The chain method to use and the number of devices it spreads chains over.
+
+    "auto": "parallel" where at least two devices share the chains evenly (on CPU
+    these are host devices, see ``bhmjax.set_host_device_count``), else
+    "vectorized" on an accelerator and "sequential" on a single CPU device, where
+    vectorized chains wait for the longest tree of every step.
+    """
+    if chain_method not in CHAIN_METHODS:
+        raise ValueError(f"chain_method must be one of {CHAIN_METHODS}, got {chain_method!r}")
+    devices = jax.local_device_count()
+    usable = max(d for d in range(1, min(devices, num_chains) + 1) if num_chains % d == 0)
+    if chain_method == "parallel":
+        return "parallel", usable
+    if chain_method in ("vectorized", "sequential"):
+        return chain_method, 1
+    if usable > 1:
+        return "parallel", usable
+    return ("sequential" if jax.default_backend() == "cpu" else "vectorized"), 1
+
+
+def _mapped(program: ChainProgram, method: str) -> Callable:
+    """``collect`` mapped over the chain axis for the chosen method."""
+    collect = program.collect
+    if method == "sequential":
+        return collect
+    v_col = jax.vmap(collect, in_axes=(0, None, None, None, None))
+    if method == "vectorized":
+        return v_col
+    return jax.pmap(v_col, in_axes=(0, None, None, None, None), static_broadcasted_argnums=(4,),
+                    axis_name="chain_device")
+
+
+def _signature(tree) -> tuple:
+    return tuple((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(tree))
+
+
+def _compiled(tag: str, fn: Callable, program_key: tuple, *args, static_argnums=()) -> Callable:
+    """AOT-compile ``fn`` for these argument shapes, once per process."""
+    key = (tag, program_key, _signature(args[:3]), tuple(args[i] for i in static_argnums))
+    exe = _EXECUTABLES.get(key)
+    if exe is None:
+        jitted = fn if tag.startswith("p") else jax.jit(fn, static_argnums=static_argnums)
+        lowered = jitted.lower(*args)
+        exe = lowered.compile()
+        _EXECUTABLES[key] = exe
+    if static_argnums:
+        return lambda *a: exe(*(x for i, x in enumerate(a) if i not in static_argnums))
+    return exe
+
+
+def _chunks(total: int, size: int):
+    done = 0
+    while done < total:
+        n = min(size, total - done)
+        yield n
+        done += n
+
+
+@dataclass
+class _Progress:
+    """A tqdm bar (or nothing) advanced chunk by chunk from the host."""
+
+    enabled: bool
+    total: int
+    desc: str
+    bar: Any = field(default=None, init=False)
+
+    def __enter__(self):
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, desc=self.desc, leave=True, dynamic_ncols=True)
+        return self
+
+    def update(self, n: int, phase: str) -> None:
+        if self.bar is not None:
+            self.bar.set_description(f"{self.desc} [{phase}]")
+            self.bar.update(n)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_chains(key: jax.Array, model: Callable, arrays: Mapping[str, np.ndarray],
+               static: Mapping[str, Any], config: NutsConfig, *, num_chains: int,
+               num_draws: int, chain_method: str = "auto", progress: bool = False,
+               chunk_size: int | None = None) -> SampleResult:
+    """Run ``num_chains`` NUTS chains of ``config.num_warmup`` + ``num_draws`` steps.
+
+    Parameters
+    ----------
+    key : PRNG key
+        Split into one key per chain, so chain ``c`` draws the same numbers under
+        every chain method.
+    model : callable
+        A NumPyro model, called as ``model(**arrays, **static)``.
+    arrays, static : dict
+        Array data (traced) and Python scalars (compiled in), see ``split_data``.
+    num_draws : int
+        Stored draws per chain (after thinning).
+    chunk_size : int, optional
+        Steps per compiled call; defaults to one call per phase without a progress
+        bar and about 20 updates with one.
+
+    Returns
+    -------
+    SampleResult with draws of shape (num_chains, num_draws, *site_shape).
+    """
+    method, num_devices = resolve_chain_method(chain_method, num_chains)
+    t0 = time.perf_counter()
+    program = build_program(model, static, config, arrays)
+    program_key = next(k for k, v in _PROGRAMS.items() if v is program)
+    device_arrays = {k: jnp.asarray(v) for k, v in arrays.items()}
+    chain_keys = jax.random.split(key, num_chains)
+    init = _compiled("init", program.init, program_key, chain_keys, device_arrays)
+    state = init(chain_keys, device_arrays)
+
+    warmup, steps = config.num_warmup, num_draws
+    if chunk_size is None:
+        chunk_size = max(1, (warmup + steps) // 20) if progress else max(warmup, steps)
+    buffer_len = chunk_size
+    collect = _mapped(program, method)
+    tag = {"sequential": "s", "vectorized": "v", "parallel": "p"}[method]
+
+    def for_chains(x):  # state layout for the method
+        if method == "parallel":
+            return jax.tree.map(lambda a: a.reshape(num_devices, -1, *a.shape[1:]), x)
+        return x
+
+    state = for_chains(state)
+    states = [jax.tree.map(lambda a: a[c], state) for c in range(num_chains)] if method == "sequential" else [state]
+    one = jnp.asarray(1, jnp.int32)
+    col = _compiled(tag + "col", collect, program_key + (num_devices,), states[0], device_arrays, one,
+                    one, buffer_len, static_argnums=(4,))
+    jax.block_until_ready(state)
+    t_compile = time.perf_counter() - t0
+
+    t_warm = t_samp = 0.0
+    warm_grads = samp_grads = 0
+    pieces: list[list] = [[] for _ in states]
+    thin = jnp.asarray(config.thinning, jnp.int32)
+    total = (warmup + steps * config.thinning) * len(states)
+    with _Progress(progress, total, "sample") as bar:
+        for s, st in enumerate(states):
+            t1 = time.perf_counter()
+            for n in _chunks(warmup, buffer_len):
+                st, g, _ = col(st, device_arrays, jnp.asarray(n, jnp.int32), one, buffer_len)
+                warm_grads += int(np.sum(g))
+                bar.update(n, "warmup")
+            jax.block_until_ready(st)
+            t2 = time.perf_counter()
+            for n in _chunks(steps, buffer_len):
+                st, g, buf = col(st, device_arrays, jnp.asarray(n, jnp.int32), thin, buffer_len)
+                samp_grads += int(np.sum(g))
+                pieces[s].append(_take(buf, n, method))
+                bar.update(n * config.thinning, "sampling")
+            jax.block_until_ready(st)
+            t_warm += t2 - t1
+            t_samp += time.perf_counter() - t2
+            states[s] = st
+
+    draws, stats = _assemble(pieces, method, num_chains)
+    if method == "sequential":
+        final = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+    elif method == "parallel":
+        final = jax.tree.map(lambda a: a.reshape(num_chains, *a.shape[2:]), states[0])
+    else:
+        final = states[0]
+    return SampleResult(
+        draws=draws, stats=stats,
+        timings={"compile": t_compile, "warmup": t_warm, "sampling": t_samp},
+        num_grad_evals={"warmup": warm_grads, "sampling": samp_grads},
+        state=final, chain_method=method,
+    )
+
+
+def _take(buffer, n: int, method: str):
+    """The first ``n`` draws of a chunk buffer, as host arrays (chain, draw, ...)."""
+    def take(b):
+        b = np.asarray(b)
+        if method == "sequential":
+            return b[None, :n]
+        if method == "parallel":
+            b = b.reshape(-1, *b.shape[2:])
+        return b[:, :n]
+    return jax.tree.map(take, buffer)
+
+
+def _assemble(pieces: list[list], method: str, num_chains: int):
+    """Concatenate chunk buffers along draws (and chains, for sequential)."""
+    per_chain = [jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *chunks) for chunks in pieces]
+    if len(per_chain) > 1:
+        out = jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *per_chain)
+    else:
+        out = per_chain[0]
+    values, stats = out
+    return dict(values), dict(stats)

@@ -1,0 +1,145 @@
+"""The ``Fit`` users hold: draws, sampler statistics, timings, and what to do with them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+from bhmjax._src import diagnostics
+from bhmjax._src.naming import flat_names
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from bhmjax.diagnose import DiagnosticReport
+
+__all__ = ["Fit"]
+
+
+def hdi_columns(prob: float) -> tuple[str, str]:
+    """ArviZ's column names for an interval of mass ``prob``: ('hdi_3%', 'hdi_97%')."""
+    lo = 100 * (1 - prob) / 2
+    hi = 100 - lo
+    fmt = lambda v: f"{v:g}"  # noqa: E731
+    return f"hdi_{fmt(lo)}%", f"hdi_{fmt(hi)}%"
+
+
+@dataclass
+class Fit:
+    """The result of sampling a model.
+
+    Attributes
+    ----------
+    draws : dict of str -> np.ndarray
+        Posterior draws, each of shape (chains, draws, *site_shape).
+    stats : dict of str -> np.ndarray
+        Sampler statistics of shape (chains, draws): ``diverging``, ``num_steps``
+        (leapfrog steps = gradient evaluations), ``tree_depth``, ``accept_prob``,
+        ``energy``, ``step_size``, ``potential_energy``.
+    timings : dict of str -> float
+        Seconds spent in ``compile``, ``warmup`` and ``sampling``.
+    num_grad_evals : dict of str -> int
+        Gradient evaluations in ``warmup`` and ``sampling`` (all chains).
+    settings : dict
+        The sampler settings (chains, warmup, draws, seed, chain method, ...).
+    coords, dims : dict
+        ArviZ-style labels: ``coords[name]`` lists the labels of a dimension and
+        ``dims[site]`` names the dimension of each axis of a site.
+    data : dict
+        The data arrays the model was fitted to.
+    model : callable
+        The NumPyro model.
+    spec : object, optional
+        The model specification when the fit came from ``bj.Model``.
+    state : object
+        The final sampler state (leading chain axis), to extend the run.
+    """
+
+    draws: dict[str, np.ndarray]
+    stats: dict[str, np.ndarray]
+    timings: dict[str, float]
+    num_grad_evals: dict[str, int]
+    settings: dict[str, Any]
+    coords: dict[str, Sequence] = field(default_factory=dict)
+    dims: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    model: Callable | None = None
+    spec: Any = None
+    state: Any = None
+
+    # ------------------------------------------------------------------ shape
+
+    @property
+    def num_chains(self) -> int:
+        return int(self.stats["diverging"].shape[0])
+
+    @property
+    def num_draws(self) -> int:
+        return int(self.stats["diverging"].shape[1])
+
+    def __repr__(self) -> str:
+        sites = ", ".join(f"{k}{list(v.shape[2:])}" for k, v in self.draws.items())
+        return (f"Fit({self.num_chains} chains x {self.num_draws} draws; sites: {sites}; "
+                f"{int(self.stats['diverging'].sum())} divergences)")
+
+    # ------------------------------------------------------------------ names
+
+    def param_names(self, var_names: Sequence[str] | None = None) -> list[str]:
+        """Scalar parameter names, e.g. ``['mu', 'theta[school_1]', ...]``."""
+        names: list[str] = []
+        for site in self._sites(var_names):
+            names += flat_names(site, self.draws[site].shape[2:], self.coords, self.dims)
+        return names
+
+    def _sites(self, var_names: Sequence[str] | str | None) -> list[str]:
+        if var_names is None:
+            return list(self.draws)
+        if isinstance(var_names, str):
+            var_names = [var_names]
+        unknown = [v for v in var_names if v not in self.draws]
+        if unknown:
+            raise KeyError(f"no site named {unknown} in this fit; sites are {list(self.draws)}")
+        return list(var_names)
+
+    def flat_draws(self, var_names: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
+        """All scalar parameters side by side: names and an array (chains, draws, n_params)."""
+        names, columns = [], []
+        for site in self._sites(var_names):
+            x = self.draws[site]
+            names += flat_names(site, x.shape[2:], self.coords, self.dims)
+            columns.append(x.reshape(x.shape[0], x.shape[1], -1))
+        return names, np.concatenate(columns, axis=-1)
+
+    # ------------------------------------------------------------------ summaries
+
+    def summary(self, var_names: Sequence[str] | None = None, prob: float = 0.94) -> "pd.DataFrame":
+        """A table with one row per scalar parameter, in ArviZ's column names.
+
+        Columns: mean, sd, hdi_3%, hdi_97% (for ``prob=0.94``), mcse_mean, mcse_sd,
+        ess_bulk, ess_tail, r_hat. Computed in JAX by ``bhmjax.diagnostics``.
+        """
+        import pandas as pd
+
+        names, x = self.flat_draws(var_names)
+        stats = {k: np.asarray(v) for k, v in diagnostics.summary_stats(x, prob=prob).items()}
+        lo, hi = hdi_columns(prob)
+        table = pd.DataFrame({
+            "mean": stats["mean"], "sd": stats["sd"], lo: stats["hdi_lower"], hi: stats["hdi_upper"],
+            "mcse_mean": stats["mcse_mean"], "mcse_sd": stats["mcse_sd"],
+            "ess_bulk": stats["ess_bulk"], "ess_tail": stats["ess_tail"], "r_hat": stats["r_hat"],
+        }, index=pd.Index(names, name="parameter"))
+        return table
+
+    def diagnose(self, *, verbose: bool = True, **thresholds) -> "DiagnosticReport":
+        """Check convergence and sampler health; prints the report and returns it.
+
+        See :func:`bhmjax.diagnose.diagnose` for the checks and ``thresholds``.
+        """
+        from bhmjax.diagnose import diagnose
+
+        report = diagnose(self, **thresholds)
+        if verbose:
+            print(report)
+        return report
