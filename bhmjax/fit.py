@@ -47,6 +47,10 @@ class Fit:
     coords, dims : dict
         ArviZ-style labels: ``coords[name]`` lists the labels of a dimension and
         ``dims[site]`` names the dimension of each axis of a site.
+    names : dict of str -> list of (str or None)
+        Explicit row names for the scalars of a site in C order, overriding
+        coords/dims (``{"b": ["floor", "x"]}``); a None entry hides that scalar
+        from summaries (the unit diagonal of a correlation matrix, say).
     data : dict
         The data arrays the model was fitted to.
     model : callable
@@ -64,6 +68,7 @@ class Fit:
     settings: dict[str, Any]
     coords: dict[str, Sequence] = field(default_factory=dict)
     dims: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    names: dict[str, list[str | None]] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     model: Callable | None = None
     spec: Any = None
@@ -88,10 +93,15 @@ class Fit:
 
     def param_names(self, var_names: Sequence[str] | None = None) -> list[str]:
         """Scalar parameter names, e.g. ``['mu', 'theta[school_1]', ...]``."""
-        names: list[str] = []
-        for site in self._sites(var_names):
-            names += flat_names(site, self.draws[site].shape[2:], self.coords, self.dims)
-        return names
+        return self.flat_draws(var_names)[0]
+
+    def site_names(self, site: str) -> list[str | None]:
+        """Row names of every scalar of ``site`` in C order (None: hidden)."""
+        shape = self.draws[site].shape[2:]
+        names = self.names.get(site)
+        if names is not None and len(names) == int(np.prod(shape, dtype=int)):
+            return list(names)
+        return list(flat_names(site, shape, self.coords, self.dims))
 
     def _sites(self, var_names: Sequence[str] | str | None) -> list[str]:
         if var_names is None:
@@ -108,8 +118,12 @@ class Fit:
         names, columns = [], []
         for site in self._sites(var_names):
             x = self.draws[site]
-            names += flat_names(site, x.shape[2:], self.coords, self.dims)
-            columns.append(x.reshape(x.shape[0], x.shape[1], -1))
+            x = x.reshape(x.shape[0], x.shape[1], -1)
+            shown = [i for i, n in enumerate(self.site_names(site)) if n is not None]
+            names += [self.site_names(site)[i] for i in shown]
+            columns.append(x[..., shown].astype(np.float64 if x.dtype == np.float64 else np.float32))
+        if not columns:
+            raise ValueError("no parameters to show: the selected sites are empty or hidden")
         return names, np.concatenate(columns, axis=-1)
 
     # ------------------------------------------------------------------ summaries

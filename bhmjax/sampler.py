@@ -88,6 +88,7 @@ def sample(
     x64: bool = False,
     coords: Mapping[str, Sequence] | None = None,
     dims: Mapping[str, Sequence[str]] | None = None,
+    names: Mapping[str, Sequence[str | None]] | None = None,
     chunk_size: int | None = None,
 ) -> Fit:
     """Sample the posterior of a NumPyro model with jit-compiled NUTS across chains.
@@ -124,6 +125,8 @@ def sample(
         ArviZ-style labels used in parameter names, e.g.
         ``coords={"school": names}, dims={"theta": ["school"]}`` names rows
         ``theta[Choate]``.
+    names : dict, optional
+        Explicit row names per site (see :class:`Fit`), overriding coords/dims.
     chunk_size : int, optional
         Steps per compiled call (the granularity of the progress bar).
 
@@ -181,6 +184,7 @@ def sample(
     return Fit(draws=result.draws, stats=stats, timings=result.timings,
                num_grad_evals=result.num_grad_evals, settings=settings,
                coords=dict(coords or {}), dims={k: tuple(v) for k, v in (dims or {}).items()},
+               names={k: list(v) for k, v in (names or {}).items()},
                data={**arrays, **static}, model=model, state=result.state)
 
 
