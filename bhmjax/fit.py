@@ -59,6 +59,10 @@ class Fit:
         The model specification when the fit came from ``bj.Model``.
     state : object
         The final sampler state (leading chain axis), to extend the run.
+    extras : dict of str -> dict of str -> np.ndarray
+        Further ArviZ groups by group name, each site (chains, draws, *shape):
+        ``log_likelihood``, ``posterior_predictive``, ``observed_data`` (no chain and
+        draw axes). Filled by ``bj.load`` from a saved file; used by ``to_arviz``.
     """
 
     draws: dict[str, np.ndarray]
@@ -73,6 +77,7 @@ class Fit:
     model: Callable | None = None
     spec: Any = None
     state: Any = None
+    extras: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ shape
 
@@ -157,3 +162,65 @@ class Fit:
         if verbose:
             print(report)
         return report
+
+    # ------------------------------------------------------------------ export and plots (bhmjax.io, bhmjax.plots)
+
+    def to_arviz(self, **kwargs):
+        """An ArviZ InferenceData; see :func:`bhmjax.io.to_arviz`."""
+        from bhmjax import io
+
+        return io.to_arviz(self, **kwargs)
+
+    def save(self, path, **kwargs):
+        """Save to one portable file, atomically; see :func:`bhmjax.io.save` and ``bj.load``."""
+        from bhmjax import io
+
+        return io.save(self, path, **kwargs)
+
+    def plot_trace(self, *args, **kwargs):
+        """Trace and density per parameter; see :func:`bhmjax.plots.plot_trace`."""
+        from bhmjax import plots
+
+        return plots.plot_trace(self, *args, **kwargs)
+
+    def plot_rank(self, *args, **kwargs):
+        """Rank histograms per chain; see :func:`bhmjax.plots.plot_rank`."""
+        from bhmjax import plots
+
+        return plots.plot_rank(self, *args, **kwargs)
+
+    def plot_forest(self, *args, **kwargs):
+        """Posterior intervals; see :func:`bhmjax.plots.plot_forest`."""
+        from bhmjax import plots
+
+        return plots.plot_forest(self, *args, **kwargs)
+
+    def plot_shrinkage(self, *args, **kwargs):
+        """Partial against no pooling per group; see :func:`bhmjax.plots.plot_shrinkage`."""
+        from bhmjax import plots
+
+        return plots.plot_shrinkage(self, *args, **kwargs)
+
+    def plot_pair(self, *args, **kwargs):
+        """Pairwise scatter with divergences; see :func:`bhmjax.plots.plot_pair`."""
+        from bhmjax import plots
+
+        return plots.plot_pair(self, *args, **kwargs)
+
+    def plot_funnel(self, *args, **kwargs):
+        """Group effect against its log scale; see :func:`bhmjax.plots.plot_funnel`."""
+        from bhmjax import plots
+
+        return plots.plot_funnel(self, *args, **kwargs)
+
+    def plot_ppc(self, *args, **kwargs):
+        """Observed against replicated data; see :func:`bhmjax.plots.plot_ppc`."""
+        from bhmjax import plots
+
+        return plots.plot_ppc(self, *args, **kwargs)
+
+    def plot_energy(self, *args, **kwargs):
+        """Energy and energy-transition distributions; see :func:`bhmjax.plots.plot_energy`."""
+        from bhmjax import plots
+
+        return plots.plot_energy(self, *args, **kwargs)

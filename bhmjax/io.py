@@ -1,0 +1,434 @@
+"""Saving and loading fits, and conversion to ArviZ.
+
+The file format (``format_version`` 1) is a standard zip archive that ``numpy.load``
+reads as an ``.npz``:
+
+- ``meta.json``: format name and version, library versions, settings, timings,
+  gradient counts, coords/dims/names, JSON-able data scalars and an index of the
+  arrays (entry name, dtype, shape);
+- one ``.npy`` entry per array: ``draws/<site>``, ``stats/<name>``, ``data/<name>``
+  and ``extras/<group>/<name>`` (pointwise log-likelihood, observed data, posterior
+  predictive);
+- the zip's archive comment, the last bytes of the file: ``bhmjax-sha256:<hex>``,
+  the SHA-256 of every byte before it. Any flipped or missing byte is detected.
+
+Files are written atomically (a temporary file in the same folder, flushed and
+fsync'ed, then renamed over the final name) and read without pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io as _io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bhmjax.fit import Fit
+
+__all__ = ["FORMAT_VERSION", "FitFileError", "load", "save", "to_arviz",
+           "pointwise_log_likelihood", "observed_data", "read_meta"]
+
+FORMAT_NAME = "bhmjax.fit"
+FORMAT_VERSION = 1
+_TRAILER_PREFIX = b"bhmjax-sha256:"
+_TRAILER_LEN = len(_TRAILER_PREFIX) + 64
+_MAX_LOGLIK_VALUES = 20_000_000  # "auto" stores the pointwise log-likelihood below this size
+
+
+class FitFileError(ValueError):
+    """A fit file that cannot be read: truncated, corrupted, foreign, or from a newer bhmjax."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON values for numpy scalars, arrays, tuples and paths (str as a last resort)."""
+    if isinstance(value, (str, bool, int, float)) or value is None:
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
+        return [_jsonable(v) for v in (value.tolist() if hasattr(value, "tolist") else value)]
+    return str(value)
+
+
+def _versions() -> dict[str, str]:
+    import jax
+    import numpyro
+
+    import bhmjax
+
+    return {"bhmjax": getattr(bhmjax, "__version__", "unknown"), "jax": jax.__version__,
+            "numpyro": numpyro.__version__, "numpy": np.__version__}
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = _io.BytesIO()
+    np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _storable(value: Any) -> np.ndarray | None:
+    """A numpy array that saves without pickle, or None (objects, callables)."""
+    if isinstance(value, (str, bytes, bool, int, float)) or value is None:
+        return None
+    try:
+        array = np.asarray(value)
+    except Exception:  # noqa: BLE001 - anything numpy cannot hold is simply not stored
+        return None
+    return None if array.dtype.hasobject else array
+
+
+# --------------------------------------------------------------------------- save
+
+
+def _collect_arrays(fit: "Fit", log_lik: bool | str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Every array to store by entry name, and the JSON-able scalars of ``fit.data``."""
+    arrays = {f"draws/{k}": np.asarray(v) for k, v in fit.draws.items()}
+    arrays |= {f"stats/{k}": np.asarray(v) for k, v in fit.stats.items()}
+    scalars = {}
+    for k, v in fit.data.items():
+        array = _storable(v)
+        if array is not None:
+            arrays[f"data/{k}"] = array
+        elif isinstance(v, (str, bool, int, float)) or v is None:
+            scalars[k] = v
+    extras = {g: dict(v) for g, v in getattr(fit, "extras", {}).items()}
+    if fit.model is not None:
+        extras.setdefault("observed_data", observed_data(fit))
+        if log_lik and "log_likelihood" not in extras:
+            size = fit.num_chains * fit.num_draws * sum(
+                int(np.size(v)) for v in extras["observed_data"].values())
+            if log_lik is True or size <= _MAX_LOGLIK_VALUES:
+                extras["log_likelihood"] = pointwise_log_likelihood(fit)
+    for group, values in extras.items():
+        arrays |= {f"extras/{group}/{k}": np.asarray(v) for k, v in values.items()}
+    return arrays, scalars
+
+
+def _meta(fit: "Fit", arrays: Mapping[str, np.ndarray], scalars: Mapping[str, Any]) -> dict:
+    return {
+        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "versions": _versions(),
+        "settings": _jsonable(fit.settings), "timings": _jsonable(fit.timings),
+        "num_grad_evals": _jsonable(fit.num_grad_evals), "coords": _jsonable(fit.coords),
+        "dims": _jsonable(fit.dims), "names": _jsonable(fit.names), "data_scalars": _jsonable(scalars),
+        "arrays": {k: {"dtype": v.dtype.str, "shape": list(v.shape)} for k, v in arrays.items()},
+        "spec": None if fit.spec is None else type(fit.spec).__name__,
+    }
+
+
+def _encode(meta: dict, arrays: Mapping[str, np.ndarray], compress: bool) -> bytes:
+    buf = _io.BytesIO()
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(buf, "w", compression=method, allowZip64=True) as zf:
+        zf.writestr("meta.json", json.dumps(meta, indent=1, sort_keys=True))
+        for name, array in arrays.items():
+            zf.writestr(f"{name}.npy", _npy_bytes(array))
+    body = buf.getvalue()
+    if body[-2:] != b"\x00\x00":  # pragma: no cover - zipfile always ends in an empty comment
+        raise RuntimeError("unexpected zip layout: the archive already has a comment")
+    head = body[:-2] + _TRAILER_LEN.to_bytes(2, "little")
+    return head + _TRAILER_PREFIX + hashlib.sha256(head).hexdigest().encode()
+
+
+def _write_atomic(path: Path, payload: bytes) -> None:
+    """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+    folder = path.parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable where the platform allows it
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def save(fit: "Fit", path: str | os.PathLike, *, log_likelihood: bool | str = "auto",
+         compress: bool = False) -> Path:
+    """Save a fit to one portable file, atomically.
+
+    Parameters
+    ----------
+    fit : Fit
+    path : str or PathLike
+        Destination; its folder must exist. An existing file is replaced only once
+        the new one is completely on disk.
+    log_likelihood : bool or "auto"
+        Store the pointwise log-likelihood of the observed sites (needs ``fit.model``),
+        so a loaded fit still supports ``az.loo``. "auto" stores it when it has at most
+        20 million values.
+    compress : bool
+        Deflate the entries (smaller, slower).
+
+    Returns
+    -------
+    Path
+        The path written.
+
+    Examples
+    --------
+    >>> path = fit.save("eight_schools.bhm")      # doctest: +SKIP
+    >>> fit2 = bhmjax.load(path)                   # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot save to {str(path)!r}: the folder {str(path.parent)!r} does not exist")
+    arrays, scalars = _collect_arrays(fit, log_likelihood)
+    _write_atomic(path, _encode(_meta(fit, arrays, scalars), arrays, compress))
+    return path
+
+
+# --------------------------------------------------------------------------- load
+
+
+def _verified_zip(raw: bytes, where: str) -> zipfile.ZipFile:
+    hint = "The file is truncated or corrupted (or not a bhmjax fit); save the fit again."
+    if not raw.startswith(b"PK\x03\x04") or len(raw) < _TRAILER_LEN + 24:
+        raise FitFileError(f"{where} is not a bhmjax fit file: it does not start as a zip archive "
+                           f"or is too short ({len(raw)} bytes). {hint}")
+    trailer = raw[-_TRAILER_LEN:]
+    length = raw[-_TRAILER_LEN - 2:-_TRAILER_LEN]
+    if not trailer.startswith(_TRAILER_PREFIX) or length != _TRAILER_LEN.to_bytes(2, "little"):
+        raise FitFileError(f"{where} has no checksum trailer at its end. {hint}")
+    expected = trailer[len(_TRAILER_PREFIX):]
+    actual = hashlib.sha256(raw[:-_TRAILER_LEN]).hexdigest().encode()
+    if actual != expected:
+        raise FitFileError(f"{where} failed its checksum (sha256 {actual[:12].decode()}... but the file "
+                           f"records {expected[:12].decode(errors='replace')}...). {hint}")
+    try:
+        return zipfile.ZipFile(_io.BytesIO(raw))
+    except (zipfile.BadZipFile, ValueError) as err:  # pragma: no cover - checksum guards this
+        raise FitFileError(f"{where} is not a readable zip archive ({err}). {hint}") from err
+
+
+def _read_meta(zf: zipfile.ZipFile, where: str) -> dict:
+    try:
+        meta = json.loads(zf.read("meta.json"))
+    except (KeyError, ValueError, zipfile.BadZipFile) as err:
+        raise FitFileError(f"{where} has no readable meta.json ({err}); it is not a bhmjax fit file.") from err
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise FitFileError(f"{where} is not a bhmjax fit file (format {meta.get('format')!r}, "
+                           f"expected {FORMAT_NAME!r}).")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise FitFileError(f"{where} has an invalid format_version {version!r}.")
+    if version > FORMAT_VERSION:
+        writer = meta.get("versions", {}).get("bhmjax", "a newer version")
+        raise FitFileError(
+            f"{where} uses fit file format {version}, written by bhmjax {writer}; this bhmjax "
+            f"reads formats up to {FORMAT_VERSION}. Upgrade bhmjax to load it.")
+    return meta
+
+
+def _read_arrays(raw: bytes, meta: dict, where: str) -> dict[str, np.ndarray]:
+    out = {}
+    with np.load(_io.BytesIO(raw), allow_pickle=False) as npz:
+        for name, info in meta["arrays"].items():
+            try:
+                array = npz[name]
+            except (KeyError, ValueError, OSError, zipfile.BadZipFile) as err:
+                raise FitFileError(f"{where}: array {name!r} is missing or unreadable ({err}).") from err
+            if array.dtype.str != info["dtype"] or list(array.shape) != info["shape"]:
+                raise FitFileError(f"{where}: array {name!r} has dtype {array.dtype.str} and shape "
+                                   f"{array.shape}; meta.json records {info['dtype']} {info['shape']}.")
+            out[name] = array
+    return out
+
+
+def load(path: str | os.PathLike) -> "Fit":
+    """Load a fit saved by :func:`save` (or ``Fit.save``).
+
+    The loaded fit has ``model=None``, ``spec=None`` and ``state=None`` (functions
+    and sampler states are not stored); summaries, diagnostics, plots and
+    ``to_arviz`` work as before (``to_arviz`` includes the log-likelihood if it was
+    stored).
+
+    Raises
+    ------
+    FitFileError
+        (a ``ValueError``) for a truncated, corrupted or foreign file, or one written in
+        a newer format version.
+    """
+    from bhmjax.fit import Fit
+
+    path = Path(path)
+    raw = path.read_bytes()
+    where = f"fit file {str(path)!r}"
+    meta = _read_meta(_verified_zip(raw, where), where)
+    arrays = _read_arrays(raw, meta, where)
+
+    def group(prefix: str) -> dict[str, np.ndarray]:
+        return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+    extras: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in group("extras/").items():
+        grp, name = key.split("/", 1)
+        extras.setdefault(grp, {})[name] = value
+    fit = Fit(
+        draws=group("draws/"), stats=group("stats/"), timings=meta["timings"],
+        num_grad_evals=meta["num_grad_evals"], settings=meta["settings"], coords=meta["coords"],
+        dims={k: tuple(v) for k, v in meta["dims"].items()}, names=meta["names"],
+        data={**group("data/"), **meta["data_scalars"]},
+    )
+    fit.extras = extras
+    return fit
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """The metadata of a fit file (versions, settings, timings, array index), checksum verified."""
+    path = Path(path)
+    where = f"fit file {str(path)!r}"
+    return _read_meta(_verified_zip(path.read_bytes(), where), where)
+
+
+# --------------------------------------------------------------------------- model-based groups
+
+
+def _model_trace(fit: "Fit") -> dict:
+    from numpyro import handlers
+
+    from bhmjax.sampler import x64_mode
+
+    with x64_mode(fit.settings.get("x64", False)), handlers.block(), handlers.seed(rng_seed=0), \
+            handlers.trace() as tr:
+        fit.model(**fit.data)
+    return tr
+
+
+def observed_data(fit: "Fit") -> dict[str, np.ndarray]:
+    """The observed sites' values, by running the model once on ``fit.data``."""
+    stored = getattr(fit, "extras", {}).get("observed_data")
+    if stored is not None:
+        return dict(stored)
+    if fit.model is None:
+        return {}
+    return {k: np.asarray(s["value"]) for k, s in _model_trace(fit).items()
+            if s["type"] == "sample" and s.get("is_observed")}
+
+
+def pointwise_log_likelihood(fit: "Fit") -> dict[str, np.ndarray]:
+    """Pointwise log-likelihood of each observed site, shape (chains, draws, *obs_shape).
+
+    Computed with ``numpyro.infer.log_likelihood`` from the latent draws; returns the
+    stored values for a loaded fit, and ``{}`` when neither is available.
+    """
+    stored = getattr(fit, "extras", {}).get("log_likelihood")
+    if stored is not None:
+        return dict(stored)
+    if fit.model is None:
+        return {}
+    from numpyro.infer import log_likelihood as numpyro_log_likelihood
+
+    from bhmjax.sampler import x64_mode
+
+    trace = _model_trace(fit)
+    latent = [k for k, s in trace.items() if s["type"] == "sample" and not s.get("is_observed")]
+    missing = [k for k in latent if k not in fit.draws]
+    if missing or not any(s["type"] == "sample" and s.get("is_observed") for s in trace.values()):
+        return {}  # latent sites were dropped from the draws, or nothing is observed
+    samples = {k: fit.draws[k] for k in latent}
+    with x64_mode(fit.settings.get("x64", False)):
+        out = numpyro_log_likelihood(fit.model, samples, batch_ndims=2, **fit.data)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+# --------------------------------------------------------------------------- ArviZ
+
+
+_STAT_NAMES = {"diverging": "diverging", "energy": "energy", "step_size": "step_size",
+               "tree_depth": "tree_depth", "num_steps": "n_steps", "accept_prob": "acceptance_rate"}
+
+
+def _import_arviz():
+    try:
+        import arviz as az
+    except ImportError as err:
+        raise ImportError("to_arviz needs ArviZ, an optional extra of bhmjax: pip install bhmjax[arviz]") from err
+    return az
+
+
+def _labels(fit: "Fit", groups: Mapping[str, Mapping[str, np.ndarray]]) -> tuple[dict, dict]:
+    """ArviZ dims and coords: fit.dims/coords where lengths agree, else 1-D site names."""
+    dims, coords = {}, {}
+    for values in groups.values():
+        for site, x in values.items():
+            shape = np.shape(x)[2:]
+            site_dims = list(fit.dims.get(site, ()))[:len(shape)]
+            site_dims += [f"{site}_dim_{i}" for i in range(len(site_dims), len(shape))]
+            for axis, dim in enumerate(site_dims):
+                labels = fit.coords.get(dim)
+                if labels is None and len(shape) == 1 and fit.names.get(site):
+                    labels = [n if n is not None else f"{site}[{i}]" for i, n in enumerate(fit.names[site])]
+                if labels is not None and len(labels) == shape[axis] and len(set(map(str, labels))) == len(labels):
+                    coords.setdefault(dim, [_jsonable(v) for v in labels])
+            if shape:
+                dims[site] = site_dims
+    return dims, coords
+
+
+def to_arviz(fit: "Fit", *, posterior_predictive: Mapping[str, np.ndarray] | np.ndarray | None = None,
+             log_likelihood: bool = True) -> Any:
+    """An ArviZ ``InferenceData`` of the fit.
+
+    Groups: ``posterior``; ``sample_stats`` with ArviZ's names (``diverging``, ``energy``,
+    ``step_size``, ``tree_depth``, ``n_steps``, ``acceptance_rate``, ``lp``);
+    ``observed_data`` and ``log_likelihood`` of the model's observed sites (from the model,
+    or as stored in a saved file); ``posterior_predictive`` when given (a dict of
+    (chains, draws, *obs_shape) arrays, or one array for the single observed site) or
+    stored. Dims and coords come from ``fit.dims`` and ``fit.coords``.
+
+    Raises
+    ------
+    ImportError
+        When ArviZ is not installed (``pip install bhmjax[arviz]``).
+    """
+    az = _import_arviz()
+    extras = getattr(fit, "extras", {})
+    observed = observed_data(fit)
+    groups: dict[str, dict[str, np.ndarray]] = {"posterior": dict(fit.draws)}
+    stats = {new: np.asarray(fit.stats[old]) for old, new in _STAT_NAMES.items() if old in fit.stats}
+    if "potential_energy" in fit.stats:
+        stats["lp"] = -np.asarray(fit.stats["potential_energy"])
+    if log_likelihood:
+        groups["log_likelihood"] = pointwise_log_likelihood(fit)
+    pp = posterior_predictive if posterior_predictive is not None else extras.get("posterior_predictive")
+    if pp is not None and not isinstance(pp, Mapping):
+        if len(observed) != 1:
+            raise ValueError(f"posterior_predictive given as one array, but the model has {len(observed)} "
+                             f"observed sites {list(observed)}; pass a dict of arrays by site name.")
+        pp = {next(iter(observed)): pp}
+    if pp:
+        groups["posterior_predictive"] = {k: np.asarray(v) for k, v in pp.items()}
+    dims, coords = _labels(fit, {**groups, "observed_data": {k: np.asarray(v)[None, None] for k, v in observed.items()}})
+    kwargs = {k: v for k, v in groups.items() if v}
+    return az.from_dict(**kwargs, sample_stats=stats, observed_data=observed or None,
+                        coords=coords, dims=dims,
+                        attrs={"inference_library": "bhmjax", **{k: str(v) for k, v in _versions().items()}})
