@@ -1,0 +1,26 @@
+"""Statistical assertions tied to Monte Carlo error, shared by the tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import bhmjax as bj
+
+
+def mcse_z(draws: np.ndarray, truth: float | np.ndarray) -> np.ndarray:
+    """|posterior mean - truth| / MCSE of the mean, per scalar; draws (chain, draw, ...)."""
+    mean = draws.mean(axis=(0, 1))
+    return np.abs(mean - truth) / np.asarray(bj.mcse(draws))
+
+
+def agreement_z(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|mean_a - mean_b| / sqrt(mcse_a^2 + mcse_b^2) for two independent fits."""
+    diff = a.mean(axis=(0, 1)) - b.mean(axis=(0, 1))
+    return np.abs(diff) / np.sqrt(np.asarray(bj.mcse(a)) ** 2 + np.asarray(bj.mcse(b)) ** 2)
+
+
+def assert_converged(fit, rhat_max: float = 1.01, ess_min: float = 100.0) -> None:
+    """R-hat and bulk ESS of every parameter are fine before any posterior check."""
+    table = fit.summary()
+    assert table["r_hat"].max() < rhat_max, table.sort_values("r_hat").tail()
+    assert table["ess_bulk"].min() > ess_min, table.sort_values("ess_bulk").head()

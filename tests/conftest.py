@@ -1,0 +1,20 @@
+"""Shared fixtures: the posteriordb data folder and a headless matplotlib."""
+
+import os
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "posteriordb"
+
+
+@pytest.fixture(scope="session")
+def posteriordb() -> Path:
+    """The folder of real data sets beside the repo (../shared/data/posteriordb)."""
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"posteriordb data folder not found at {DATA_DIR}")
+    return DATA_DIR

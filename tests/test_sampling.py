@@ -1,0 +1,262 @@
+"""The sampling core: exact posteriors, eight schools, determinism, options, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pandas as pd
+import pytest
+
+import bhmjax as bj
+from bhmjax._src import sampling
+
+from ._stats import agreement_z, assert_converged, mcse_z
+
+FAST = dict(chains=2, warmup=300, draws=400, progress=False)
+
+
+# ----------------------------------------------------------------- models
+
+
+def normal_mean(y, prior_sd=10.0):
+    mu = numpyro.sample("mu", dist.Normal(0.0, prior_sd))
+    numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+def group_means(group, y, num_groups: int, tau=2.0):
+    with numpyro.plate("groups", num_groups):
+        theta = numpyro.sample("theta", dist.Normal(0.0, tau))
+    numpyro.sample("y", dist.Normal(theta[group], 1.0), obs=y)
+
+
+def eight_schools(y, sigma, centered: bool = True):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
+    with numpyro.plate("school", y.shape[0]):
+        if centered:
+            theta = numpyro.sample("theta", dist.Normal(mu, tau))
+        else:
+            z = numpyro.sample("theta_z", dist.Normal(0.0, 1.0))
+            theta = numpyro.deterministic("theta", mu + tau * z)
+        numpyro.sample("y", dist.Normal(theta, sigma), obs=y)
+
+
+@pytest.fixture(scope="module")
+def y20():
+    return np.random.default_rng(1).normal(1.5, 1.0, size=20)
+
+
+@pytest.fixture(scope="module")
+def schools(posteriordb):
+    raw = json.loads((posteriordb / "eight_schools.json").read_text())
+    return {"y": np.asarray(raw["y"], float), "sigma": np.asarray(raw["sigma"], float)}
+
+
+# ----------------------------------------------------------------- known posteriors
+
+
+def test_normal_mean_matches_closed_form(y20):
+    fit = bj.sample(normal_mean, {"y": y20}, chains=4, warmup=500, draws=1000, progress=False)
+    assert_converged(fit)
+    precision = 1 / 10.0**2 + len(y20)
+    exact_mean, exact_sd = y20.sum() / precision, precision**-0.5
+    assert mcse_z(fit.draws["mu"], exact_mean) < 4
+    assert abs(fit.draws["mu"].std() / exact_sd - 1) < 0.10
+
+
+def test_known_posterior_check_rejects_a_wrong_prior(y20):
+    """Negative control: the same check fails when the model's prior scale is wrong."""
+    fit = bj.sample(normal_mean, {"y": y20, "prior_sd": 0.05}, chains=4, warmup=500, draws=1000,
+                    progress=False)
+    precision = 1 / 10.0**2 + len(y20)
+    assert mcse_z(fit.draws["mu"], y20.sum() / precision) > 4
+
+
+def test_group_means_match_closed_form():
+    rng = np.random.default_rng(2)
+    sizes = np.array([1, 2, 3, 5, 8, 13, 20, 40])
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    y = rng.normal(rng.normal(0, 2, len(sizes))[group], 1.0)
+    data = {"group": group, "y": y, "num_groups": len(sizes)}
+    fit = bj.sample(group_means, data, chains=4, warmup=500, draws=1000, progress=False)
+    assert_converged(fit)
+    precision = 1 / 4.0 + sizes
+    exact_mean = np.bincount(group, weights=y) / precision
+    assert np.all(mcse_z(fit.draws["theta"], exact_mean) < 4)
+    sd_ratio = fit.draws["theta"].std(axis=(0, 1)) / precision**-0.5
+    assert np.all(np.abs(sd_ratio - 1) < 0.10), sd_ratio
+
+
+# ----------------------------------------------------------------- eight schools
+
+
+def test_eight_schools_centered_and_noncentered_agree(schools):
+    settings = dict(chains=4, warmup=1000, draws=1500, progress=False, target_accept=0.95)
+    ncp = bj.sample(eight_schools, {**schools, "centered": False}, seed=1, **settings)
+    cp = bj.sample(eight_schools, {**schools, "centered": True}, seed=2, **settings)
+    for name in ("mu", "tau"):
+        assert agreement_z(cp.draws[name], ncp.draws[name]) < 4, name
+
+
+def test_eight_schools_centered_reports_divergences(schools):
+    fit = bj.sample(eight_schools, {**schools, "centered": True}, chains=4, warmup=500, draws=500,
+                    progress=False, seed=0)
+    report = fit.diagnose(verbose=False)
+    assert fit.stats["diverging"].sum() > 0
+    assert not report.ok
+    problem = next(p for p in report.problems if p.check == "divergences")
+    assert "non-centered" in problem.advice and "tau" in problem.advice
+
+
+# ----------------------------------------------------------------- behaviour
+
+
+def test_same_seed_gives_identical_draws(y20):
+    a = bj.sample(normal_mean, {"y": y20}, seed=3, **FAST)
+    b = bj.sample(normal_mean, {"y": y20}, seed=3, **FAST)
+    c = bj.sample(normal_mean, {"y": y20}, seed=4, **FAST)
+    np.testing.assert_array_equal(a.draws["mu"], b.draws["mu"])
+    np.testing.assert_array_equal(a.stats["num_steps"], b.stats["num_steps"])
+    assert not np.array_equal(a.draws["mu"], c.draws["mu"])
+
+
+@pytest.mark.parametrize("method", ["sequential", "vectorized", "parallel"])
+def test_chain_methods_give_the_posterior(method, y20):
+    fit = bj.sample(normal_mean, {"y": y20}, chains=2, warmup=300, draws=600, progress=False,
+                    chain_method=method)
+    assert fit.draws["mu"].shape == (2, 600)
+    assert fit.settings["chain_method"] == method
+    precision = 1 / 100 + len(y20)
+    assert mcse_z(fit.draws["mu"], y20.sum() / precision) < 4
+
+
+def test_auto_chain_method_is_resolved():
+    method, devices = sampling.resolve_chain_method("auto", 4)
+    assert method in ("parallel", "sequential", "vectorized")
+    assert 4 % devices == 0
+
+
+def test_fit_fields(y20):
+    fit = bj.sample(normal_mean, {"y": y20}, **FAST)
+    for key in ("diverging", "num_steps", "accept_prob", "energy", "step_size", "tree_depth"):
+        assert fit.stats[key].shape == (2, 400), key
+    assert set(fit.timings) == {"compile", "warmup", "sampling"}
+    assert fit.num_grad_evals["sampling"] == int(fit.stats["num_steps"].sum())
+    assert fit.num_grad_evals["warmup"] > 0
+    assert np.all(fit.stats["tree_depth"] >= 1)
+    assert list(fit.summary().columns) == ["mean", "sd", "hdi_3%", "hdi_97%", "mcse_mean", "mcse_sd",
+                                           "ess_bulk", "ess_tail", "r_hat"]
+
+
+def test_thinning_keep_drop_and_x64():
+    def model(x):
+        mu = numpyro.sample("mu", dist.Normal(0, 1))
+        s = numpyro.sample("s", dist.HalfNormal(1))
+        numpyro.deterministic("big", mu * x)
+        numpyro.sample("obs", dist.Normal(mu, s), obs=x)
+
+    x = np.linspace(-1, 1, 50)
+    fit = bj.sample(model, {"x": x}, chains=2, warmup=100, draws=50, thin=3, drop=["big"],
+                    progress=False, x64=True)
+    assert set(fit.draws) == {"mu", "s"}
+    assert fit.draws["mu"].shape == (2, 50) and fit.draws["mu"].dtype == np.float64
+    assert fit.num_grad_evals["sampling"] >= 2 * 50 * 3
+    kept = bj.sample(model, {"x": x}, chains=2, warmup=100, draws=50, keep=["mu"], progress=False)
+    assert set(kept.draws) == {"mu"} and kept.draws["mu"].dtype == np.float32
+
+
+def test_new_data_of_same_shape_does_not_recompile(y20):
+    bj.sample(normal_mean, {"y": y20}, seed=5, **FAST)
+    before = sampling.trace_counts()
+    fit = bj.sample(normal_mean, {"y": y20 + 1.0}, seed=6, **FAST)
+    assert sampling.trace_counts() == before
+    assert fit.timings["compile"] < 1.0
+    bj.sample(normal_mean, {"y": y20[:10]}, seed=6, **FAST)  # a new shape compiles once more
+    assert sampling.trace_counts()["collect"] == before["collect"] + 1
+
+
+def test_progress_bar_for_every_chain_method(y20, capsys):
+    for method in ("sequential", "vectorized", "parallel"):
+        bj.sample(normal_mean, {"y": y20}, chains=2, warmup=50, draws=50, progress=True,
+                  chain_method=method)
+        err = capsys.readouterr().err
+        assert "sample" in err and "100" in err, (method, err)
+
+
+def test_init_strategies_and_dense_mass(y20):
+    for strategy in ("median", "feasible", {"mu": 1.0}):
+        fit = bj.sample(normal_mean, {"y": y20}, chains=2, warmup=100, draws=100, progress=False,
+                        init_strategy=strategy, dense_mass=True, max_tree_depth=5, target_accept=0.9)
+        assert np.isfinite(fit.draws["mu"]).all()
+        assert fit.stats["tree_depth"].max() <= 5
+
+
+# ----------------------------------------------------------------- labels
+
+
+@pytest.mark.parametrize("labels", [
+    np.array([30, 10, 20, 10]),
+    np.array(["c", "a", "b", "a"]),
+    pd.Categorical(["low", "high", "mid", "high"], categories=["low", "mid", "high"]),
+])
+def test_group_labels_encode_to_contiguous_codes(labels):
+    enc = bj.encode_groups(labels, name="g")
+    assert enc.codes.dtype == np.int32
+    assert enc.num_groups == 3 and enc.codes.max() == 2
+    back = np.asarray(enc.labels, dtype=object)[enc.codes]
+    np.testing.assert_array_equal(back, np.asarray(labels, dtype=object))
+
+
+def test_summary_names_group_parameters_by_label():
+    schools_labels = np.array([f"school_{i}" for i in (3, 1, 2, 1, 3)])
+    enc = bj.encode_groups(schools_labels, name="school")
+    y = np.array([1.0, 2.0, 0.5, 1.5, 0.0])
+    fit = bj.sample(group_means, {"group": enc.codes, "y": y, "num_groups": enc.num_groups},
+                    coords={"school": enc.labels}, dims={"theta": ["school"]}, **FAST)
+    assert list(fit.summary().index) == ["theta[school_1]", "theta[school_2]", "theta[school_3]"]
+
+
+# ----------------------------------------------------------------- bad input
+
+
+def test_bad_input_is_rejected_before_compiling(y20):
+    before = sampling.trace_counts()
+    y_nan = y20.copy()
+    y_nan[7] = np.nan
+    with pytest.raises(ValueError, match=r"data\['y'\].*NaN at row 7"):
+        bj.sample(normal_mean, {"y": y_nan}, **FAST)
+    y_inf = y20.copy()
+    y_inf[3] = np.inf
+    with pytest.raises(ValueError, match=r"data\['y'\].*inf at row 3"):
+        bj.sample(normal_mean, {"y": y_inf}, **FAST)
+    with pytest.raises(ValueError, match=r"data\['y'\] is empty"):
+        bj.sample(normal_mean, {"y": np.array([])}, **FAST)
+    with pytest.raises(ValueError, match="mismatched length"):
+        bj.sample(group_means, {"group": np.array([0, 1, 1]), "y": np.ones(4), "num_groups": 2}, **FAST)
+    for arg in ("chains", "warmup", "draws"):
+        with pytest.raises(ValueError, match=f"{arg} must be at least 1"):
+            bj.sample(normal_mean, {"y": y20}, **{**FAST, arg: 0})
+    with pytest.raises(TypeError, match="chains must be an integer"):
+        bj.sample(normal_mean, {"y": y20}, **{**FAST, "chains": 2.5})
+    with pytest.raises(TypeError, match="model must be a callable"):
+        bj.sample("not a model", {"y": y20}, **FAST)
+    with pytest.raises(TypeError, match="data must be a dict"):
+        bj.sample(normal_mean, [1, 2, 3], **FAST)
+    with pytest.raises(ValueError, match="chain_method must be one of"):
+        bj.sample(normal_mean, {"y": y20}, chain_method="magic", **FAST)
+    with pytest.raises(ValueError, match="target_accept must be in"):
+        bj.sample(normal_mean, {"y": y20}, target_accept=1.5, **FAST)
+    with pytest.raises(TypeError, match="dtype"):
+        bj.sample(normal_mean, {"y": np.array(["a", "b"])}, **FAST)
+    assert sampling.trace_counts() == before
+
+
+def test_bad_group_labels_name_the_variable():
+    with pytest.raises(ValueError, match="'county' has 1 missing label.*row 2"):
+        bj.encode_groups(np.array(["a", "b", None, "a"], dtype=object), name="county")
+    enc = bj.encode_groups(["a", "b"], name="county")
+    with pytest.raises(ValueError, match="'county' has 1 level\\(s\\) not seen in training: 'z'"):
+        enc.encode(["a", "z"])
