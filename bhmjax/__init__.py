@@ -5,6 +5,12 @@ from bhmjax._src.devices import set_host_device_count
 
 set_host_device_count(_default_host_device_count())
 
+from bhmjax._src.cache import compilation_cache_dir  # noqa: E402
+from bhmjax._src.cache import default_cache_dir as _default_cache_dir  # noqa: E402
+from bhmjax._src.cache import set_compilation_cache  # noqa: E402
+
+set_compilation_cache(_default_cache_dir())
+
 from bhmjax._src.data import GroupEncoding  # noqa: E402
 from bhmjax._src.data import encode_groups  # noqa: E402
 from bhmjax._src.diagnostics import bfmi  # noqa: E402
@@ -14,6 +20,7 @@ from bhmjax._src.diagnostics import mcse  # noqa: E402
 from bhmjax._src.diagnostics import rhat  # noqa: E402
 from bhmjax.diagnose import DiagnosticReport  # noqa: E402
 from bhmjax.fit import Fit  # noqa: E402
+from bhmjax.model import Model  # noqa: E402
 from bhmjax.sampler import sample  # noqa: E402
 
 __version__ = "0.1.0"
@@ -22,12 +29,15 @@ __all__ = [
     "DiagnosticReport",
     "Fit",
     "GroupEncoding",
+    "Model",
     "bfmi",
+    "compilation_cache_dir",
     "encode_groups",
     "ess",
     "hdi",
     "mcse",
     "rhat",
     "sample",
+    "set_compilation_cache",
     "set_host_device_count",
 ]
