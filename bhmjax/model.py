@@ -1,0 +1,293 @@
+"""``bj.Model``: a hierarchical GLM from a formula, checked before anything compiles."""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from bhmjax._src.families import get_family
+from bhmjax._src.formula import build_fixed, build_group, parse_formula
+from bhmjax._src.models import GroupStructure, ModelSpec, ModelStructure, build_model, describe
+from bhmjax._src.priors import default_priors, resolve_priors
+from bhmjax._src.reparam import as_centeredness
+from bhmjax.fit import Fit
+
+__all__ = ["Model"]
+
+_NA_ACTIONS = ("raise", "drop")
+
+
+def _as_frame(data: Any):
+    import pandas as pd
+
+    if isinstance(data, pd.DataFrame):
+        return data.reset_index(drop=True)
+    if not isinstance(data, Mapping):
+        raise TypeError(f"data must be a pandas DataFrame or a dict of 1-d arrays, got {type(data).__name__}")
+    lengths = {}
+    for name, value in data.items():
+        shape = np.shape(value)
+        if len(shape) == 1:
+            lengths[name] = shape[0]
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"the columns of data have different lengths: {lengths}; every column needs "
+                         "one value per row.")
+    return pd.DataFrame({k: data[k] for k in lengths})
+
+
+def _check_columns(frame, variables: list[str]) -> None:
+    missing = [v for v in variables if v not in frame.columns]
+    if missing:
+        hint = difflib.get_close_matches(missing[0], [str(c) for c in frame.columns], n=1)
+        raise ValueError(f"column {missing[0]!r} named in the formula is not in the data"
+                         f"{f' (did you mean {hint[0]!r}?)' if hint else ''}; the columns are "
+                         f"{list(frame.columns)}.")
+
+
+def _handle_missing(frame, variables: list[str], na_action: str):
+    if na_action not in _NA_ACTIONS:
+        raise ValueError(f"na_action must be one of {_NA_ACTIONS}, got {na_action!r}")
+    isna = frame[variables].isna()
+    counts = {c: int(n) for c, n in isna.sum().items() if n}
+    if not counts:
+        return frame
+    if na_action == "raise":
+        col, n = next(iter(counts.items()))
+        row = int(np.flatnonzero(isna[col].to_numpy())[0])
+        raise ValueError(f"column {col!r} has {n} missing value(s), the first at row {row}. Remove or "
+                         "impute them, or pass na_action='drop' to fit the complete rows.")
+    keep = ~isna.any(axis=1).to_numpy()
+    warnings.warn(f"na_action='drop': dropped {int((~keep).sum())} of {len(frame)} rows with missing "
+                  f"values (missing per column: {counts}).", UserWarning, stacklevel=4)
+    return frame.loc[keep].reset_index(drop=True)
+
+
+def _check_constant(x: np.ndarray, columns, has_intercept: bool, where: str) -> None:
+    for j, name in enumerate(columns):
+        col = x[:, j]
+        if np.ptp(col) == 0 and (has_intercept or col[0] == 0):
+            raise ValueError(f"{where} column {name!r} is constant (every row is {col[0]:g}), so its "
+                             "coefficient cannot be told apart from the intercept; remove it from the "
+                             "formula (or check the data, e.g. a category with no rows).")
+
+
+def _design_error(err: Exception, what: str) -> ValueError:
+    from bhmjax._src.formula import _plain
+
+    return ValueError(f"formulaic could not build {what}: {_plain(err)}")
+
+
+def _centeredness(parameterization: Any, groups) -> dict[str, tuple[float, ...]]:
+    if isinstance(parameterization, Mapping):
+        names = [g.name for g in groups]
+        unknown = [k for k in parameterization if k not in names]
+        if unknown:
+            raise ValueError(f"parameterization names the grouping {unknown[0]!r}, which is not in the "
+                             f"formula; groupings are {names}.")
+        return {g.name: as_centeredness(parameterization.get(g.name, "noncentered"), len(g.columns), g.name)
+                for g in groups}
+    return {g.name: as_centeredness(parameterization, len(g.columns), g.name) for g in groups}
+
+
+class Model:
+    """A Bayesian hierarchical GLM written as an lme4/brms formula.
+
+    Parameters
+    ----------
+    formula : str
+        ``"y ~ 1 + x + (1 + x | g)"``. Population terms go to formulaic (numeric and
+        categorical predictors, ``C(x, contr.treatment(base="b"))`` for the reference
+        level, ``a:b``, ``a*b``, ``0 +`` / ``- 1``); group terms ``(expr | g)``
+        (correlated), ``(expr || g)`` (independent), ``(1 | a) + (1 | b)`` (crossed),
+        ``(1 | a/b)`` (nested). Binomial: ``"r | trials(n) ~ ..."``.
+    data : pandas.DataFrame or dict of 1-d arrays
+    family : str
+        "gaussian", "student_t", "bernoulli", "binomial", "poisson" or "negative_binomial".
+    parameterization : "noncentered", "centered", float in [0, 1] or dict
+        Per grouping when a dict (``{"county": "centered"}``; others non-centered).
+    priors : dict, optional
+        NumPyro distributions overriding defaults: "Intercept", "b" or a slope's
+        column name, "sd", "sd_<g>" or "sd_<g>__<column>", "cor"/"cor_<g>" (an LKJ
+        concentration), "sigma", "nu", "phi".
+    trials : str, optional
+        The binomial trials column (instead of ``| trials(n)``).
+    na_action : {"raise", "drop"}
+        Rows with missing values in used columns raise ``ValueError``, or are dropped
+        with a warning.
+
+    Examples
+    --------
+    >>> import numpy as np, bhmjax as bj
+    >>> rng = np.random.default_rng(0)
+    >>> g = np.repeat(np.arange(5), 4); y = rng.normal(g * 0.5, 1.0)
+    >>> model = bj.Model("y ~ 1 + (1 | g)", data={"y": y, "g": g})
+    >>> fit = model.fit(chains=2, warmup=200, draws=200, progress=False)
+    >>> "sd_g__Intercept" in fit.summary().index
+    True
+    """
+
+    def __init__(self, formula: str, data: Any, family: str = "gaussian", *,
+                 parameterization: Any = "noncentered", priors: Mapping[str, Any] | None = None,
+                 trials: str | None = None, na_action: str = "raise") -> None:
+        from formulaic.errors import FormulaicError
+
+        spec = parse_formula(formula)
+        fam = get_family(family)
+        if trials is not None and spec.trials is not None and trials != spec.trials:
+            raise ValueError(f"trials given twice: {spec.trials!r} in the formula and trials={trials!r}.")
+        trials_col = spec.trials or trials
+        frame = _as_frame(data)
+        variables = spec.variables() + ([trials_col] if trials_col and not spec.trials else [])
+        _check_columns(frame, variables)
+        frame = _handle_missing(frame, variables, na_action)
+        y = frame[spec.response].to_numpy()
+        n_trials = frame[trials_col].to_numpy() if trials_col else None
+        fam.check_response(y, n_trials, spec.response, trials_col)
+        try:
+            fixed, x = build_fixed(spec, frame)
+        except (FormulaicError, NameError, ValueError, TypeError) as err:
+            raise _design_error(err, f"the population terms {spec.fixed!r}") from err
+        _check_constant(x, fixed.columns, fixed.intercept, "predictor")
+        groups, z, codes = [], [], []
+        for term in spec.groups:
+            try:
+                g, zi, ci = build_group(term, frame)
+            except (FormulaicError, NameError, TypeError) as err:
+                raise _design_error(err, f"the group term ({term.expr} | {term.name})") from err
+            if g.encoding.num_groups < 2:
+                raise ValueError(f"grouping {term.name!r} has a single level ({g.encoding.labels[0]!r}); "
+                                 "a group term needs at least two groups. Drop the term or use a "
+                                 "population-level effect.")
+            slopes = [j for j, c in enumerate(g.columns) if c != "Intercept"]
+            _check_constant(zi[:, slopes], [g.columns[j] for j in slopes], "Intercept" in g.columns,
+                            f"group term ({term.expr} | {term.name})")
+            groups.append(g), z.append(zi), codes.append(ci)
+        if not fixed.intercept and not fixed.columns and not groups:
+            raise ValueError(f"the formula {formula!r} has no terms: nothing predicts {spec.response!r}.")
+        y = y.astype(np.float64)
+        defaults = default_priors(fam, y, n_trials, x, fixed.intercept,
+                                  {g.name: (zi, g.term.correlated) for g, zi in zip(groups, z)})
+        priors = resolve_priors(defaults, priors, fixed.columns, {g.name: g.columns for g in groups}, fam.params)
+        centeredness = _centeredness(parameterization, groups)
+        structure = ModelStructure(
+            family=fam.name, intercept=fixed.intercept, slopes=fixed.columns,
+            groups=tuple(GroupStructure(
+                name=g.name, columns=g.columns, correlated=g.term.correlated and len(g.columns) > 1,
+                centeredness=centeredness[g.name], sd_prior=priors[f"sd_{g.name}"],
+                cor_prior=priors.get(f"cor_{g.name}")) for g in groups),
+            intercept_prior=priors.get("Intercept"), b_prior=priors.get("b"),
+            family_priors=tuple((p, priors[p]) for p in fam.params))
+        self.spec = ModelSpec(formula=spec, family=fam, fixed=fixed, groups=tuple(groups),
+                              priors=priors, structure=structure)
+        self.num_rows = len(frame)
+        self._arrays = {"y": y, "X": x, "trials": n_trials, "Z": z, "codes": codes}
+
+    # ------------------------------------------------------------------ the model
+
+    @property
+    def numpyro_model(self) -> Callable:
+        """The generated NumPyro model; call it as ``numpyro_model(**model.data)``."""
+        return build_model(self.spec.structure)
+
+    def model_data(self, x64: bool = False) -> dict[str, Any]:
+        """The model's keyword arguments: arrays (traced) and sizes as Python ints (static)."""
+        f = np.float64 if x64 else np.float32
+        a = self._arrays
+        out: dict[str, Any] = {"N": self.num_rows, "y": a["y"].astype(f)}
+        if self.spec.fixed.columns:
+            out["X"], out["X_mean"] = a["X"].astype(f), self.spec.fixed.means.astype(f)
+        if a["trials"] is not None:
+            out["trials"] = np.asarray(a["trials"]).astype(f)
+        for i, g in enumerate(self.spec.groups):
+            out[f"Z_{i}"], out[f"codes_{i}"] = a["Z"][i].astype(f), a["codes"][i].astype(np.int32)
+            out[f"G_{i}"] = g.encoding.num_groups
+        for site, prior in self.spec.priors.items():
+            out.update({k: np.asarray(v, dtype=f) for k, v in prior.arrays(site).items()})
+        return out
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """``model_data()`` in 32-bit floats."""
+        return self.model_data()
+
+    def design(self, new_data: Any, *, allow_new_levels: bool = False) -> tuple[dict[str, Any], dict]:
+        """Design arrays of new rows with the training encoding (for prediction).
+
+        Returns the arrays ``N``, ``X``, ``Z_i``, ``codes_i`` (see ``linear_predictor``)
+        and, per grouping, the tuple of levels not seen in training (their codes
+        are >= the number of fitted groups). Unseen levels raise ``ValueError``
+        unless ``allow_new_levels``.
+        """
+        frame = _as_frame(new_data)
+        spec = self.spec
+        needed = [v for v in spec.formula.variables()[1:] if v != spec.formula.trials]
+        _check_columns(frame, needed)
+        out: dict[str, Any] = {"N": len(frame)}
+        if spec.fixed.columns:
+            out["X"] = spec.fixed.matrix(frame)
+        new = {}
+        for i, g in enumerate(spec.groups):
+            out[f"Z_{i}"] = g.matrix(frame)
+            out[f"codes_{i}"], new[g.name] = g.codes(frame, allow_new=allow_new_levels)
+        return out, new
+
+    # ------------------------------------------------------------------ names
+
+    def names(self) -> tuple[dict, dict, dict]:
+        """``names``, ``coords`` and ``dims`` for :func:`bhmjax.sample` (brms-style rows)."""
+        s = self.spec.structure
+        names: dict[str, list] = {}
+        coords: dict[str, list] = {}
+        dims: dict[str, list] = {}
+        if s.intercept:
+            names["Intercept_c"] = [None]
+        if s.slopes:
+            names["b"] = list(s.slopes)
+        for g, design in zip(s.groups, self.spec.groups):
+            cols, k, n_groups = g.columns, len(g.columns), design.encoding.num_groups
+            names[f"sd_{g.name}"] = [f"sd_{g.name}__{c}" for c in cols]
+            if g.correlated:
+                names[f"cor_{g.name}"] = [f"cor_{g.name}__{cols[i]}__{cols[j]}" if i < j else None
+                                          for i in range(k) for j in range(k)]
+                names[f"L_{g.name}"] = [None] * (k * k)
+            if any(c != 1.0 for c in g.centeredness):
+                names[f"z_{g.name}"] = [None] * (n_groups * k)
+            coords[g.name] = [str(v) for v in design.encoding.labels]
+            coords[f"{g.name}__column"] = list(cols)
+            dims[f"r_{g.name}"] = [g.name, f"{g.name}__column"]
+        return names, coords, dims
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, **sample_kwargs) -> Fit:
+        """Sample the posterior with :func:`bhmjax.sample` (same keyword arguments).
+
+        Returns a :class:`~bhmjax.Fit` whose ``spec`` is this model's :class:`ModelSpec`.
+        """
+        from bhmjax.sampler import sample
+
+        names, coords, dims = self.names()
+        names.update(sample_kwargs.pop("names", None) or {})
+        coords.update(sample_kwargs.pop("coords", None) or {})
+        dims.update(sample_kwargs.pop("dims", None) or {})
+        data = self.model_data(x64=bool(sample_kwargs.get("x64", False)))
+        fit = sample(self.numpyro_model, data, names=names, coords=coords, dims=dims, **sample_kwargs)
+        fit.spec = self.spec
+        return fit
+
+    # ------------------------------------------------------------------ description
+
+    def describe(self, verbose: bool = True) -> str:
+        """Priors, parameter shapes and groups per term; printed unless ``verbose=False``."""
+        text = describe(self.spec, self.num_rows)
+        if verbose:
+            print(text)
+        return text
+
+    def __repr__(self) -> str:
+        groups = ", ".join(f"{g.name}: {g.encoding.num_groups}" for g in self.spec.groups)
+        return (f"Model({self.spec.formula.text!r}, family={self.spec.family.name!r}, "
+                f"{self.num_rows} rows{', groups ' + groups if groups else ''})")
