@@ -13,7 +13,7 @@ from bhmjax._src import diagnostics
 if TYPE_CHECKING:  # pragma: no cover
     from bhmjax.fit import Fit
 
-__all__ = ["DiagnosticReport", "Problem", "diagnose"]
+__all__ = ["DiagnosticReport", "Problem", "diagnose", "group_scales"]
 
 _SCALE_PATTERN = re.compile(r"^(sd|sigma|tau|scale|sd_)|(_sd|_sigma|_tau|_scale)$|^sd_", re.IGNORECASE)
 
@@ -108,13 +108,68 @@ def _scale_sites(fit: "Fit") -> list[str]:
     return found
 
 
+def _scales_from_model(fit: "Fit") -> dict[str, str]:
+    """Run the model at the first draw; match each latent site's ``scale`` to a positive site."""
+    from numpyro import handlers
+
+    from bhmjax.sampler import x64_mode
+
+    first = {k: np.asarray(v[0, 0]) for k, v in fit.draws.items()}
+    with x64_mode(fit.settings.get("x64", False)), handlers.block(), handlers.seed(rng_seed=0), \
+            handlers.substitute(data=first), handlers.trace() as tr:
+        fit.model(**fit.data)
+    latent = [k for k, s in tr.items() if s["type"] == "sample" and not s.get("is_observed") and k in first]
+    positive = [k for k in latent if np.all(first[k] > 0)]
+    found = {}
+    for name in latent:
+        fn = tr[name]["fn"]
+        while hasattr(fn, "base_dist"):
+            fn = fn.base_dist
+        scale = getattr(fn, "scale", None)
+        if scale is None or not np.size(first[name]) > 1:
+            continue
+        scale = np.asarray(scale)
+        for cand in positive:
+            try:
+                shape = np.broadcast_shapes(scale.shape, first[cand].shape)
+            except ValueError:
+                continue
+            if cand != name and np.allclose(np.broadcast_to(scale, shape), np.broadcast_to(first[cand], shape),
+                                            rtol=1e-6, atol=0):
+                found[name] = cand
+                break
+    return found
+
+
+def group_scales(fit: "Fit") -> dict[str, str]:
+    """Which site is the scale of each group effect: ``{"theta": "tau"}``.
+
+    With the model at hand, a latent site with several entries whose distribution's
+    ``scale`` equals a positive latent site (a centered effect ``Normal(mu, tau)``) is
+    matched to it. Otherwise, or when nothing matches (non-centered effects), and the
+    fit has exactly one positive site named like a scale (tau, sigma_*, sd_*), every
+    site with several entries is assigned to it.
+    """
+    found: dict[str, str] = {}
+    if fit.model is not None:
+        try:
+            found = _scales_from_model(fit)
+        except Exception:  # noqa: BLE001 - a heuristic: fall back on names if the model will not rerun
+            found = {}
+    scales = _scale_sites(fit)
+    if not found and len(scales) == 1:
+        found = {k: scales[0] for k, v in fit.draws.items()
+                 if k != scales[0] and int(np.prod(v.shape[2:], dtype=int)) > 1}
+    return found
+
+
 def _suspect_scale(fit: "Fit") -> str | None:
     """The scale whose log correlates most with divergent draws, if any."""
     div = fit.stats["diverging"].reshape(-1).astype(float)
-    if div.sum() == 0:
+    if div.sum() == 0 or div.all():
         return None
     best, best_gap = None, -np.inf
-    for name in _scale_sites(fit):
+    for name in dict.fromkeys([*group_scales(fit).values(), *_scale_sites(fit)]):
         x = np.log(np.maximum(fit.draws[name].reshape(div.size, -1), 1e-300)).mean(axis=1)
         sd = x.std() or 1.0
         gap = (x[div == 0].mean() - x[div == 1].mean()) / sd  # divergences sit at small scales
@@ -131,6 +186,10 @@ def diagnose(fit: "Fit", *, rhat_threshold: float = 1.01, ess_per_chain: float =
     under ``ess_per_chain`` per chain, E-BFMI under ``ebfmi_threshold`` in any chain,
     and the share of draws at the maximum tree depth over ``saturation_threshold``.
     """
+    for label, value in [("rhat_threshold", rhat_threshold), ("ess_per_chain", ess_per_chain),
+                         ("ebfmi_threshold", ebfmi_threshold), ("saturation_threshold", saturation_threshold)]:
+        if not np.isfinite(value) or value < 0:
+            raise ValueError(f"{label} must be a non-negative number, got {value!r}")
     stats = fit.stats
     chains, draws = stats["diverging"].shape
     names, x = fit.flat_draws()
@@ -142,8 +201,10 @@ def diagnose(fit: "Fit", *, rhat_threshold: float = 1.01, ess_per_chain: float =
     saturation = float(np.mean(stats["tree_depth"] >= max_depth)) if "tree_depth" in stats else 0.0
     step_size = stats["step_size"][:, -1]
     ess_floor = ess_per_chain * chains
-    finite_rhat = np.where(np.isnan(rhat), np.inf, rhat)
-    rhat_over = {n: float(r) for n, r in zip(names, finite_rhat) if r > rhat_threshold}
+    nonfinite = [n for n, ok in zip(names, np.isfinite(x).all(axis=(0, 1))) if not ok]
+    constant = np.ptp(x, axis=(0, 1)) == 0  # fixed values: no R-hat, nothing to converge
+    finite_rhat = np.where(np.isnan(rhat) & ~constant, np.inf, rhat)
+    rhat_over = {n: float(r) for n, r in zip(names, finite_rhat) if r > rhat_threshold} if chains > 1 else {}
     ess_under = {n: (float(b), float(t)) for n, b, t in zip(names, ess_b, ess_t)
                  if not (b >= ess_floor and t >= ess_floor)}
     report = DiagnosticReport(
@@ -155,6 +216,18 @@ def diagnose(fit: "Fit", *, rhat_threshold: float = 1.01, ess_per_chain: float =
     )
     report.problems = _problems(fit, report, rhat_threshold, ess_floor, ebfmi_threshold,
                                 saturation_threshold, max_depth)
+    if nonfinite:
+        report.problems.insert(0, Problem(
+            "nonfinite", f"{len(nonfinite)} parameter(s) have NaN or infinite draws: {', '.join(nonfinite[:5])}"
+            + (" ..." if len(nonfinite) > 5 else "") + ".",
+            "the model produces invalid values (a zero scale, an overflow, log of a negative): check the "
+            "priors and constraints of these sites, or sample with x64=True.",
+        ))
+    if chains < 2:
+        report.problems.append(Problem(
+            "chains", "only 1 chain: R-hat cannot compare chains, so convergence cannot be judged.",
+            "run at least 4 chains (chains=4) started from different points.",
+        ))
     return report
 
 
