@@ -20,6 +20,8 @@ from bhmjax._src.diagnostics import mcse  # noqa: E402
 from bhmjax._src.diagnostics import rhat  # noqa: E402
 from bhmjax.diagnose import DiagnosticReport  # noqa: E402
 from bhmjax.fit import Fit  # noqa: E402
+from bhmjax.io import FitFileError  # noqa: E402
+from bhmjax.io import load  # noqa: E402
 from bhmjax.model import Model  # noqa: E402
 from bhmjax.sampler import sample  # noqa: E402
 
@@ -28,6 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DiagnosticReport",
     "Fit",
+    "FitFileError",
     "GroupEncoding",
     "Model",
     "bfmi",
@@ -35,6 +38,7 @@ __all__ = [
     "encode_groups",
     "ess",
     "hdi",
+    "load",
     "mcse",
     "rhat",
     "sample",
