@@ -275,6 +275,10 @@ class Model:
         dims.update(sample_kwargs.pop("dims", None) or {})
         data = self.model_data(x64=bool(sample_kwargs.get("x64", False)))
         fit = sample(self.numpyro_model, data, names=names, coords=coords, dims=dims, **sample_kwargs)
+        order = ["Intercept", "b", *self.spec.family.params]
+        for g in self.spec.structure.groups:
+            order += [f"sd_{g.name}", f"cor_{g.name}", f"r_{g.name}"]
+        fit.draws = {**{k: fit.draws[k] for k in order if k in fit.draws}, **fit.draws}
         fit.spec = self.spec
         return fit
 

@@ -93,7 +93,7 @@ def group_effects(name: str, sd: jnp.ndarray, num_groups: int, centeredness: tup
         r = z * sd if chol_corr is None else z @ (sd[:, None] * chol_corr).T
         return numpyro.deterministic(f"r_{name}", r)
     else:
-        c = jnp.asarray(c_values, dtype=sd.dtype)
+        c = jnp.asarray(c_values)
         z = numpyro.sample(f"z_{name}", dist.Normal(0.0, sd ** c).expand((num_groups, k)).to_event(2))
         w = z * sd ** (1.0 - c)
     if chol_corr is not None:  # M = diag(sd) Lcorr diag(1/sd)
