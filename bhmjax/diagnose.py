@@ -79,7 +79,7 @@ class DiagnosticReport:
             f"Diagnostics ({self.num_chains} chains x {self.num_draws} draws): {self.verdict}",
             f"  divergences       {int(self.divergences.sum())} ({self.divergence_share:.2%}); per chain: "
             + per_chain(self.divergences, "{:d}"),
-            f"  max r_hat         {self.max_rhat:.3f}" + (f" ({len(self.rhat_over)} over threshold)" if self.rhat_over else ""),
+            f"  max r_hat         {self.max_rhat:.4g}" + (f" ({len(self.rhat_over)} over threshold)" if self.rhat_over else ""),
             f"  min ess bulk/tail {self.min_ess_bulk:.0f} / {self.min_ess_tail:.0f}",
             "  E-BFMI per chain  " + per_chain(self.ebfmi, "{:.2f}"),
             f"  tree depth at max {self.tree_depth_saturation:.1%} of draws",
@@ -211,7 +211,7 @@ def diagnose(fit: "Fit", *, rhat_threshold: float = 1.01, ess_per_chain: float =
         num_chains=chains, num_draws=draws, divergences=divergences,
         divergence_share=float(divergences.sum() / (chains * draws)),
         max_rhat=float(np.nanmax(rhat)) if np.isfinite(rhat).any() else float("nan"),
-        rhat_over=rhat_over, min_ess_bulk=float(np.nanmin(ess_b)), min_ess_tail=float(np.nanmin(ess_t)),
+        rhat_over=rhat_over, min_ess_bulk=_nanmin(ess_b), min_ess_tail=_nanmin(ess_t),
         ess_under=ess_under, ebfmi=ebfmi, tree_depth_saturation=saturation, step_size=step_size,
     )
     report.problems = _problems(fit, report, rhat_threshold, ess_floor, ebfmi_threshold,
@@ -231,10 +231,15 @@ def diagnose(fit: "Fit", *, rhat_threshold: float = 1.01, ess_per_chain: float =
     return report
 
 
+def _nanmin(values: np.ndarray) -> float:
+    return float(np.nanmin(values)) if np.isfinite(values).any() else float("nan")
+
+
 def _worst(items: dict, n: int = 5, reverse: bool = True) -> str:
     ordered = sorted(items.items(), key=lambda kv: kv[1] if not isinstance(kv[1], tuple) else min(kv[1]),
                      reverse=reverse)
-    shown = ", ".join(f"{k} ({v:.3f})" if not isinstance(v, tuple) else f"{k} ({min(v):.0f})"
+    fmt = lambda v: f"{v:.3f}" if abs(v) < 100 else f"{v:.3g}"  # noqa: E731
+    shown = ", ".join(f"{k} ({fmt(v)})" if not isinstance(v, tuple) else f"{k} ({min(v):.0f})"
                       for k, v in ordered[:n])
     return shown + (f" and {len(items) - n} more" if len(items) > n else "")
 
@@ -243,22 +248,30 @@ def _problems(fit, r: DiagnosticReport, rhat_threshold, ess_floor, ebfmi_thresho
               saturation_threshold, max_depth) -> list[Problem]:
     out = []
     target = fit.settings.get("target_accept", 0.8)
+    warmup = fit.settings.get("warmup")
+    short = (f"Warmup was only {warmup} steps, too few to adapt the step size and mass matrix: "
+             f"use warmup=1000 (at least a few hundred) first. " if isinstance(warmup, int) and warmup < 150 else "")
     if r.divergences.sum() > 0:
         scale = _suspect_scale(fit)
-        where = (f"The divergent draws sit at small values of {scale!r}, the funnel of a hierarchical "
-                 f"scale: " if scale else "")
         param = "" if fit.spec is None else " (parameterization='noncentered')"
+        if scale:
+            advice = (f"The divergent draws sit at small values of {scale!r}, the funnel of a hierarchical "
+                      f"scale: try the non-centered parameterization{param} for the group effects it "
+                      f"scales, or raise target_accept above {target} (e.g. 0.95 or 0.99).")
+        else:
+            advice = (f"raise target_accept above {target} (e.g. 0.95 or 0.99); if the model has group "
+                      f"effects, try the non-centered parameterization{param}; check for parameters on "
+                      f"very different scales or hard boundaries.")
         out.append(Problem(
             "divergences",
             f"{int(r.divergences.sum())} divergent transitions ({r.divergence_share:.2%} of draws; per chain "
             f"{r.divergences.tolist()}); the posterior is biased where the sampler cannot go.",
-            where + f"try the non-centered parameterization{param} for the group effects, or raise "
-            f"target_accept above {target} (e.g. 0.95 or 0.99).",
+            short + advice,
         ))
     if r.rhat_over:
         out.append(Problem(
             "r_hat", f"{len(r.rhat_over)} parameter(s) with r_hat > {rhat_threshold}: {_worst(r.rhat_over)}.",
-            "chains disagree: run longer (more warmup and draws), check for multimodality, "
+            short + "chains disagree: run longer (more warmup and draws), check for multimodality, "
             "and reparameterize if there are also divergences.",
         ))
     if r.ess_under:
