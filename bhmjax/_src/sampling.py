@@ -236,10 +236,17 @@ def build_program(model: Callable, static: Mapping[str, Any], config: NutsConfig
 def resolve_chain_method(chain_method: str, num_chains: int) -> tuple[str, int]:
     """The chain method to use and the number of devices it spreads chains over.
 
-    "auto": "parallel" where at least two devices share the chains evenly (on CPU
-    these are host devices, see ``bhmjax.set_host_device_count``), else
-    "vectorized" on an accelerator and "sequential" on a single CPU device, where
-    vectorized chains wait for the longest tree of every step.
+    "auto" picks, from measurements on a 2-core CPU (benchmarks/overhead.py):
+
+    * "parallel" when there is one device per chain (several GPUs, or host CPU
+      devices, see ``bhmjax.set_host_device_count``);
+    * else "sequential" on CPU: vectorized chains wait for the longest tree of
+      every step and compile slowly (4.97 gradients/ms against 17.75 sequential
+      on a varying-intercepts model);
+    * else "vectorized" on an accelerator, where width is nearly free.
+
+    "parallel" with fewer devices than chains runs each device's chains one after
+    another on CPU (``lax.map``) and vectorized on an accelerator.
     """
     if chain_method not in CHAIN_METHODS:
         raise ValueError(f"chain_method must be one of {CHAIN_METHODS}, got {chain_method!r}")
@@ -249,7 +256,7 @@ def resolve_chain_method(chain_method: str, num_chains: int) -> tuple[str, int]:
         return "parallel", usable
     if chain_method in ("vectorized", "sequential"):
         return chain_method, 1
-    if usable > 1:
+    if usable == num_chains and usable > 1:
         return "parallel", usable
     return ("sequential" if jax.default_backend() == "cpu" else "vectorized"), 1
 
@@ -262,7 +269,12 @@ def _mapped(program: ChainProgram, method: str) -> Callable:
     v_col = jax.vmap(collect, in_axes=(0, None, None, None, None))
     if method == "vectorized":
         return v_col
-    return jax.pmap(v_col, in_axes=(0, None, None, None, None), static_broadcasted_argnums=(4,),
+    if jax.default_backend() == "cpu":  # one chain after another on each device
+        def per_device(state, arrays, n, thin, buffer_len):
+            return lax.map(lambda st: collect(st, arrays, n, thin, buffer_len), state)
+    else:
+        per_device = v_col
+    return jax.pmap(per_device, in_axes=(0, None, None, None, None), static_broadcasted_argnums=(4,),
                     axis_name="chain_device")
 
 
