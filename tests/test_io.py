@@ -1,0 +1,194 @@
+"""fit.save / bj.load round trips, rejects damaged files; fit.to_arviz agrees with fit.summary."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import numpyro  # noqa: E402
+import numpyro.distributions as dist  # noqa: E402
+import pytest  # noqa: E402
+
+import bhmjax as bj  # noqa: E402
+from bhmjax import io  # noqa: E402
+from bhmjax.sampler import x64_mode  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "posteriordb" / "eight_schools.json"
+SCHOOLS = ["Choate", "Deerfield", "Phillips Andover", "Phillips Exeter", "Hotchkiss", "Lawrenceville",
+           "St. Paul's", "Mt. Hermon"]
+
+
+def noncentered(J, y, sigma):
+    mu = numpyro.sample("mu", dist.Normal(0, 5))
+    tau = numpyro.sample("tau", dist.HalfCauchy(5))
+    with numpyro.plate("J", J):
+        eta = numpyro.sample("eta", dist.Normal(0, 1))
+        theta = numpyro.deterministic("theta", mu + tau * eta)
+        numpyro.sample("y", dist.Normal(theta, sigma), obs=y)
+
+
+@pytest.fixture(scope="module")
+def fit():
+    if not DATA.exists():
+        pytest.skip(f"eight schools data not found at {DATA}")
+    d = json.loads(DATA.read_text())
+    data = {"J": d["J"], "y": np.asarray(d["y"], float), "sigma": np.asarray(d["sigma"], float)}
+    return bj.sample(noncentered, data, chains=4, warmup=300, draws=300, seed=3, progress=False, x64=True,
+                     coords={"school": SCHOOLS}, dims={"theta": ["school"], "eta": ["school"]})
+
+
+@pytest.fixture(scope="module")
+def saved(fit, tmp_path_factory):
+    path = tmp_path_factory.mktemp("fits") / "schools.bhm"
+    fit.save(path)
+    return path
+
+
+# ----------------------------------------------------------------------- save / load
+
+
+def test_round_trip_is_bit_for_bit(fit, saved):
+    loaded = bj.load(saved)
+    assert loaded.model is None and loaded.spec is None and loaded.state is None
+    for mine, theirs in [(fit.draws, loaded.draws), (fit.stats, loaded.stats)]:
+        assert list(mine) == list(theirs)
+        for k in mine:
+            assert theirs[k].dtype == mine[k].dtype and theirs[k].shape == mine[k].shape
+            assert theirs[k].tobytes() == np.asarray(mine[k]).tobytes(), k
+    assert loaded.timings == fit.timings and loaded.num_grad_evals == fit.num_grad_evals
+    assert loaded.settings == fit.settings
+    assert loaded.coords == {"school": SCHOOLS} and loaded.dims == fit.dims and loaded.names == fit.names
+    assert loaded.data["J"] == 8 and np.array_equal(loaded.data["y"], fit.data["y"])
+    assert loaded.summary().equals(fit.summary())
+    assert str(loaded.diagnose(verbose=False)) == str(fit.diagnose(verbose=False))
+    assert loaded.extras["log_likelihood"]["y"].shape == (4, 300, 8)
+
+
+def test_file_is_a_plain_npz_with_versions(saved):
+    with np.load(saved, allow_pickle=False) as npz:
+        assert "draws/tau" in npz.files and npz["draws/tau"].shape == (4, 300)
+    meta = io.read_meta(saved)
+    assert meta["format_version"] == io.FORMAT_VERSION
+    assert set(meta["versions"]) >= {"bhmjax", "jax", "numpyro"}
+    assert meta["timings"].keys() >= {"compile", "warmup", "sampling"}
+
+
+def _offsets(size: int, count: int = 150, seed: int = 0) -> list[int]:
+    step = max(1, size // count)
+    rng = np.random.default_rng(seed)
+    return sorted({0, 1, size - 1, *range(0, size, step), *rng.integers(0, size, 50).tolist()})
+
+
+def test_truncated_files_are_rejected(saved, tmp_path):
+    raw = saved.read_bytes()
+    bad = tmp_path / "truncated.bhm"
+    for k in _offsets(len(raw)):
+        bad.write_bytes(raw[:k])
+        with pytest.raises(bj.FitFileError, match="truncated or corrupted|not a bhmjax fit"):
+            bj.load(bad)
+
+
+def test_flipped_bytes_are_rejected(saved, tmp_path):
+    raw = bytearray(saved.read_bytes())
+    bad = tmp_path / "flipped.bhm"
+    for k in _offsets(len(raw), seed=1):
+        flipped = bytearray(raw)
+        flipped[k] ^= 0x10
+        bad.write_bytes(bytes(flipped))
+        with pytest.raises(ValueError, match="checksum|truncated or corrupted|not a bhmjax fit"):
+            bj.load(bad)
+
+
+def test_newer_format_is_rejected(fit, tmp_path, monkeypatch):
+    path = tmp_path / "future.bhm"
+    monkeypatch.setattr(io, "FORMAT_VERSION", io.FORMAT_VERSION + 1)
+    fit.save(path, log_likelihood=False)
+    monkeypatch.undo()
+    with pytest.raises(bj.FitFileError, match=r"format 2.*reads formats up to 1\. Upgrade bhmjax"):
+        bj.load(path)
+
+
+def test_foreign_file_is_rejected(tmp_path):
+    path = tmp_path / "plain.npz"
+    np.savez(path, a=np.arange(3))
+    with pytest.raises(bj.FitFileError, match="no checksum trailer"):
+        bj.load(path)
+
+
+def test_failed_write_leaves_the_old_file_intact(fit, saved, tmp_path, monkeypatch):
+    target = tmp_path / "keep.bhm"
+    target.write_bytes(saved.read_bytes())
+
+    def crash(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io.os, "fsync", crash)
+    with pytest.raises(OSError, match="disk full"):
+        fit.save(target)
+    monkeypatch.undo()
+    assert target.read_bytes() == saved.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.bhm"]  # no temporary file left
+
+
+def test_save_into_missing_folder_says_so(fit, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        fit.save(tmp_path / "nowhere" / "fit.bhm")
+
+
+# ----------------------------------------------------------------------- ArviZ
+
+
+def test_to_arviz_groups_names_and_labels(fit):
+    idata = fit.to_arviz()
+    assert set(idata.groups()) >= {"posterior", "sample_stats", "observed_data", "log_likelihood"}
+    stats = set(idata.sample_stats.data_vars)
+    assert {"diverging", "energy", "step_size", "tree_depth", "n_steps", "acceptance_rate", "lp"} <= stats
+    np.testing.assert_array_equal(idata.sample_stats["lp"].values, -fit.stats["potential_energy"])
+    assert list(idata.posterior["theta"].coords["school"].values) == SCHOOLS
+    assert idata.posterior["theta"].dims == ("chain", "draw", "school")
+    np.testing.assert_array_equal(idata.observed_data["y"].values, fit.data["y"])
+    assert idata.log_likelihood["y"].shape == (4, 300, 8)
+
+
+def test_az_summary_matches_fit_summary(fit):
+    import arviz as az
+
+    theirs = az.summary(fit.to_arviz(), round_to="none")
+    with x64_mode(True):  # compute both in float64
+        mine = fit.summary()
+    theirs.index = mine.index  # ArviZ formats labels its own way; order is the same
+    columns = ["mean", "sd", "hdi_3%", "hdi_97%", "mcse_mean", "mcse_sd", "ess_bulk", "ess_tail", "r_hat"]
+    np.testing.assert_allclose(theirs[columns].to_numpy(), mine[columns].to_numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_az_plot_trace_and_loo_accept_it(fit, saved):
+    import arviz as az
+
+    axes = az.plot_trace(fit.to_arviz(), var_names=["mu", "tau"])
+    assert axes.shape == (2, 2)
+    matplotlib.pyplot.close("all")
+    loo = az.loo(fit.to_arviz(), pointwise=True)
+    loo_loaded = az.loo(bj.load(saved).to_arviz(), pointwise=True)
+    assert np.isfinite(loo["elpd_loo"]) and loo["elpd_loo"] == pytest.approx(loo_loaded["elpd_loo"])
+
+
+def test_posterior_predictive_group(fit):
+    y_rep = np.random.default_rng(0).normal(size=(4, 300, 8))
+    idata = fit.to_arviz(posterior_predictive=y_rep)
+    np.testing.assert_array_equal(idata.posterior_predictive["y"].values, y_rep)
+
+
+def test_missing_arviz_gives_install_hint(fit, monkeypatch):
+    monkeypatch.setitem(sys.modules, "arviz", None)
+    with pytest.raises(ImportError, match=r"pip install bhmjax\[arviz\]"):
+        fit.to_arviz()
+
+
+def test_no_temporary_files_after_save(fit, tmp_path):
+    fit.save(tmp_path / "a.bhm")
+    assert os.listdir(tmp_path) == ["a.bhm"]
