@@ -23,6 +23,7 @@ from bhmjax.fit import Fit  # noqa: E402
 from bhmjax.io import FitFileError  # noqa: E402
 from bhmjax.io import load  # noqa: E402
 from bhmjax.model import Model  # noqa: E402
+from bhmjax.sampler import resume  # noqa: E402
 from bhmjax.sampler import sample  # noqa: E402
 
 __version__ = "0.1.0"
@@ -41,6 +42,7 @@ __all__ = [
     "load",
     "mcse",
     "rhat",
+    "resume",
     "sample",
     "set_compilation_cache",
     "set_host_device_count",

@@ -151,6 +151,15 @@ class Fit:
         }, index=pd.Index(names, name="parameter"))
         return table
 
+    def extend(self, draws: int, *, progress: bool = False) -> "Fit":
+        """``draws`` more draws per chain, continuing the chains without new warmup.
+
+        Returns a new Fit with the old and the new draws (see :func:`bhmjax.sampler.extend`).
+        """
+        from bhmjax.sampler import extend
+
+        return extend(self, draws, progress=progress)
+
     def diagnose(self, *, verbose: bool = True, **thresholds) -> "DiagnosticReport":
         """Check convergence and sampler health; prints the report and returns it.
 

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import numbers
+import os
+import warnings
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from bhmjax._src import data as data_lib
+from bhmjax import checkpoint as ckpt
 from bhmjax._src import sampling
 from bhmjax.fit import Fit
 
-__all__ = ["sample", "check_model"]
+__all__ = ["sample", "resume", "extend", "check_model"]
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -90,6 +95,8 @@ def sample(
     dims: Mapping[str, Sequence[str]] | None = None,
     names: Mapping[str, Sequence[str | None]] | None = None,
     chunk_size: int | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    every: int = 200,
 ) -> Fit:
     """Sample the posterior of a NumPyro model with jit-compiled NUTS across chains.
 
@@ -128,7 +135,15 @@ def sample(
     names : dict, optional
         Explicit row names per site (see :class:`Fit`), overriding coords/dims.
     chunk_size : int, optional
-        Steps per compiled call (the granularity of the progress bar).
+        Steps per compiled call (the granularity of the progress bar). Draws do
+        not depend on it.
+    checkpoint : path, optional
+        A folder where the draws so far and the full sampler state are written
+        atomically every ``every`` steps; :func:`resume` continues from it after a
+        crash or Ctrl-C. Sampling into a folder that already holds a checkpoint of
+        the same model, data and settings resumes it; one of another run is refused.
+    every : int
+        Steps between checkpoints.
 
     Returns
     -------
@@ -160,32 +175,143 @@ def sample(
     if isinstance(init_strategy, str) and init_strategy not in sampling._INIT_STRATEGIES:
         raise ValueError(f"init_strategy must be one of {sorted(sampling._INIT_STRATEGIES)}, "
                          f"a NumPyro init function or a dict of values; got {init_strategy!r}")
+    if checkpoint is not None:
+        every = _positive_int("every", every)
     arrays, static = data_lib.split_data({} if data is None else data)
     data_lib.check_data(arrays)
-    config = sampling.NutsConfig(
-        num_warmup=warmup, target_accept=float(target_accept), max_tree_depth=max_tree_depth,
-        dense_mass=bool(dense_mass), init_strategy=init_strategy, thinning=thin,
-        keep=None if keep is None else tuple(keep), drop=tuple(drop),
-    )
+    settings = dict(chains=chains, warmup=warmup, draws=draws, seed=seed,
+                    requested_chain_method=chain_method, target_accept=float(target_accept),
+                    max_tree_depth=max_tree_depth, dense_mass=bool(dense_mass), thin=thin, x64=bool(x64),
+                    init_strategy=init_strategy if isinstance(init_strategy, str) else "custom",
+                    keep=None if keep is None else list(keep), drop=list(drop),
+                    every=every if checkpoint is not None else None)
+    labels = dict(coords=dict(coords or {}), dims={k: tuple(v) for k, v in (dims or {}).items()},
+                  names={k: list(v) for k, v in (names or {}).items()})
+    config = _config(settings, init_strategy)
+    folder = None if checkpoint is None else Path(checkpoint)
+    if folder is not None and (folder / ckpt.CHECKPOINT_FILE).exists():
+        meta, _ = ckpt.read(folder)
+        if meta["fingerprint"] != ckpt.fingerprint(model, arrays, static, {**settings, "chain_method": meta["settings"].get("chain_method")}):
+            raise ValueError(
+                f"the checkpoint in {str(folder)!r} was written by a different model, data or settings "
+                f"(model {meta['model']}); choose a new checkpoint folder or delete the old one.")
+        return resume(folder, model=model, progress=progress)
     with x64_mode(x64):
         check_model(model, arrays, static)
-        result = sampling.run_chains(
-            jax.random.PRNGKey(seed), model, arrays, static, config, num_chains=chains,
-            num_draws=draws, chain_method=chain_method, progress=progress, chunk_size=chunk_size,
-        )
+        buffer_len = every if folder is not None else sampling.default_buffer_len(warmup, draws, progress, chunk_size)
+        run, runner = sampling.prepare(jax.random.PRNGKey(seed), model, arrays, static, config,
+                                       num_chains=chains, chain_method=chain_method, buffer_len=buffer_len)
+        settings["chain_method"] = run.method
+        return _drive(model, run, runner, config, settings, labels, arrays, static, folder, progress)
+
+
+def _config(settings: Mapping[str, Any], init_strategy: Any = "uniform") -> sampling.NutsConfig:
+    return sampling.NutsConfig(
+        num_warmup=settings["warmup"], target_accept=settings["target_accept"],
+        max_tree_depth=settings["max_tree_depth"], dense_mass=settings["dense_mass"],
+        init_strategy=init_strategy, thinning=settings["thin"],
+        keep=None if settings["keep"] is None else tuple(settings["keep"]), drop=tuple(settings["drop"]),
+    )
+
+
+def _drive(model, run, runner, config, settings, labels, arrays, static, folder, progress) -> Fit:
+    """Advance a prepared run to its targets, checkpointing; Ctrl-C keeps the draws so far."""
+    on_chunk = None
+    if folder is not None:
+        print_ = ckpt.fingerprint(model, arrays, static, settings)
+
+        def on_chunk(r):
+            ckpt.write(folder, r, arrays=arrays, static=static, settings=settings, labels=labels,
+                       model=model, print_=print_)
+    try:
+        sampling.advance(run, runner, num_warmup=config.num_warmup, num_draws=settings["draws"],
+                         thinning=config.thinning, progress=progress, on_chunk=on_chunk)
+    except KeyboardInterrupt:
+        kept = min(run.draws_done)
+        if kept == 0:
+            raise
+        where = f"; bj.resume({str(folder)!r}) continues the run" if folder is not None else ""
+        warnings.warn(f"sampling interrupted: keeping the {kept} draws per chain made so far{where}.",
+                      RuntimeWarning, stacklevel=3)
+    return _fit_of(run, model, settings, labels, arrays, static)
+
+
+def _fit_of(run, model, settings, labels, arrays, static) -> Fit:
+    result = sampling.result_of(run)
     stats = dict(result.stats)
     stats["tree_depth"] = tree_depth(stats["num_steps"])
-    settings = dict(chains=chains, warmup=warmup, draws=draws, seed=seed,
-                    chain_method=result.chain_method, requested_chain_method=chain_method,
-                    target_accept=float(target_accept), max_tree_depth=max_tree_depth,
-                    dense_mass=bool(dense_mass), thin=thin, x64=bool(x64),
-                    init_strategy=init_strategy if isinstance(init_strategy, str) else "custom",
-                    keep=None if keep is None else list(keep), drop=list(drop))
-    return Fit(draws=result.draws, stats=stats, timings=result.timings,
-               num_grad_evals=result.num_grad_evals, settings=settings,
-               coords=dict(coords or {}), dims={k: tuple(v) for k, v in (dims or {}).items()},
-               names={k: list(v) for k, v in (names or {}).items()},
+    return Fit(draws=result.draws, stats=stats, timings=result.timings, num_grad_evals=result.num_grad_evals,
+               settings=dict(settings, draws=int(stats["num_steps"].shape[1])), **labels,
                data={**arrays, **static}, model=model, state=result.state)
+
+
+def resume(checkpoint: str | os.PathLike, *, model: Callable | None = None, progress: bool = True) -> Fit:
+    """Continue a checkpointed run after a crash or Ctrl-C.
+
+    Yields exactly the draws an uninterrupted run with the same seed, settings and
+    device would have. ``model`` defaults to the function the checkpoint names
+    (``module:qualname``), which must be importable; a model, data or settings
+    that differ from the checkpoint's (fingerprint mismatch) are refused.
+    """
+    folder = Path(checkpoint)
+    meta, stored = ckpt.read(folder)
+    model = ckpt.import_model(meta["model"]) if model is None else model
+    arrays = {k[len("data/"):]: v for k, v in stored.items() if k.startswith("data/")}
+    static, settings = meta["static"], meta["settings"]
+    if ckpt.fingerprint(model, arrays, static, settings) != meta["fingerprint"]:
+        raise ValueError(f"the checkpoint in {str(folder)!r} belongs to another model, data or settings "
+                         f"(it names model {meta['model']}); refusing to resume with "
+                         f"{ckpt.model_reference(model)}.")
+    config = _config(settings)
+    info = meta["run"]
+    labels = {k: meta["labels"].get(k, {}) for k in ("coords", "dims", "names")}
+    with x64_mode(settings["x64"]):
+        program = sampling.build_program(model, static, config, arrays)
+        keys = jax.ShapeDtypeStruct((info["num_chains"], 2), np.uint32)
+        shapes = jax.eval_shape(program.init, keys, {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
+                                                     for k, v in arrays.items()})
+        leaves = [jnp.asarray(stored[f"state/{i:04d}"]) for i in range(info["num_leaves"])]
+        state = jax.tree.unflatten(jax.tree.structure(shapes), leaves)
+        run, runner = sampling.prepare(None, model, arrays, static, config, num_chains=info["num_chains"],
+                                       chain_method=info["method"], buffer_len=settings["every"], state=state)
+        compile_s = run.timings["compile"]
+        run.warmup_done, run.draws_done = list(info["warmup_done"]), list(info["draws_done"])
+        run.pieces = ckpt.restore_pieces(meta, stored)
+        run.grads, run.timings = dict(info["grads"]), dict(info["timings"])
+        run.timings["compile"] += compile_s
+        return _drive(model, run, runner, config, settings, labels, arrays, static, folder, progress)
+
+
+def extend(fit: Fit, draws: int, *, progress: bool = False) -> Fit:
+    """``draws`` more draws per chain after ``fit``'s last, without new warmup.
+
+    Returns a new Fit holding the old and new draws; the chains continue from the
+    stored sampler state (adapted step size and mass matrix kept).
+    """
+    draws = _positive_int("draws", draws)
+    if fit.model is None or fit.state is None:
+        raise ValueError("this fit has no model or sampler state (a loaded fit?), so it cannot be "
+                         "extended; sample again, or resume from a checkpoint.")
+    settings = dict(fit.settings)
+    arrays, static = data_lib.split_data(fit.data)
+    config = _config(settings)
+    with x64_mode(settings["x64"]):
+        buffer_len = sampling.default_buffer_len(0, draws, progress, settings.get("every"))
+        run, runner = sampling.prepare(None, fit.model, arrays, static, config, num_chains=fit.num_chains,
+                                       chain_method=settings["chain_method"], buffer_len=buffer_len,
+                                       state=fit.state)
+        run.warmup_done = [config.num_warmup] * len(run.states)
+        sampling.advance(run, runner, num_warmup=config.num_warmup, num_draws=draws,
+                         thinning=config.thinning, progress=progress)
+    more = _fit_of(run, fit.model, settings, dict(coords=fit.coords, dims=fit.dims, names=fit.names),
+                   arrays, static)
+    join = lambda a, b: {k: np.concatenate([a[k], b[k]], axis=1) for k in a}  # noqa: E731
+    timings = {k: fit.timings[k] + (more.timings[k] if k != "compile" else more.timings[k]) for k in fit.timings}
+    grads = {k: fit.num_grad_evals[k] + more.num_grad_evals[k] for k in fit.num_grad_evals}
+    return Fit(draws=join(fit.draws, more.draws), stats=join(fit.stats, more.stats), timings=timings,
+               num_grad_evals=grads, settings=dict(settings, draws=fit.num_draws + draws),
+               coords=fit.coords, dims=fit.dims, names=fit.names, data=fit.data, model=fit.model,
+               spec=fit.spec, state=more.state)
 
 
 def tree_depth(num_steps: np.ndarray) -> np.ndarray:

@@ -330,6 +330,141 @@ class _Progress:
             self.bar.close()
 
 
+@dataclass
+class ChainRun:
+    """A run in progress, resumable: chain states and what each has done so far.
+
+    A *slot* is what one compiled call advances: one chain ("sequential") or all
+    chains ("vectorized", "parallel"). ``states[s]`` is the slot's HMCState in the
+    method's layout; ``pieces[s]`` its stored draws so far as host chunks.
+    """
+
+    method: str
+    num_devices: int
+    num_chains: int
+    states: list
+    warmup_done: list[int]
+    draws_done: list[int]
+    pieces: list[list]
+    grads: dict[str, int] = field(default_factory=lambda: {"warmup": 0, "sampling": 0})
+    timings: dict[str, float] = field(default_factory=lambda: {"compile": 0.0, "warmup": 0.0, "sampling": 0.0})
+
+    def chain_states(self):
+        """The states with one leading chain axis, whatever the method."""
+        if self.method == "sequential":
+            return jax.tree.map(lambda *xs: jnp.stack(xs), *self.states)
+        if self.method == "parallel":
+            return jax.tree.map(lambda a: a.reshape(self.num_chains, *a.shape[2:]), self.states[0])
+        return self.states[0]
+
+    def draws_so_far(self) -> tuple[dict, dict]:
+        """Stored draws and stats, chains cut to the shortest (chain, draw, ...)."""
+        per_slot = [_concat(chunks) for chunks in self.pieces]
+        done = min(self.draws_done)
+        out = [jax.tree.map(lambda a: a[:, :done], p) for p in per_slot if p is not None]
+        if not out:
+            return {}, {}
+        values, stats = jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *out) if len(out) > 1 else out[0]
+        return dict(values), dict(stats)
+
+
+class Runner(NamedTuple):
+    """What advancing a run needs: the compiled chunk and the data on device."""
+
+    program: ChainProgram
+    collect: Callable
+    arrays: dict
+    buffer_len: int
+
+
+def _layout(state, method: str, num_chains: int, num_devices: int) -> list:
+    """Chain-axis states to the method's slots."""
+    if method == "sequential":
+        return [jax.tree.map(lambda a, c=c: a[c], state) for c in range(num_chains)]
+    if method == "parallel":
+        return [jax.tree.map(lambda a: a.reshape(num_devices, -1, *a.shape[1:]), state)]
+    return [state]
+
+
+def prepare(key: jax.Array, model: Callable, arrays: Mapping[str, np.ndarray], static: Mapping[str, Any],
+            config: NutsConfig, *, num_chains: int, chain_method: str, buffer_len: int,
+            state=None) -> tuple[ChainRun, Runner]:
+    """Build and compile the chain program; a fresh run from ``key`` (or from ``state``).
+
+    ``state`` (leading chain axis, e.g. from a checkpoint) replaces the initial state.
+    """
+    method, num_devices = resolve_chain_method(chain_method, num_chains)
+    t0 = time.perf_counter()
+    program = build_program(model, static, config, arrays)
+    program_key = next(k for k, v in _PROGRAMS.items() if v is program)
+    device_arrays = {k: jnp.asarray(v) for k, v in arrays.items()}
+    if state is None:
+        chain_keys = jax.random.split(key, num_chains)
+        init = _compiled("init", program.init, program_key, chain_keys, device_arrays)
+        state = init(chain_keys, device_arrays)
+    slots = _layout(state, method, num_chains, num_devices)
+    one = jnp.asarray(1, jnp.int32)
+    col = _compiled({"sequential": "s", "vectorized": "v", "parallel": "p"}[method] + "col",
+                    _mapped(program, method), program_key + (num_devices,), slots[0], device_arrays,
+                    one, one, buffer_len, static_argnums=(4,))
+    jax.block_until_ready(slots)
+    run = ChainRun(method=method, num_devices=num_devices, num_chains=num_chains, states=slots,
+                   warmup_done=[0] * len(slots), draws_done=[0] * len(slots), pieces=[[] for _ in slots])
+    run.timings["compile"] = time.perf_counter() - t0
+    return run, Runner(program, col, device_arrays, buffer_len)
+
+
+def advance(run: ChainRun, runner: Runner, *, num_warmup: int, num_draws: int, thinning: int,
+            progress: bool = False, on_chunk: Callable[[ChainRun], None] | None = None) -> ChainRun:
+    """Advance every slot to ``num_warmup`` warmup steps and ``num_draws`` stored draws.
+
+    Works chunk by chunk (``runner.buffer_len`` steps a call), updating ``run`` in
+    place after each, and calls ``on_chunk(run)`` then (a checkpoint, say). An
+    interruption (Ctrl-C) leaves ``run`` consistent at the last finished chunk.
+    """
+    size, one = runner.buffer_len, jnp.asarray(1, jnp.int32)
+    thin = jnp.asarray(thinning, jnp.int32)
+    todo = sum(num_warmup - w + (num_draws - d) * thinning for w, d in zip(run.warmup_done, run.draws_done))
+    with _Progress(progress, todo, "sample") as bar:
+        for s in range(len(run.states)):
+            while run.warmup_done[s] < num_warmup:
+                n = min(size, num_warmup - run.warmup_done[s])
+                t = time.perf_counter()
+                st, g, _ = runner.collect(run.states[s], runner.arrays, jnp.asarray(n, jnp.int32), one, size)
+                run.grads["warmup"] += int(np.sum(g))
+                run.timings["warmup"] += time.perf_counter() - t
+                run.states[s], run.warmup_done[s] = st, run.warmup_done[s] + n
+                bar.update(n, "warmup")
+                if on_chunk is not None:
+                    on_chunk(run)
+            while run.draws_done[s] < num_draws:
+                n = min(size, num_draws - run.draws_done[s])
+                t = time.perf_counter()
+                st, g, buf = runner.collect(run.states[s], runner.arrays, jnp.asarray(n, jnp.int32), thin, size)
+                piece = _take(buf, n, run.method)
+                run.grads["sampling"] += int(np.sum(g))
+                run.timings["sampling"] += time.perf_counter() - t
+                run.pieces[s].append(piece)
+                run.states[s], run.draws_done[s] = st, run.draws_done[s] + n
+                bar.update(n * thinning, "sampling")
+                if on_chunk is not None:
+                    on_chunk(run)
+    return run
+
+
+def default_buffer_len(num_warmup: int, num_draws: int, progress: bool, chunk_size: int | None) -> int:
+    """Steps per compiled call: one call per phase, or about 20 progress updates."""
+    if chunk_size is not None:
+        return int(chunk_size)
+    return max(1, (num_warmup + num_draws) // 20) if progress else max(num_warmup, num_draws)
+
+
+def result_of(run: ChainRun) -> SampleResult:
+    draws, stats = run.draws_so_far()
+    return SampleResult(draws=draws, stats=stats, timings=dict(run.timings), num_grad_evals=dict(run.grads),
+                        state=run.chain_states(), chain_method=run.method)
+
+
 def run_chains(key: jax.Array, model: Callable, arrays: Mapping[str, np.ndarray],
                static: Mapping[str, Any], config: NutsConfig, *, num_chains: int,
                num_draws: int, chain_method: str = "auto", progress: bool = False,
@@ -339,8 +474,7 @@ def run_chains(key: jax.Array, model: Callable, arrays: Mapping[str, np.ndarray]
     Parameters
     ----------
     key : PRNG key
-        Split into one key per chain, so chain ``c`` draws the same numbers under
-        every chain method.
+        Split into one key per chain.
     model : callable
         A NumPyro model, called as ``model(**arrays, **static)``.
     arrays, static : dict
@@ -349,78 +483,18 @@ def run_chains(key: jax.Array, model: Callable, arrays: Mapping[str, np.ndarray]
         Stored draws per chain (after thinning).
     chunk_size : int, optional
         Steps per compiled call; defaults to one call per phase without a progress
-        bar and about 20 updates with one.
+        bar and about 20 updates with one. Draws do not depend on it.
 
     Returns
     -------
     SampleResult with draws of shape (num_chains, num_draws, *site_shape).
     """
-    method, num_devices = resolve_chain_method(chain_method, num_chains)
-    t0 = time.perf_counter()
-    program = build_program(model, static, config, arrays)
-    program_key = next(k for k, v in _PROGRAMS.items() if v is program)
-    device_arrays = {k: jnp.asarray(v) for k, v in arrays.items()}
-    chain_keys = jax.random.split(key, num_chains)
-    init = _compiled("init", program.init, program_key, chain_keys, device_arrays)
-    state = init(chain_keys, device_arrays)
-
-    warmup, steps = config.num_warmup, num_draws
-    if chunk_size is None:
-        chunk_size = max(1, (warmup + steps) // 20) if progress else max(warmup, steps)
-    buffer_len = chunk_size
-    collect = _mapped(program, method)
-    tag = {"sequential": "s", "vectorized": "v", "parallel": "p"}[method]
-
-    def for_chains(x):  # state layout for the method
-        if method == "parallel":
-            return jax.tree.map(lambda a: a.reshape(num_devices, -1, *a.shape[1:]), x)
-        return x
-
-    state = for_chains(state)
-    states = [jax.tree.map(lambda a: a[c], state) for c in range(num_chains)] if method == "sequential" else [state]
-    one = jnp.asarray(1, jnp.int32)
-    col = _compiled(tag + "col", collect, program_key + (num_devices,), states[0], device_arrays, one,
-                    one, buffer_len, static_argnums=(4,))
-    jax.block_until_ready(state)
-    t_compile = time.perf_counter() - t0
-
-    t_warm = t_samp = 0.0
-    warm_grads = samp_grads = 0
-    pieces: list[list] = [[] for _ in states]
-    thin = jnp.asarray(config.thinning, jnp.int32)
-    total = (warmup + steps * config.thinning) * len(states)
-    with _Progress(progress, total, "sample") as bar:
-        for s, st in enumerate(states):
-            t1 = time.perf_counter()
-            for n in _chunks(warmup, buffer_len):
-                st, g, _ = col(st, device_arrays, jnp.asarray(n, jnp.int32), one, buffer_len)
-                warm_grads += int(np.sum(g))
-                bar.update(n, "warmup")
-            jax.block_until_ready(st)
-            t2 = time.perf_counter()
-            for n in _chunks(steps, buffer_len):
-                st, g, buf = col(st, device_arrays, jnp.asarray(n, jnp.int32), thin, buffer_len)
-                samp_grads += int(np.sum(g))
-                pieces[s].append(_take(buf, n, method))
-                bar.update(n * config.thinning, "sampling")
-            jax.block_until_ready(st)
-            t_warm += t2 - t1
-            t_samp += time.perf_counter() - t2
-            states[s] = st
-
-    draws, stats = _assemble(pieces, method, num_chains)
-    if method == "sequential":
-        final = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
-    elif method == "parallel":
-        final = jax.tree.map(lambda a: a.reshape(num_chains, *a.shape[2:]), states[0])
-    else:
-        final = states[0]
-    return SampleResult(
-        draws=draws, stats=stats,
-        timings={"compile": t_compile, "warmup": t_warm, "sampling": t_samp},
-        num_grad_evals={"warmup": warm_grads, "sampling": samp_grads},
-        state=final, chain_method=method,
-    )
+    buffer_len = default_buffer_len(config.num_warmup, num_draws, progress, chunk_size)
+    run, runner = prepare(key, model, arrays, static, config, num_chains=num_chains,
+                          chain_method=chain_method, buffer_len=buffer_len)
+    advance(run, runner, num_warmup=config.num_warmup, num_draws=num_draws,
+            thinning=config.thinning, progress=progress)
+    return result_of(run)
 
 
 def _take(buffer, n: int, method: str):
@@ -435,12 +509,8 @@ def _take(buffer, n: int, method: str):
     return jax.tree.map(take, buffer)
 
 
-def _assemble(pieces: list[list], method: str, num_chains: int):
-    """Concatenate chunk buffers along draws (and chains, for sequential)."""
-    per_chain = [jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *chunks) for chunks in pieces]
-    if len(per_chain) > 1:
-        out = jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *per_chain)
-    else:
-        out = per_chain[0]
-    values, stats = out
-    return dict(values), dict(stats)
+def _concat(chunks: list):
+    """Chunks of one slot joined along draws; None when there are none."""
+    if not chunks:
+        return None
+    return jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *chunks)
