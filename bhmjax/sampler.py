@@ -53,12 +53,19 @@ def check_model(model: Callable, arrays: Mapping[str, np.ndarray], static: Mappi
         with handlers.block(), handlers.trace() as tr, handlers.seed(rng_seed=0):
             model(**arrays, **static)
     except (TypeError, ValueError, IndexError) as err:
+        text = str(err)
+        shapes = any(w in text.lower() for w in ("shape", "broadcast", "incompatible", "index", "size"))
+        hint = ("arrays of mismatched length are the usual cause" if shapes
+                else "check the data and the model's parameters")
         raise ValueError(
-            f"the model failed when run on the data ({type(err).__name__}: {err}). "
-            f"Data lengths: {lengths or 'no arrays'}; arrays of mismatched length are the usual cause."
+            f"the model failed when run on the data ({type(err).__name__}: {text}). "
+            f"Data lengths: {lengths or 'no arrays'}; {hint}."
         ) from err
     for name, site in tr.items():
-        if site["type"] != "sample" or not site.get("is_observed"):
+        if site["type"] != "sample":
+            continue
+        _check_log_density(name, site, lengths)
+        if not site.get("is_observed"):
             continue
         value_shape = np.shape(site["value"])
         dist_shape = tuple(site["fn"].shape())
@@ -71,6 +78,30 @@ def check_model(model: Callable, arrays: Mapping[str, np.ndarray], static: Mappi
                 f"observed site {name!r} has data of shape {value_shape} but its distribution "
                 f"has shape {dist_shape}; data lengths: {lengths}. Arrays of mismatched length?"
             )
+
+
+def _check_log_density(name: str, site: dict, lengths: str) -> None:
+    """A site whose log density is NaN or inf where the sampler would start is named."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lp = np.asarray(site["fn"].log_prob(site["value"]))
+    except Exception:  # noqa: BLE001 - a site we cannot evaluate eagerly is left to the sampler
+        return
+    bad = ~np.isfinite(lp)
+    if not bad.any():
+        return
+    what = "NaN" if np.isnan(lp).any() else "infinite"
+    role = "observed data" if site.get("is_observed") else "initial value"
+    where = ""
+    if lp.ndim >= 1:
+        where = f", first at index {int(np.flatnonzero(bad.reshape(-1))[0])}"
+    raise ValueError(
+        f"the log density of site {name!r} is {what} at its {role} ({int(bad.sum())} value(s){where}): "
+        f"{type(site['fn']).__name__} cannot produce it. Check the data for values outside the "
+        "distribution's support (a negative count, a 2 for a Bernoulli) and the parameters for "
+        "invalid values (a negative scale)."
+    )
 
 
 def sample(

@@ -254,6 +254,22 @@ def test_bad_input_is_rejected_before_compiling(y20):
     assert sampling.trace_counts() == before
 
 
+def test_non_finite_log_density_at_start_names_the_site():
+    def counts(y):
+        rate = numpyro.sample("rate", dist.Exponential(1.0))
+        numpyro.sample("counts", dist.Poisson(rate), obs=y)
+
+    with pytest.raises(ValueError, match="site 'counts' is infinite at its observed data.*index 2"):
+        bj.sample(counts, {"y": np.array([1, 2, -1, 3])}, **FAST)
+
+    def bad_scale(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        numpyro.sample("y", dist.Normal(mu, -1.0), obs=y)
+
+    with pytest.raises(ValueError, match="invalid scale"):
+        bj.sample(bad_scale, {"y": np.array([1.0, 2.0])}, **FAST)
+
+
 def test_bad_group_labels_name_the_variable():
     with pytest.raises(ValueError, match="'county' has 1 missing label.*row 2"):
         bj.encode_groups(np.array(["a", "b", None, "a"], dtype=object), name="county")
