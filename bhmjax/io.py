@@ -133,7 +133,7 @@ def _encode(meta: dict, arrays: Mapping[str, np.ndarray], compress: bool) -> byt
     buf = _io.BytesIO()
     method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     with zipfile.ZipFile(buf, "w", compression=method, allowZip64=True) as zf:
-        zf.writestr("meta.json", json.dumps(meta, indent=1, sort_keys=True))
+        zf.writestr("meta.json", json.dumps(meta, indent=1))  # keep site order
         for name, array in arrays.items():
             zf.writestr(f"{name}.npy", _npy_bytes(array))
     body = buf.getvalue()

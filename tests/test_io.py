@@ -192,3 +192,24 @@ def test_missing_arviz_gives_install_hint(fit, monkeypatch):
 def test_no_temporary_files_after_save(fit, tmp_path):
     fit.save(tmp_path / "a.bhm")
     assert os.listdir(tmp_path) == ["a.bhm"]
+
+
+def test_formula_style_names_and_site_order_survive(tmp_path):
+    rng = np.random.default_rng(0)
+    stats = {k: rng.normal(size=(2, 50)) for k in ["energy", "step_size", "tree_depth", "num_steps",
+                                                   "accept_prob", "potential_energy"]}
+    stats["diverging"] = np.zeros((2, 50), bool)
+    fit = bj.Fit(draws={"b": rng.normal(size=(2, 50, 2)), "r_county": rng.normal(size=(2, 50, 5, 2)),
+                        "L": rng.normal(size=(2, 50, 2, 2)), "Intercept": rng.normal(size=(2, 50))},
+                 stats=stats, timings={"compile": 1.0}, num_grad_evals={"warmup": 3}, settings={"chains": 2},
+                 coords={"county": list("abcde"), "term": ["Intercept", "floor"]},
+                 dims={"r_county": ("county", "term")},
+                 names={"b": ["floor", "x"], "L": [None, "cor[1,0]", None, None]},
+                 data={"county": np.array(["a", "b"]), "n": 3, "obj": np.array([object(), 1], dtype=object)})
+    loaded = bj.load(fit.save(tmp_path / "formula.bhm"))
+    assert list(loaded.draws) == ["b", "r_county", "L", "Intercept"]
+    assert loaded.names == fit.names and loaded.summary().equals(fit.summary())
+    assert list(loaded.data) == ["county", "n"]  # object arrays are not stored (no pickle)
+    posterior = loaded.to_arviz().posterior
+    assert posterior["r_county"].dims == ("chain", "draw", "county", "term")
+    assert list(posterior["b"].coords["b_dim_0"].values) == ["floor", "x"]
