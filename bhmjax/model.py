@@ -143,6 +143,9 @@ class Model:
         variables = spec.variables() + ([trials_col] if trials_col and not spec.trials else [])
         _check_columns(frame, variables)
         frame = _handle_missing(frame, variables, na_action)
+        if len(frame) == 0:
+            raise ValueError("the data have no rows" + (" left after na_action='drop'" if na_action == "drop"
+                                                         else "") + "; there is nothing to fit.")
         y = frame[spec.response].to_numpy()
         n_trials = frame[trials_col].to_numpy() if trials_col else None
         fam.check_response(y, n_trials, spec.response, trials_col)
