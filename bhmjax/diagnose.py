@@ -112,7 +112,7 @@ def _scales_from_model(fit: "Fit") -> dict[str, str]:
     """Run the model at the first draw; match each latent site's ``scale`` to a positive site."""
     from numpyro import handlers
 
-    from bhmjax.sampler import x64_mode
+    from bhmjax._src.precision import x64_mode
 
     first = {k: np.asarray(v[0, 0]) for k, v in fit.draws.items()}
     with x64_mode(fit.settings.get("x64", False)), handlers.block(), handlers.seed(rng_seed=0), \

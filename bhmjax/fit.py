@@ -9,6 +9,7 @@ import numpy as np
 
 from bhmjax._src import diagnostics
 from bhmjax._src.naming import flat_names
+from bhmjax._src.precision import x64_mode
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -142,7 +143,8 @@ class Fit:
         import pandas as pd
 
         names, x = self.flat_draws(var_names)
-        stats = {k: np.asarray(v) for k, v in diagnostics.summary_stats(x, prob=prob).items()}
+        with x64_mode(x.dtype == np.float64):  # float64 draws are summarised in float64
+            stats = {k: np.asarray(v) for k, v in diagnostics.summary_stats(x, prob=prob).items()}
         lo, hi = hdi_columns(prob)
         table = pd.DataFrame({
             "mean": stats["mean"], "sd": stats["sd"], lo: stats["hdi_lower"], hi: stats["hdi_upper"],

@@ -315,7 +315,7 @@ def read_meta(path: str | os.PathLike) -> dict:
 def _model_trace(fit: "Fit") -> dict:
     from numpyro import handlers
 
-    from bhmjax.sampler import x64_mode
+    from bhmjax._src.precision import x64_mode
 
     with x64_mode(fit.settings.get("x64", False)), handlers.block(), handlers.seed(rng_seed=0), \
             handlers.trace() as tr:
@@ -347,7 +347,7 @@ def pointwise_log_likelihood(fit: "Fit") -> dict[str, np.ndarray]:
         return {}
     from numpyro.infer import log_likelihood as numpyro_log_likelihood
 
-    from bhmjax.sampler import x64_mode
+    from bhmjax._src.precision import x64_mode
 
     trace = _model_trace(fit)
     latent = [k for k, s in trace.items() if s["type"] == "sample" and not s.get("is_observed")]

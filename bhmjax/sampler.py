@@ -5,7 +5,6 @@ from __future__ import annotations
 import numbers
 import os
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -16,6 +15,7 @@ import numpy as np
 from bhmjax._src import data as data_lib
 from bhmjax import checkpoint as ckpt
 from bhmjax._src import sampling
+from bhmjax._src.precision import x64_mode
 from bhmjax.fit import Fit
 
 __all__ = ["sample", "resume", "extend", "check_model"]
@@ -27,17 +27,6 @@ def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}")
     return int(value)
-
-
-@contextmanager
-def x64_mode(enabled: bool):
-    """Run a block with JAX's 64-bit mode set as asked, restoring it afterwards."""
-    before = bool(jax.config.jax_enable_x64)
-    jax.config.update("jax_enable_x64", bool(enabled))
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", before)
 
 
 def check_model(model: Callable, arrays: Mapping[str, np.ndarray], static: Mapping[str, Any]) -> None:

@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 
 import bhmjax as bj  # noqa: E402
 from bhmjax import io  # noqa: E402
-from bhmjax.sampler import x64_mode  # noqa: E402
+from bhmjax._src.precision import x64_mode  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "posteriordb" / "eight_schools.json"
 SCHOOLS = ["Choate", "Deerfield", "Phillips Andover", "Phillips Exeter", "Hotchkiss", "Lawrenceville",
