@@ -117,6 +117,7 @@ def sample(
     chunk_size: int | None = None,
     checkpoint: str | os.PathLike | None = None,
     every: int = 200,
+    out: str | os.PathLike | None = None,
 ) -> Fit:
     """Sample the posterior of a NumPyro model with jit-compiled NUTS across chains.
 
@@ -164,6 +165,11 @@ def sample(
         the same model, data and settings resumes it; one of another run is refused.
     every : int
         Steps between checkpoints.
+    out : path, optional
+        Stream the draws to disk chunk by chunk while sampling (a folder of ``.npy``
+        files, or ``.nc``), dropping each chunk from memory; the Fit's draws are then
+        read-only memory maps of the files (see :mod:`bhmjax.stream`). Without it,
+        a run whose stored draws cannot fit in memory is refused before sampling.
 
     Returns
     -------
@@ -219,10 +225,26 @@ def sample(
     with x64_mode(x64):
         check_model(model, arrays, static)
         buffer_len = every if folder is not None else sampling.default_buffer_len(warmup, draws, progress, chunk_size)
+        writer = _writer_for(model, arrays, static, config, chains, draws, buffer_len, out, folder)
         run, runner = sampling.prepare(jax.random.PRNGKey(seed), model, arrays, static, config,
                                        num_chains=chains, chain_method=chain_method, buffer_len=buffer_len)
         settings["chain_method"] = run.method
-        return _drive(model, run, runner, config, settings, labels, arrays, static, folder, progress)
+        return _drive(model, run, runner, config, settings, labels, arrays, static, folder, progress,
+                      writer=writer)
+
+
+def _writer_for(model, arrays, static, config, chains, draws, buffer_len, out, folder):
+    """Refuse draws that cannot fit in memory; a DrawWriter when ``out`` is given."""
+    from bhmjax import stream
+
+    if out is not None and folder is not None:
+        raise ValueError("out= and checkpoint= cannot be combined: a checkpoint keeps the draws in its "
+                         "folder already. Use one of them.")
+    shapes = stream.site_shapes(model, arrays, static, config.keep, config.drop)
+    stream.check_memory(shapes, chains=chains, draws=draws, buffer_len=buffer_len, streaming=out is not None)
+    if out is None:
+        return None
+    return stream.DrawWriter(out, shapes, chains, draws, jax.numpy.result_type(float))
 
 
 def _config(settings: Mapping[str, Any], init_strategy: Any = "uniform") -> sampling.NutsConfig:
@@ -234,7 +256,7 @@ def _config(settings: Mapping[str, Any], init_strategy: Any = "uniform") -> samp
     )
 
 
-def _drive(model, run, runner, config, settings, labels, arrays, static, folder, progress) -> Fit:
+def _drive(model, run, runner, config, settings, labels, arrays, static, folder, progress, writer=None) -> Fit:
     """Advance a prepared run to its targets, checkpointing; Ctrl-C keeps the draws so far."""
     on_chunk = None
     if folder is not None:
@@ -243,6 +265,8 @@ def _drive(model, run, runner, config, settings, labels, arrays, static, folder,
         def on_chunk(r):
             ckpt.write(folder, r, arrays=arrays, static=static, settings=settings, labels=labels,
                        model=model, print_=print_)
+    if writer is not None:
+        on_chunk = writer.on_chunk
     try:
         sampling.advance(run, runner, num_warmup=config.num_warmup, num_draws=settings["draws"],
                          thinning=config.thinning, progress=progress, on_chunk=on_chunk)
@@ -253,7 +277,19 @@ def _drive(model, run, runner, config, settings, labels, arrays, static, folder,
         where = f"; bj.resume({str(folder)!r}) continues the run" if folder is not None else ""
         warnings.warn(f"sampling interrupted: keeping the {kept} draws per chain made so far{where}.",
                       RuntimeWarning, stacklevel=3)
+    if writer is not None:
+        return _streamed_fit(run, writer, model, settings, labels, arrays, static)
     return _fit_of(run, model, settings, labels, arrays, static)
+
+
+def _streamed_fit(run, writer, model, settings, labels, arrays, static) -> Fit:
+    """The Fit of a run streamed to disk: its draws are memory maps of the written files."""
+    draws, stats = writer.finish({"settings": settings})
+    stats = dict(stats)
+    stats["tree_depth"] = tree_depth(np.asarray(stats["num_steps"]))
+    return Fit(draws=draws, stats=stats, timings=dict(run.timings), num_grad_evals=dict(run.grads),
+               settings=dict(settings, draws=int(stats["num_steps"].shape[1]), out=str(writer.path)),
+               **labels, data={**arrays, **static}, model=model, state=run.chain_states())
 
 
 def _fit_of(run, model, settings, labels, arrays, static) -> Fit:

@@ -1,0 +1,241 @@
+"""Draws larger than memory: estimate them before sampling, stream them to disk chunk by chunk.
+
+``bj.sample(..., out=path)`` (and ``bj.Model.fit(out=...)``) hands every chunk of
+draws that :func:`bhmjax._src.sampling.advance` produces to a :class:`DrawWriter`,
+which writes it into preallocated files and drops it from memory. Two formats:
+
+* a folder (any path not ending in ``.nc``): one ``.npy`` file per site and per
+  sampler statistic, shape (chain, draw, *site_shape), written through a memory
+  map, plus ``meta.json`` (written atomically last; its presence marks a complete
+  run). The returned Fit's draws are read-only memory maps of those files, so a
+  run larger than RAM is summarised without loading it at once.
+* ``.nc``: netCDF4 (HDF5 via h5netcdf) with ArviZ's ``posterior`` and
+  ``sample_stats`` groups (dims ``chain``, ``draw``, ``<site>_dim_k``), readable with
+  ``arviz.from_netcdf``; variables are contiguous, so the returned Fit memory-maps
+  them too.
+
+``.zarr`` is not supported (zarr is not a dependency): use a folder or ``.nc``.
+
+Before sampling, :func:`check_memory` estimates the bytes of the stored draws
+(chains x draws x stored scalars x itemsize, plus the statistics and one chunk
+buffer) and refuses with ``ValueError`` a request that cannot fit in the
+available memory, naming the options: keep fewer sites, thin, or ``out=``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+__all__ = ["DrawWriter", "available_memory", "check_memory", "site_shapes", "stored_bytes"]
+
+STAT_DTYPES = {"diverging": np.bool_, "num_steps": np.int32, "accept_prob": None, "energy": None,
+               "step_size": None, "potential_energy": None}
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (``MemAvailable`` of /proc/meminfo; 8 GiB if unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return 8 * 2**30
+
+
+def site_shapes(model: Callable, arrays: Mapping[str, Any], static: Mapping[str, Any],
+                keep=None, drop=()) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every stored site (latent and deterministic), from one model run."""
+    from numpyro import handlers
+
+    with handlers.block(), handlers.trace() as tr, handlers.seed(rng_seed=0):
+        model(**arrays, **static)
+    out = {}
+    for name, site in tr.items():
+        if site["type"] not in ("sample", "deterministic") or site.get("is_observed", False):
+            continue
+        if name in drop or (keep is not None and name not in keep):
+            continue
+        value = np.asarray(site["value"])
+        out[name] = (tuple(value.shape), value.dtype)
+    return out
+
+
+def stored_bytes(shapes: Mapping[str, tuple], chains: int, draws: int) -> int:
+    """Bytes of ``draws`` stored draws of ``chains`` chains (sites plus the 6 statistics)."""
+    per_draw = sum(int(np.prod(s, dtype=np.int64)) * np.dtype(d).itemsize for s, d in shapes.values())
+    return chains * draws * (per_draw + 6 * 8)
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def check_memory(shapes: Mapping[str, tuple], *, chains: int, draws: int, buffer_len: int,
+                 streaming: bool, available: int | None = None, fraction: float = 0.8) -> int:
+    """Refuse (``ValueError``) a run whose stored draws cannot fit in memory; return the estimate.
+
+    In memory the run holds every stored draw plus a chunk buffer of ``buffer_len``
+    draws (device and host copy); streamed to disk it holds only the buffer.
+    """
+    available = available_memory() if available is None else int(available)
+    total = stored_bytes(shapes, chains, draws)
+    buffer = 2 * stored_bytes(shapes, chains, min(buffer_len, draws))
+    need = buffer if streaming else total + buffer
+    if need <= fraction * available:
+        return need
+    biggest = sorted(shapes, key=lambda k: -int(np.prod(shapes[k][0], dtype=np.int64)))[:3]
+    if streaming:
+        raise ValueError(
+            f"one chunk of draws needs about {_gib(need)} but only {_gib(available)} of memory is "
+            f"available. Pass a smaller chunk_size (now {buffer_len} draws), keep fewer sites "
+            f"(the largest are {biggest}) or thin.")
+    raise ValueError(
+        f"the stored draws would need about {_gib(total)} ({chains} chains x {draws} draws; the largest "
+        f"sites are {biggest}) plus {_gib(buffer)} of buffers, but only {_gib(available)} of memory is "
+        f"available. Keep fewer sites (keep=[...] or drop=[...]), thin (thin=k stores every k-th draw), "
+        f"or stream the draws to disk with out='run_folder' or out='run.nc'.")
+
+
+class DrawWriter:
+    """Writes chunks of draws into preallocated files and frees them from the run.
+
+    Parameters
+    ----------
+    path : path
+        A folder, or a ``.nc`` file.
+    shapes : dict
+        ``site -> (shape, dtype)`` of every stored site.
+    chains, draws : int
+        The full size of the run, (chains, draws) leading axes of every file.
+    float_dtype : dtype
+        The dtype of the float statistics.
+    """
+
+    def __init__(self, path, shapes: Mapping[str, tuple], chains: int, draws: int, float_dtype) -> None:
+        path = Path(path)
+        if path.suffix == ".zarr":
+            raise ValueError(f"out={str(path)!r}: zarr is not a dependency of bhmjax, so .zarr is not "
+                             "supported; stream to a folder (out='run_folder') or netCDF (out='run.nc').")
+        self.path, self.chains, self.draws = path, chains, draws
+        self.shapes = dict(shapes)
+        stat_shapes = {k: ((), np.dtype(d or float_dtype)) for k, d in STAT_DTYPES.items()}
+        self.stat_shapes = stat_shapes
+        self.offsets: dict[int, int] = {}
+        self.netcdf = path.suffix == ".nc"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._open()
+
+    # ---------------------------------------------------------------- files
+
+    def _open(self) -> None:
+        full = lambda s: (self.chains, self.draws, *s)  # noqa: E731
+        if self.netcdf:
+            import h5netcdf
+
+            self.file = h5netcdf.File(self.path, "w")
+            self.file.dimensions = {"chain": self.chains, "draw": self.draws}
+            self.vars = {}
+            for group, table in (("posterior", self.shapes), ("sample_stats", self.stat_shapes)):
+                g = self.file.create_group(group)
+                g.dimensions = {"chain": self.chains, "draw": self.draws}
+                for name, (shape, dtype) in table.items():
+                    dims = [f"{name}_dim_{k}" for k in range(len(shape))]
+                    g.dimensions.update(dict(zip(dims, shape)))
+                    dt = np.uint8 if np.dtype(dtype) == np.bool_ else dtype
+                    self.vars[group, name] = g.create_variable(name, ("chain", "draw", *dims), dtype=dt)
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "meta.json").unlink(missing_ok=True)
+        self.maps = {}
+        for group, table in (("draws", self.shapes), ("stats", self.stat_shapes)):
+            (self.path / group).mkdir(exist_ok=True)
+            for name, (shape, dtype) in table.items():
+                self.maps[group, name] = np.lib.format.open_memmap(
+                    self.path / group / f"{_safe(name)}.npy", mode="w+", dtype=dtype, shape=full(shape))
+
+    def _put(self, group: str, name: str, chains: slice, draws: slice, value: np.ndarray) -> None:
+        if self.netcdf:
+            var = self.vars[group if group == "sample_stats" else "posterior", name]
+            var[chains, draws] = value.astype(var.dtype)
+        else:
+            self.maps[group, name][chains, draws] = value
+
+    # ---------------------------------------------------------------- chunks
+
+    def on_chunk(self, run) -> None:
+        """``advance``'s callback: write every new piece of every slot, then drop it."""
+        for s, pieces in enumerate(run.pieces):
+            chains = slice(s, s + 1) if run.method == "sequential" else slice(0, self.chains)
+            while pieces:
+                values, stats = pieces.pop(0)
+                start = self.offsets.get(s, 0)
+                n = next(iter(stats.values())).shape[1]
+                draws = slice(start, start + n)
+                for name, v in values.items():
+                    self._put("draws", name, chains, draws, np.asarray(v))
+                for name, v in stats.items():
+                    self._put("stats" if not self.netcdf else "sample_stats", name, chains, draws, np.asarray(v))
+                self.offsets[s] = start + n
+
+    def finish(self, extra_meta: Mapping[str, Any] | None = None) -> tuple[dict, dict]:
+        """Flush and close; the draws and statistics as read-only memory maps."""
+        done = min(self.offsets.values()) if self.offsets else 0
+        if self.netcdf:
+            self.file.close()
+            return self._netcdf_maps(done)
+        for m in self.maps.values():
+            m.flush()
+        del self.maps
+        from bhmjax.io import _write_atomic
+
+        meta = {"chains": self.chains, "draws": done, "sites": list(self.shapes),
+                **dict(extra_meta or {})}
+        _write_atomic(self.path / "meta.json", json.dumps(meta, default=str).encode())
+        return read_folder(self.path)
+
+    def _netcdf_maps(self, done: int) -> tuple[dict, dict]:
+        import h5py
+
+        draws, stats = {}, {}
+        with h5py.File(self.path, "r") as f:
+            for group, out in (("posterior", draws), ("sample_stats", stats)):
+                for name in f[group]:
+                    ds = f[group][name]
+                    if not isinstance(ds, h5py.Dataset) or name in f[group].attrs.get("_dims", ()):
+                        continue
+                    if name not in self.shapes and name not in self.stat_shapes:
+                        continue
+                    offset = ds.id.get_offset()
+                    if offset is None:  # chunked or compressed: read it
+                        arr = ds[()]
+                    else:
+                        arr = np.memmap(self.path, dtype=ds.dtype, mode="r", offset=offset, shape=ds.shape)
+                    if name == "diverging":
+                        arr = np.asarray(arr).astype(bool)
+                    out[name] = arr[:, :done]
+        return draws, stats
+
+
+def read_folder(path) -> tuple[dict, dict]:
+    """The draws and statistics of a streamed folder, as read-only memory maps."""
+    path = Path(path)
+    meta = json.loads((path / "meta.json").read_text())
+    done = meta["draws"]
+    draws = {s: np.load(path / "draws" / f"{_safe(s)}.npy", mmap_mode="r")[:, :done] for s in meta["sites"]}
+    stats = {s: np.load(path / "stats" / f"{s}.npy", mmap_mode="r")[:, :done] for s in STAT_DTYPES}
+    return draws, stats
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "_-." else f"%{ord(c):02x}" for c in name)
+
+
+def _env_fraction() -> float:
+    return float(os.environ.get("BHMJAX_MEMORY_FRACTION", "0.8"))
