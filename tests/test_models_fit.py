@@ -1,0 +1,173 @@
+"""Statistical tests of formula models: recovery per family, CP = NCP, real data, no recompiles.
+
+Checks are tied to posterior and Monte Carlo error, not fixed tolerances:
+
+* hyperparameters (Intercept, slope, group sds, correlation, family parameters):
+  ``|posterior mean - truth| < 3.29 posterior sd`` (a 99.9% normal interval; over
+  the ~35 hyperparameters of all families a false alarm has probability ~3%,
+  where 90% intervals would flag one almost surely);
+* group effects: the share of the 2G true effects inside their 90% intervals lies
+  in [0.7, 1.0] (nominal 0.9);
+* centered vs non-centered: ``|mean_c - mean_nc| / sqrt(mcse_c^2 + mcse_nc^2) < 4``.
+
+A negative control feeds the same check a wrong truth and requires a rejection.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bhmjax as bj
+from bhmjax._src import sampling
+from tests._stats import agreement_z
+
+pytestmark = pytest.mark.slow
+
+SETTINGS = dict(chains=2, warmup=400, draws=500, progress=False, chain_method="sequential")  # compiles fastest
+TRUTH = {  # family -> (Intercept, slope, sd (intercept, slope), cor, family parameters)
+    "gaussian": (1.0, 0.5, (0.8, 0.4), 0.3, {"sigma": 1.0}),
+    "student_t": (1.0, 0.5, (0.8, 0.4), 0.3, {"sigma": 0.7, "nu": 4.0}),
+    "bernoulli": (0.3, 0.8, (0.8, 0.4), 0.3, {}),
+    "binomial": (-0.5, 0.6, (0.7, 0.3), 0.3, {}),
+    "poisson": (1.0, 0.4, (0.5, 0.25), 0.3, {}),
+    "negative_binomial": (1.0, 0.4, (0.5, 0.25), 0.3, {"phi": 5.0}),
+}
+_FITS: dict = {}
+
+
+def simulate(family: str, groups: int = 40, per_group: int = 15, seed: int = 0):
+    """Data from ``y ~ 1 + x + (1 + x | g)`` with known parameters; returns (frame, truth)."""
+    rng = np.random.default_rng(seed)
+    a, b, sd, rho, extra = TRUTH[family]
+    g = np.repeat(np.arange(groups), per_group)
+    x = rng.normal(size=g.size)
+    cov = np.diag(sd) @ np.array([[1.0, rho], [rho, 1.0]]) @ np.diag(sd)
+    r = rng.multivariate_normal(np.zeros(2), cov, size=groups)
+    eta = a + b * x + r[g, 0] + r[g, 1] * x
+    frame = pd.DataFrame({"x": x, "g": [f"G{i:02d}" for i in g]})
+    if family == "gaussian":
+        frame["y"] = eta + rng.normal(0, extra["sigma"], g.size)
+    elif family == "student_t":
+        frame["y"] = eta + extra["sigma"] * rng.standard_t(extra["nu"], g.size)
+    elif family == "bernoulli":
+        frame["y"] = rng.binomial(1, 1 / (1 + np.exp(-eta)))
+    elif family == "binomial":
+        frame["n"] = rng.integers(5, 15, g.size)
+        frame["y"] = rng.binomial(frame["n"], 1 / (1 + np.exp(-eta)))
+    elif family == "poisson":
+        frame["y"] = rng.poisson(np.exp(eta))
+    else:
+        mean, phi = np.exp(eta), extra["phi"]
+        frame["y"] = rng.poisson(rng.gamma(phi, mean / phi))
+    truth = {"Intercept": a, "x": b, "sd_g__Intercept": sd[0], "sd_g__x": sd[1],
+             "cor_g__Intercept__x": rho, **extra}
+    return frame, truth, r
+
+
+def fit_family(family: str, parameterization="noncentered"):
+    """Simulate and fit once per (family, parameterization) in this test session."""
+    key = (family, parameterization)
+    if key not in _FITS:
+        frame, truth, r = simulate(family)
+        formula = "y | trials(n) ~ 1 + x + (1 + x | g)" if family == "binomial" else "y ~ 1 + x + (1 + x | g)"
+        model = bj.Model(formula, frame, family=family, parameterization=parameterization)
+        _FITS[key] = (model.fit(seed=1, **SETTINGS), truth, r)
+    return _FITS[key]
+
+
+def hyper_z(fit, truth: dict) -> pd.Series:
+    """|mean - truth| / posterior sd for each true hyperparameter."""
+    table = fit.summary().loc[list(truth)]
+    return (table["mean"] - pd.Series(truth)).abs() / table["sd"]
+
+
+def group_coverage(fit, r_true: np.ndarray, prob: float = 0.9) -> float:
+    """Share of true group effects inside their central ``prob`` posterior intervals."""
+    draws = fit.draws["r_g"].reshape(-1, *fit.draws["r_g"].shape[2:])
+    lo, hi = np.quantile(draws, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
+    return float(np.mean((lo <= r_true) & (r_true <= hi)))
+
+
+@pytest.mark.parametrize("family", list(TRUTH))
+def test_recovery(family):
+    fit, truth, r = fit_family(family)
+    table = fit.summary()
+    assert table["r_hat"].max() < 1.05, table.sort_values("r_hat").tail()
+    assert int(fit.stats["diverging"].sum()) <= 2
+    z = hyper_z(fit, truth)
+    assert (z < 3.29).all(), z
+    coverage = group_coverage(fit, r)
+    assert 0.7 <= coverage <= 1.0, coverage
+    # the group labels are the data's: r_g[G07,x]
+    assert "r_g[G07,x]" in table.index and fit.spec.groups[0].encoding.labels[7] == "G07"
+
+
+def test_recovery_negative_control():
+    """The same checks reject a wrong truth: an sd twice too large, effects shifted by 1 sd."""
+    fit, truth, r = fit_family("gaussian")
+    wrong = dict(truth, sd_g__Intercept=2 * truth["sd_g__Intercept"])
+    assert hyper_z(fit, wrong)["sd_g__Intercept"] > 3.29
+    assert group_coverage(fit, r + np.asarray(TRUTH["gaussian"][2])) < 0.7
+
+
+def test_centered_agrees_with_noncentered():
+    nc, truth, _ = fit_family("gaussian")
+    c, _, _ = fit_family("gaussian", "centered")
+    assert "z_g" in nc.draws and "z_g" not in c.draws
+    names = list(truth)
+    n_names, n_x = nc.flat_draws()
+    c_names, c_x = c.flat_draws()
+    a = n_x[..., [n_names.index(k) for k in names]]
+    b = c_x[..., [c_names.index(k) for k in names]]
+    z = agreement_z(a.astype(np.float64), b.astype(np.float64))
+    assert (z < 4).all(), dict(zip(names, z))
+
+
+def _radon(posteriordb) -> pd.DataFrame:
+    d = json.loads((posteriordb / "radon_mn.json").read_text())
+    return pd.DataFrame({"log_radon": d["log_radon"], "floor_measure": d["floor_measure"],
+                         "county": d["county_idx"]})
+
+
+def test_radon_varying_slopes(posteriordb):
+    df = _radon(posteriordb)
+    model = bj.Model("log_radon ~ 1 + floor_measure + (1 + floor_measure | county)", df)
+    fit = model.fit(chains=4, warmup=1000, draws=1000, seed=0, progress=False, target_accept=0.9,
+                    chain_method="sequential")
+    table = fit.summary()
+    assert int(fit.stats["diverging"].sum()) == 0
+    assert table["r_hat"].max() < 1.01, table.sort_values("r_hat").tail()
+    assert table.loc["floor_measure", "hdi_97%"] < 0
+    assert {"Intercept", "sigma", "sd_county__Intercept", "sd_county__floor_measure",
+            "cor_county__Intercept__floor_measure", "r_county[1,Intercept]",
+            "r_county[85,floor_measure]"} <= set(table.index)
+    assert not any(name.startswith(("z_", "L_", "Intercept_c")) for name in table.index)
+    assert fit.draws["z_county"].shape == (4, 1000, 85, 2)
+    assert fit.spec.groups[0].encoding.num_groups == 85 and fit.spec.fixed.columns == ("floor_measure",)
+
+
+def test_pilots_crossed(posteriordb):
+    d = json.loads((posteriordb / "pilots.json").read_text())
+    df = pd.DataFrame({"y": d["y"], "group_id": d["group_id"], "scenario_id": d["scenario_id"]})
+    fit = bj.Model("y ~ 1 + (1 | group_id) + (1 | scenario_id)", df).fit(
+        seed=0, target_accept=0.95, **SETTINGS)
+    table = fit.summary()
+    assert {"sd_group_id__Intercept", "sd_scenario_id__Intercept", "r_group_id[5,Intercept]",
+            "r_scenario_id[8,Intercept]"} <= set(table.index)
+    assert fit.draws["r_group_id"].shape[2:] == (5, 1) and fit.draws["r_scenario_id"].shape[2:] == (8, 1)
+    assert table["r_hat"].max() < 1.05
+
+
+def test_new_data_same_shapes_reuses_program():
+    frame, _, _ = simulate("gaussian", groups=6, per_group=5, seed=3)
+    other, _, _ = simulate("gaussian", groups=6, per_group=5, seed=4)
+    settings = dict(chains=1, warmup=30, draws=30, progress=False, chain_method="sequential")
+    bj.Model("y ~ 1 + x + (1 | g)", frame).fit(**settings)
+    before = sampling.trace_counts()
+    fit = bj.Model("y ~ 1 + x + (1 | g)", other.assign(y=other.y * 3 + 10)).fit(**settings)
+    assert sampling.trace_counts() == before
+    assert np.isfinite(fit.draws["Intercept"]).all()
