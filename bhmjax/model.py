@@ -61,7 +61,7 @@ def _handle_missing(frame, variables: list[str], na_action: str):
                          "impute them, or pass na_action='drop' to fit the complete rows.")
     keep = ~isna.any(axis=1).to_numpy()
     warnings.warn(f"na_action='drop': dropped {int((~keep).sum())} of {len(frame)} rows with missing "
-                  f"values (missing per column: {counts}).", UserWarning, stacklevel=4)
+                  f"values (missing per column: {counts}).", UserWarning, stacklevel=3)
     return frame.loc[keep].reset_index(drop=True)
 
 
