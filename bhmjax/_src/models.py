@@ -211,10 +211,10 @@ def describe(spec: ModelSpec, num_rows: int) -> str:
     lines = [f"formula: {spec.formula.text}",
              f"family:  {fam.name} (link: {fam.link}); {num_rows} rows", "", "sites (shape):"]
     if s.intercept:
-        lines.append("  Intercept ()        population intercept, on the data's scale "
+        lines.append(f"  {'Intercept ()':<14}population intercept, on the data's scale "
                      "(sampled as Intercept_c for centred slope columns)")
     if s.slopes:
-        lines.append(f"  b ({len(s.slopes)},)        slopes: {', '.join(s.slopes)}")
+        lines.append(f"  {f'b ({len(s.slopes)},)':<14}slopes: {', '.join(s.slopes)}")
     for g, d in zip(s.groups, spec.groups):
         k, n = len(g.columns), d.encoding.num_groups
         c = g.centeredness

@@ -188,11 +188,11 @@ def _check_dist(key: str, value: Any, support: str) -> Prior:
                         f"got {type(value).__name__}")
     if value.event_shape != ():
         raise ValueError(f"priors[{key!r}] must be univariate; got event shape {value.event_shape}")
-    want = constraints.positive if support == "positive" else constraints.real
     got = value.support
-    ok = (got is want or type(got) is type(want)) if support == "real" else (
-        isinstance(got, (type(constraints.positive), type(constraints.nonnegative)))
-        or got is constraints.positive)
+    if support == "real":
+        ok = type(got) is type(constraints.real)
+    else:  # (0, inf) or [0, inf): the site is sampled on (0, inf)
+        ok = isinstance(got, (type(constraints.positive), type(constraints.nonnegative)))
     if not ok:
         raise ValueError(f"priors[{key!r}] has support {got}, but the parameter is "
                          f"{'positive' if support == 'positive' else 'real'}; use e.g. "
