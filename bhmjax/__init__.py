@@ -18,6 +18,8 @@ from bhmjax._src.diagnostics import ess  # noqa: E402
 from bhmjax._src.diagnostics import hdi  # noqa: E402
 from bhmjax._src.diagnostics import mcse  # noqa: E402
 from bhmjax._src.diagnostics import rhat  # noqa: E402
+from bhmjax.batch import FitCollection  # noqa: E402
+from bhmjax.batch import fit_many  # noqa: E402
 from bhmjax.diagnose import DiagnosticReport  # noqa: E402
 from bhmjax.fit import Fit  # noqa: E402
 from bhmjax.io import FitFileError  # noqa: E402
@@ -32,11 +34,13 @@ __all__ = [
     "DiagnosticReport",
     "Fit",
     "FitFileError",
+    "FitCollection",
     "GroupEncoding",
     "Model",
     "bfmi",
     "compilation_cache_dir",
     "encode_groups",
+    "fit_many",
     "ess",
     "hdi",
     "load",

@@ -1,0 +1,179 @@
+"""Batch-fitting benchmarks (issue #7), on this machine's CPU.
+
+``python -m benchmarks.batch many``  1,000 small hierarchical datasets: bj.fit_many against a
+                                     Python loop of NumPyro MCMC runs (timed on a subset).
+``python -m benchmarks.batch big``   one model with G=100,000 groups and N=1,000,000 rows,
+                                     draws streamed to disk: seconds per 1,000 draws, peak memory.
+``python -m benchmarks.batch cache`` the same small fit in two fresh processes: the second
+                                     one finds the XLA executables in the persistent cache.
+
+Results are merged into benchmarks/results/batch_cpu.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results" / "batch_cpu.json"
+
+
+def _save(key: str, value: dict) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    data[key] = value
+    RESULTS.write_text(json.dumps(data, indent=2) + "\n")
+    print(json.dumps({key: value}, indent=2))
+
+
+def _peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+# ---------------------------------------------------------------- many small datasets
+
+
+def simulate(num: int, seed: int = 0, groups=(8, 20), rows=(50, 500)) -> list[dict]:
+    """Varying-intercept datasets: y = a + b x + r[g] + noise, sizes drawn at random."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(num):
+        g_n, n = int(rng.integers(*groups, endpoint=True)), int(rng.integers(*rows, endpoint=True))
+        g = np.concatenate([np.arange(g_n), rng.integers(0, g_n, n - g_n)])
+        x = rng.normal(size=n)
+        r = rng.normal(0, 0.5, g_n)
+        out.append({"y": 1.0 + 0.5 * x + r[g] + rng.normal(0, 1.0, n), "x": x, "g": g})
+    return out
+
+
+def numpyro_model(y, x, g, num_groups):
+    import numpyro
+    import numpyro.distributions as dist
+
+    a = numpyro.sample("a", dist.Normal(0, 5))
+    b = numpyro.sample("b", dist.Normal(0, 5))
+    sd = numpyro.sample("sd", dist.HalfNormal(2))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(2))
+    z = numpyro.sample("z", dist.Normal(0, 1).expand((num_groups,)).to_event(1))
+    numpyro.sample("y", dist.Normal(a + b * x + sd * z[g], sigma), obs=y)
+
+
+def loop_numpyro(datasets, chains, warmup, draws) -> float:
+    """Seconds for a Python loop of NumPyro MCMC runs (one MCMC object, jit reused per shape)."""
+    import jax
+    from numpyro.infer import MCMC, NUTS
+
+    mcmc = MCMC(NUTS(numpyro_model), num_warmup=warmup, num_samples=draws, num_chains=chains,
+                chain_method="sequential", progress_bar=False, jit_model_args=True)
+    t = time.perf_counter()
+    for i, d in enumerate(datasets):
+        mcmc.run(jax.random.PRNGKey(i), d["y"].astype(np.float32), d["x"].astype(np.float32), d["g"],
+                 num_groups=int(d["g"].max()) + 1)
+        jax.block_until_ready(mcmc.get_samples())
+    return time.perf_counter() - t
+
+
+def bench_many(num=1000, loop_subset=50, chains=4, warmup=500, draws=500) -> None:
+    import bhmjax as bj
+    from bhmjax._src import sampling
+
+    datasets = simulate(num)
+    before = sampling.trace_counts()["collect"]
+    t = time.perf_counter()
+    fits = bj.fit_many("y ~ 1 + x + (1 | g)", datasets, chains=chains, warmup=warmup, draws=draws, seed=0,
+                       progress=True)
+    batch_s = time.perf_counter() - t
+    compiles = sampling.trace_counts()["collect"] - before
+    table = fits.summary()
+    loop_s = loop_numpyro(datasets[:loop_subset], chains, warmup, draws)
+    per_batch, per_loop = num / batch_s, loop_subset / loop_s
+    _save("many_small", {
+        "datasets": num, "chains": chains, "warmup": warmup, "draws": draws,
+        "groups_range": [8, 20], "rows_range": [50, 500],
+        "fit_many_seconds": round(batch_s, 2), "fit_many_datasets_per_s": round(per_batch, 3),
+        "buckets": len(fits.buckets), "compilations": compiles,
+        "numpyro_loop_subset": loop_subset, "numpyro_loop_seconds": round(loop_s, 2),
+        "numpyro_loop_datasets_per_s": round(per_loop, 3),
+        "speedup": round(per_batch / per_loop, 2),
+        "failed": int(len(fits.failed())), "max_r_hat": float(np.nanmax(table["r_hat"])),
+        "note": "NumPyro loop timed on the first datasets and extrapolated per dataset; "
+                "it recompiles for every new data shape (jit_model_args=True reuses same shapes).",
+        "cpu": os.cpu_count(), "peak_rss_gib": round(_peak_rss_gib(), 2),
+    })
+
+
+# ---------------------------------------------------------------- very many groups
+
+
+def bench_big(groups=100_000, rows=1_000_000, warmup=200, draws=200, out="/tmp/bhmjax_big",
+              max_tree_depth=7) -> None:
+    import pandas as pd
+
+    import bhmjax as bj
+
+    rng = np.random.default_rng(1)
+    store = np.concatenate([np.arange(groups), rng.integers(0, groups, rows - groups)])
+    x = rng.normal(size=rows)
+    r = rng.normal(0, [0.5, 0.3], (groups, 2))
+    y = 1.0 + 0.5 * x + r[store, 0] + r[store, 1] * x + rng.normal(0, 1.0, rows)
+    df = pd.DataFrame({"y": y, "x": x, "store": store})
+    t0 = time.perf_counter()
+    model = bj.Model("y ~ 1 + x + (1 + x | store)", data=df)
+    build_s = time.perf_counter() - t0
+    fit = model.fit(chains=1, warmup=warmup, draws=draws, keep=["sd_store", "cor_store", "Intercept", "b",
+                                                                   "sigma"],
+                    out=out, chunk_size=10, progress=True, max_tree_depth=max_tree_depth)
+    t = fit.timings
+    steps = fit.num_grad_evals
+    _save("big_groups", {
+        "groups": groups, "rows": rows, "chains": 1, "max_tree_depth": max_tree_depth, "warmup": warmup, "draws": draws,
+        "model_build_s": round(build_s, 1), "compile_s": round(t["compile"], 1),
+        "warmup_s": round(t["warmup"], 1), "sampling_s": round(t["sampling"], 1),
+        "seconds_per_1000_draws": round(1000 * t["sampling"] / draws, 1),
+        "seconds_per_1000_iterations_incl_warmup": round(1000 * (t["warmup"] + t["sampling"]) / (warmup + draws), 1),
+        "grad_evals": steps, "mean_tree_depth": float(np.mean(fit.stats["tree_depth"])),
+        "divergences": int(np.sum(fit.stats["diverging"])),
+        "peak_rss_gib": round(_peak_rss_gib(), 2), "out": out,
+        "summary": fit.summary().round(3).to_dict(orient="index"),
+    })
+
+
+# ---------------------------------------------------------------- persistent compilation cache
+
+
+_CACHE_SCRIPT = """
+import time; t = time.perf_counter()
+import numpy as np, bhmjax as bj
+from benchmarks.batch import simulate
+bj.fit_many("y ~ 1 + x + (1 | g)", simulate(16, seed=3), chains=2, warmup=100, draws=100, seed=0)
+print(time.perf_counter() - t)
+"""
+
+
+def bench_cache(cache_dir="/tmp/bhmjax_cache_bench") -> None:
+    import shutil
+
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    env = dict(os.environ, BHMJAX_CACHE_DIR=cache_dir)
+    root = Path(__file__).resolve().parents[1]
+    times = []
+    for _ in range(2):
+        run = subprocess.run([sys.executable, "-c", _CACHE_SCRIPT], env=env, cwd=root, capture_output=True,
+                             text=True, check=True)
+        times.append(float(run.stdout.strip().splitlines()[-1]))
+    _save("persistent_cache", {"first_process_s": round(times[0], 2), "second_process_s": round(times[1], 2),
+                               "saving_s": round(times[0] - times[1], 2),
+                               "what": "fit_many of 16 small datasets (2 chains, 100+100) in a fresh process, "
+                                       "empty cache then warm cache"})
+
+
+if __name__ == "__main__":
+    what = sys.argv[1] if len(sys.argv) > 1 else "many"
+    {"many": bench_many, "big": bench_big, "cache": bench_cache}[what]()
