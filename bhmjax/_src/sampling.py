@@ -98,8 +98,12 @@ class NutsConfig:
         strategy = self.init_strategy
         if isinstance(strategy, Mapping):
             strategy = ("value", id(strategy))
+        return self.kernel_key() + (strategy,)
+
+    def kernel_key(self) -> tuple:
+        """The settings the NUTS chunk depends on (the init strategy only shapes ``init``)."""
         return (self.num_warmup, self.target_accept, self.max_tree_depth, self.dense_mass,
-                strategy, self.thinning, self.keep, self.drop)
+                self.thinning, self.keep, self.drop)
 
 
 class ChainProgram(NamedTuple):
@@ -404,8 +408,9 @@ def prepare(key: jax.Array, model: Callable, arrays: Mapping[str, np.ndarray], s
         state = init(chain_keys, device_arrays)
     slots = _layout(state, method, num_chains, num_devices)
     one = jnp.asarray(1, jnp.int32)
+    kernel_key = (program_key[:2] + (config.kernel_key(),) + program_key[3:], num_devices)
     col = _compiled({"sequential": "s", "vectorized": "v", "parallel": "p"}[method] + "col",
-                    _mapped(program, method), program_key + (num_devices,), slots[0], device_arrays,
+                    _mapped(program, method), kernel_key, slots[0], device_arrays,
                     one, one, buffer_len, static_argnums=(4,))
     jax.block_until_ready(slots)
     run = ChainRun(method=method, num_devices=num_devices, num_chains=num_chains, states=slots,
