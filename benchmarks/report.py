@@ -281,7 +281,8 @@ def markdown(results: dict, images: list[Path], others: list[dict] = ()) -> str:
         f" ({results['auto_parameterization']['reason'] or 'bj.Model accepts it'}). Peers: {results['peers']}.",
         "ESS is the minimum (and median) over every scalar both parameterizations share "
         "(`benchmarks.common.ess_stats`); ESS per gradient uses the sampling phase's gradient evaluations; "
-        "`[lo, hi]` is the spread over seeds, the value their median.",
+        "`[lo, hi]` is the spread over seeds, the value their median. A compile of ~0 s means the "
+        "program was compiled by an earlier cell of the same shapes in this run and reused.",
         "## Headline\n\n" + "\n".join(f"- {line}" for line in headline(results)),
         "## Real models\n\n" + _cell_table(_block(results, "real"), [("model", "model"), ("param", "parameterization")]),
         "## Regimes (simulated)\n\n" + _cell_table(_block(results, "regimes"), reg),
