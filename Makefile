@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m benchmarks run --suite quick --out benchmarks/results/quick.json
+	$(PY) -m benchmarks run --suite quick --out benchmarks/results/quick_cpu.json
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache
