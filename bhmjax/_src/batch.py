@@ -63,7 +63,8 @@ class PadSpec:
     row_count : str or None
         A static int that holds the number of rows (``"N"`` for formula models).
     observed : tuple of str or None
-        Observed sites masked on padded rows (None: every observed site).
+        Observed sites masked on padded rows (None: every observed site whose first batch
+        axis has the padded rows' length; factors and other sites are left alone).
     min_rows, min_groups : int
         Smallest bucket sizes.
     """
@@ -117,6 +118,8 @@ class RowMask(Messenger):
             return
         batch = msg["fn"].batch_shape
         if not batch or batch[0] != self.mask.shape[0]:
+            if self.observed is None:  # a factor or an observed site that is not per row
+                return
             raise ValueError(
                 f"observed site {msg['name']!r} has batch shape {tuple(batch)}, whose first axis is not the "
                 f"{self.mask.shape[0]} (padded) rows, so padded rows cannot be masked. Declare the row "
