@@ -276,14 +276,40 @@ class Model:
         names.update(sample_kwargs.pop("names", None) or {})
         coords.update(sample_kwargs.pop("coords", None) or {})
         dims.update(sample_kwargs.pop("dims", None) or {})
+        reduce = sample_kwargs.pop("reduce", "auto")
+        if reduce not in ("auto", True, False):
+            raise ValueError(f"reduce must be 'auto', True or False, got {reduce!r}")
         data = self.model_data(x64=bool(sample_kwargs.get("x64", False)))
-        fit = sample(self.numpyro_model, data, names=names, coords=coords, dims=dims, **sample_kwargs)
+        reduced = self.reduced_data(data) if reduce else None
+        if reduce is True and reduced is None:
+            raise ValueError("reduce=True, but this model has no exact reduction that pays: it needs the "
+                             "gaussian family and far fewer group-level cells than rows.")
+        fit = sample(self.numpyro_model, data if reduced is None else reduced, names=names, coords=coords,
+                     dims=dims, **sample_kwargs)
+        if reduced is not None:  # the posterior is the row-level one; keep the rows for LOO and predictions
+            fit.data = data
+            fit.settings["reduction"] = {"rows": self.num_rows, "pseudo_rows": reduced["N"]}
         order = ["Intercept", "b", *self.spec.family.params]
         for g in self.spec.structure.groups:
             order += [f"sd_{g.name}", f"cor_{g.name}", f"r_{g.name}"]
         fit.draws = {**{k: fit.draws[k] for k in order if k in fit.draws}, **fit.draws}
         fit.spec = self.spec
         return fit
+
+    def reduced_data(self, data: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """The model data with rows compressed to exact sufficient statistics, or None.
+
+        Gaussian models only, when rows that share every group level are many
+        (see ``bhmjax._src.reduce``): the log density and its gradient are exactly
+        the row-level ones (up to float rounding), at a cost that scales with the
+        number of groups instead of rows.
+        """
+        from bhmjax._src.reduce import reduce_gaussian_data
+
+        if self.spec.family.name != "gaussian":
+            return None
+        data = self.model_data() if data is None else data
+        return reduce_gaussian_data(data, self.spec.structure.intercept, len(self.spec.groups))
 
     # ------------------------------------------------------------------ description
 

@@ -20,8 +20,10 @@ Sites
 ``Intercept_c`` (the intercept for centred slope columns, sampled) and
 ``Intercept`` = ``Intercept_c - X_mean @ b`` (deterministic, the user's scale);
 ``b`` (K,); ``sd_<g>`` (K_g,); ``L_<g>`` (K_g, K_g) LKJ Cholesky factor and
-``cor_<g>`` = L L^T (deterministic) for correlated terms; ``r_<g>`` (G, K_g)
-sampled (centered) or deterministic from ``z_<g>``; family parameters; ``y``.
+``cor_<g>`` = L L^T (deterministic) for correlated terms; ``r_<g>`` (G, K_g), the
+deviations from the population coefficients: sampled (centered, no population
+counterpart) or deterministic from ``theta_<g>`` (centered on the matching population
+coefficients, see ``reparam.py``) or ``z_<g>``; family parameters; ``y``.
 """
 
 from __future__ import annotations
@@ -124,37 +126,50 @@ def _vector(site: str, prior: VectorPrior, data: Mapping[str, Any]) -> dist.Dist
 
 
 def _population(s: ModelStructure, data: Mapping[str, Any]):
+    """The population part of the linear predictor and its coefficients by column name.
+
+    The coefficients are on the data's scale (``Intercept``, not ``Intercept_c``): the
+    group columns are not centred, so these are what a group's coefficients vary around.
+    """
     eta = jnp.zeros((data["N"],))
-    b = None
+    b, coefs = None, {}
     if s.slopes:
         b = numpyro.sample("b", _vector("b", s.b_prior, data))
         x = data["X"] - data["X_mean"] if s.intercept else data["X"]
         eta = eta + x @ b
+        coefs.update({name: b[j] for j, name in enumerate(s.slopes)})
     if s.intercept:
         a = numpyro.sample("Intercept_c", _scalar("Intercept", s.intercept_prior, data))
-        numpyro.deterministic("Intercept", a - data["X_mean"] @ b if s.slopes else a)
-        eta = eta + a
-    return eta
+        coefs["Intercept"] = numpyro.deterministic("Intercept", a - data["X_mean"] @ b if s.slopes else a)
+        eta = eta + a * data.get("Intercept_col", 1.0)  # a pseudo feature in reduced data
+    return eta, coefs
 
 
-def _group(i: int, g: GroupStructure, data: Mapping[str, Any]):
+def _group(i: int, g: GroupStructure, data: Mapping[str, Any], coefs: Mapping[str, Any]):
     sd = numpyro.sample(f"sd_{g.name}", _vector(f"sd_{g.name}", g.sd_prior, data))
     chol = None
     if g.correlated:
         conc = data[f"prior:cor_{g.name}:concentration"]
         chol = numpyro.sample(f"L_{g.name}", dist.LKJCholesky(len(g.columns), conc))
         numpyro.deterministic(f"cor_{g.name}", chol @ chol.T)
-    r = group_effects(g.name, sd, data[f"G_{i}"], g.centeredness, chol)
+    # Centre the group coefficients on the matching population ones (textbook centered form).
+    loc = (jnp.stack([jnp.asarray(coefs.get(c, 0.0), sd.dtype) for c in g.columns])
+           if any(c in coefs for c in g.columns) else None)
+    r = group_effects(g.name, sd, data[f"G_{i}"], g.centeredness, chol, loc)
     return jnp.sum(r[data[f"codes_{i}"]] * data[f"Z_{i}"], axis=-1)
 
 
 def _glmm(s: ModelStructure, data: Mapping[str, Any]) -> None:
     family: Family = FAMILIES[s.family]
-    eta = _population(s, data)
+    eta, coefs = _population(s, data)
     for i, g in enumerate(s.groups):
-        eta = eta + _group(i, g, data)
+        eta = eta + _group(i, g, data, coefs)
     params = {name: numpyro.sample(name, _scalar(name, prior, data)) for name, prior in s.family_priors}
     numpyro.sample("y", family.likelihood(eta, params, data.get("trials")), obs=data.get("y"))
+    if "reduction:rss" in data:  # rows compressed to pseudo rows (see reduce.py): the rest of the sum
+        var = params["sigma"] ** 2
+        numpyro.factor("y_reduction", -0.5 * data["reduction:rss"] / var
+                       - 0.5 * data["reduction:dropped"] * jnp.log(2 * jnp.pi * var))
 
 
 def build_model(structure: ModelStructure) -> Callable:

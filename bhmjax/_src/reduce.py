@@ -24,7 +24,8 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["GaussianCells", "gaussian_cells", "gaussian_cell_loglik", "aggregate_counts", "worth_reducing"]
+__all__ = ["GaussianCells", "PseudoRows", "gaussian_cells", "gaussian_cell_loglik", "gaussian_pseudo_rows",
+           "reduce_gaussian_data", "aggregate_counts", "worth_reducing"]
 
 
 class GaussianCells(NamedTuple):
@@ -95,6 +96,101 @@ def gaussian_cell_loglik(beta: jnp.ndarray, sigma: jnp.ndarray, n: jnp.ndarray, 
     return -0.5 * total_n * jnp.log(2.0 * jnp.pi * sigma**2) - 0.5 * jnp.sum(quad) / sigma**2
 
 
+class PseudoRows(NamedTuple):
+    """A Gaussian likelihood compressed to at most k rows per cell.
+
+    ``sum_rows log N(y | w beta, sigma)`` equals
+    ``sum_pseudo log N(y' | w' beta, sigma) - rss / (2 sigma^2) - (n - n') / 2 log(2 pi sigma^2)``
+    for every ``beta`` and ``sigma``: per cell, ``w'`` is a square root of ``W'W``
+    (``w'^T w' = W'W``) and ``y'`` solves ``w'^T y' = W'y``, so the pseudo rows
+    reproduce every cross-product the likelihood depends on.
+
+    Attributes
+    ----------
+    y : (M,) pseudo responses
+    w : (M, k) pseudo features
+    codes : (M, m) the cell's group codes, per pseudo row
+    rss : () ``sum y^2 - sum y'^2`` (>= 0), the part of the residual sum of squares no beta can explain
+    num_dropped : () ``n - M``, rows the compression removed
+    """
+
+    y: np.ndarray
+    w: np.ndarray
+    codes: np.ndarray
+    rss: float
+    num_dropped: int
+
+
+def gaussian_pseudo_rows(y: np.ndarray, w: np.ndarray, codes: np.ndarray, rtol: float = 1e-10) -> PseudoRows:
+    """Compress rows that share group levels into at most ``rank(W'W)`` pseudo rows per cell.
+
+    The square root is ``Lambda^{1/2} V'`` of the eigendecomposition ``W'W = V Lambda V'``,
+    keeping the eigenvalues above ``rtol`` times the largest (duplicated columns,
+    such as a population and a group intercept, leave the rank below k).
+    """
+    cells = gaussian_cells(y, w, codes)
+    vals, vecs = np.linalg.eigh(cells.ww)  # ascending, (C, k), (C, k, k)
+    keep = vals > rtol * np.maximum(vals[:, -1:], 1e-300)
+    rank = int(keep.sum(axis=1).max())
+    vals, vecs, keep = vals[:, -rank:], vecs[:, :, -rank:], keep[:, -rank:]
+    root = np.sqrt(np.where(keep, vals, 0.0))
+    w_new = np.swapaxes(vecs, 1, 2) * root[:, :, None]  # (C, rank, k) = Lambda^1/2 V'
+    proj = np.einsum("ckr,ck->cr", vecs, cells.wy)  # V' s
+    y_new = np.where(keep, proj / np.where(keep, root, 1.0), 0.0)  # Lambda^-1/2 V' s
+    used = keep.reshape(-1)
+    rss = float(cells.yy.sum() - np.sum(y_new**2))
+    return PseudoRows(
+        y=y_new.reshape(-1)[used], w=w_new.reshape(-1, w.shape[1])[used],
+        codes=np.repeat(cells.codes, rank, axis=0)[used],
+        rss=max(rss, 0.0), num_dropped=int(len(y) - used.sum()),
+    )
+
+
+def reduce_gaussian_data(data: dict, intercept: bool, num_terms: int) -> dict | None:
+    """Formula-model data (see ``models.py``) with its rows replaced by pseudo rows.
+
+    Returns None when the compression would not pay (see :func:`worth_reducing`).
+    The result is the same model's data: ``Intercept_col`` carries the intercept's
+    pseudo feature, ``X`` keeps ``X_mean`` added back (the model centres it again),
+    and ``reduction:rss`` / ``reduction:dropped`` feed the likelihood's correction.
+    """
+    y = np.asarray(data["y"], np.float64)
+    n = len(y)
+    parts = [np.ones((n, 1))] if intercept else []
+    x_mean = None
+    if "X" in data:  # the model centres X only beside an intercept
+        x_mean = np.asarray(data["X_mean"], np.float64) if intercept else np.zeros(np.shape(data["X"])[1])
+        parts.append(np.asarray(data["X"], np.float64) - x_mean)
+    z = [np.asarray(data[f"Z_{i}"], np.float64) for i in range(num_terms)]
+    w = np.concatenate(parts + z, axis=1)
+    codes = np.stack([np.asarray(data[f"codes_{i}"]) for i in range(num_terms)], axis=1) if num_terms \
+        else np.zeros((n, 0), np.int64)
+    num_cells = len(np.unique(codes, axis=0)) if num_terms else 1
+    if not worth_reducing(n, num_cells, w.shape[1]):
+        return None
+    pseudo = gaussian_pseudo_rows(y, w, codes)
+    f = np.asarray(data["y"]).dtype
+    out = dict(data)
+    out["N"] = len(pseudo.y)
+    out["y"] = pseudo.y.astype(f)
+    col = 0
+    if intercept:
+        out["Intercept_col"] = pseudo.w[:, 0].astype(f)
+        col = 1
+    if x_mean is not None:
+        k = x_mean.shape[0]
+        out["X"] = (pseudo.w[:, col:col + k] + x_mean).astype(f)
+        col += k
+    for i in range(num_terms):
+        k = z[i].shape[1]
+        out[f"Z_{i}"] = pseudo.w[:, col:col + k].astype(f)
+        out[f"codes_{i}"] = pseudo.codes[:, i].astype(np.int32)
+        col += k
+    out["reduction:rss"] = np.asarray(pseudo.rss, f)
+    out["reduction:dropped"] = np.asarray(pseudo.num_dropped, f)
+    return out
+
+
 def aggregate_counts(y: np.ndarray, trials: np.ndarray | None, features: np.ndarray,
                      codes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
     """Rows that share covariates and group levels merged into one count.
@@ -118,5 +214,5 @@ def aggregate_counts(y: np.ndarray, trials: np.ndarray | None, features: np.ndar
 
 
 def worth_reducing(num_rows: int, num_cells: int, k: int) -> bool:
-    """A reduction pays when the cell work (k^2 per cell) is well under the row work (k per row)."""
-    return num_cells * k * k < 0.5 * num_rows * k
+    """A reduction pays when at most ``k`` pseudo rows per cell are well under the rows."""
+    return num_cells * k < 0.5 * num_rows
