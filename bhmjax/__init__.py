@@ -19,12 +19,15 @@ from bhmjax._src.diagnostics import hdi  # noqa: E402
 from bhmjax._src.diagnostics import mcse  # noqa: E402
 from bhmjax._src.diagnostics import rhat  # noqa: E402
 from bhmjax.batch import FitCollection  # noqa: E402
+from bhmjax.compare import compare  # noqa: E402
 from bhmjax.batch import fit_many  # noqa: E402
 from bhmjax.diagnose import DiagnosticReport  # noqa: E402
 from bhmjax.fit import Fit  # noqa: E402
 from bhmjax.io import FitFileError  # noqa: E402
 from bhmjax.io import load  # noqa: E402
 from bhmjax.model import Model  # noqa: E402
+from bhmjax.predict import Prediction  # noqa: E402
+from bhmjax.predict import prior_predictive  # noqa: E402
 from bhmjax.sampler import resume  # noqa: E402
 from bhmjax.sampler import sample  # noqa: E402
 
@@ -37,7 +40,9 @@ __all__ = [
     "FitCollection",
     "GroupEncoding",
     "Model",
+    "Prediction",
     "bfmi",
+    "compare",
     "compilation_cache_dir",
     "encode_groups",
     "fit_many",
@@ -45,6 +50,7 @@ __all__ = [
     "hdi",
     "load",
     "mcse",
+    "prior_predictive",
     "rhat",
     "resume",
     "sample",

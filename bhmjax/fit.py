@@ -174,6 +174,26 @@ class Fit:
             print(report)
         return report
 
+    # ------------------------------------------------------------------ predictions (bhmjax.predict)
+
+    def predict(self, new_data, kind: str = "response", groups: str = "existing", **kwargs):
+        """Predictions for new rows, a :class:`~bhmjax.predict.Prediction`; see :func:`bhmjax.predict.predict`."""
+        from bhmjax.predict import predict
+
+        return predict(self, new_data, kind, groups, **kwargs)
+
+    def posterior_predictive(self, **kwargs) -> dict[str, np.ndarray]:
+        """Replicated observed data by site; see :func:`bhmjax.predict.posterior_predictive`."""
+        from bhmjax.predict import posterior_predictive
+
+        return posterior_predictive(self, **kwargs)
+
+    def log_likelihood(self, new_data=None, **kwargs) -> np.ndarray:
+        """Pointwise log-likelihood (chains, draws, rows); see :func:`bhmjax.predict.log_likelihood`."""
+        from bhmjax.predict import log_likelihood
+
+        return log_likelihood(self, new_data, **kwargs)
+
     # ------------------------------------------------------------------ export and plots (bhmjax.io, bhmjax.plots)
 
     def to_arviz(self, **kwargs):
