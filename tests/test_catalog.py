@@ -1,0 +1,126 @@
+"""The README's catalog of bad inputs: each raises its documented error, before compiling.
+
+Keep this list and the table "Bad input and the error it gets" in README.md in step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pandas as pd
+import pytest
+
+import bhmjax as bj
+from bhmjax._src import sampling
+
+
+def normal_model(y):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+def grouped(group, y, num_groups: int):
+    with numpyro.plate("g", num_groups):
+        a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+    numpyro.sample("y", dist.Normal(a[group], 1.0), obs=y)
+
+
+def counts(y):
+    rate = numpyro.sample("rate", dist.Exponential(1.0))
+    numpyro.sample("y", dist.Poisson(rate), obs=y)
+
+
+Y = np.linspace(-1.0, 1.0, 20)
+DF = pd.DataFrame({"y": Y, "x": np.arange(20.0), "g": list("ab") * 10, "one": ["a"] * 20, "c": np.ones(20),
+                   "k": np.arange(20)})
+S = dict(chains=1, warmup=10, draws=10, progress=False)
+
+
+def with_nan(frame, column, row):
+    frame = frame.copy()
+    frame.loc[row, column] = np.nan
+    return frame
+
+
+CATALOG = [
+    ("NaN in a data array", lambda: bj.sample(normal_model, {"y": np.r_[Y[:4], np.nan, Y[5:]]}, **S),
+     ValueError, r"data\['y'\] has 1 non-finite value\(s\); the first is NaN at row 4"),
+    ("inf in a data array", lambda: bj.sample(normal_model, {"y": np.r_[np.inf, Y[1:]]}, **S),
+     ValueError, r"the first is inf at row 0"),
+    ("an empty data array", lambda: bj.sample(normal_model, {"y": np.array([])}, **S),
+     ValueError, r"data\['y'\] is empty"),
+    ("arrays of mismatched length", lambda: bj.sample(grouped, {"group": np.zeros(5, int), "y": Y,
+                                                                "num_groups": 2}, **S),
+     ValueError, r"(?i)data lengths: group: 5, y: 20.*mismatched length"),
+    ("text where numbers belong", lambda: bj.sample(normal_model, {"y": np.array(["a", "b"])}, **S),
+     TypeError, r"data\['y'\] has dtype <U1; the model needs numbers"),
+    ("data that is not a dict", lambda: bj.sample(normal_model, [1.0, 2.0], **S),
+     TypeError, r"data must be a dict of keyword arguments"),
+    ("chains, warmup or draws below 1", lambda: bj.sample(normal_model, {"y": Y}, **{**S, "draws": 0}),
+     ValueError, r"draws must be at least 1, got 0"),
+    ("a non-integer count", lambda: bj.sample(normal_model, {"y": Y}, **{**S, "chains": 2.5}),
+     TypeError, r"chains must be an integer, got 2.5"),
+    ("a model that is not callable", lambda: bj.sample("model", {"y": Y}, **S),
+     TypeError, r"model must be a callable NumPyro model, got str"),
+    ("an unknown chain method", lambda: bj.sample(normal_model, {"y": Y}, chain_method="gpu", **S),
+     ValueError, r"chain_method must be one of"),
+    ("an unknown init strategy", lambda: bj.sample(normal_model, {"y": Y}, init_strategy="zeros", **S),
+     ValueError, r"init_strategy must be one of"),
+    ("target_accept outside (0, 1)", lambda: bj.sample(normal_model, {"y": Y}, target_accept=1.0, **S),
+     ValueError, r"target_accept must be in \(0, 1\), got 1.0"),
+    ("observed data outside the support", lambda: bj.sample(counts, {"y": np.array([1, -2, 3])}, **S),
+     ValueError, r"log density of site 'y' is infinite at its observed data .* first at index 1"),
+    ("a missing group label", lambda: bj.encode_groups(np.array(["a", None], dtype=object), name="school"),
+     ValueError, r"group variable 'school' has 1 missing label\(s\), first at row 1"),
+    ("a group level never seen in training", lambda: bj.encode_groups(["a", "b"], name="school").encode(["c"]),
+     ValueError, r"'school' has 1 level\(s\) not seen in training: 'c'"),
+    ("a formula column not in the data", lambda: bj.Model("y ~ xx + (1 | g)", DF),
+     ValueError, r"column 'xx' named in the formula is not in the data \(did you mean 'x'\?\)"),
+    ("missing values in a formula column", lambda: bj.Model("y ~ x + (1 | g)", with_nan(DF, "x", 3)),
+     ValueError, r"column 'x' has 1 missing value\(s\), the first at row 3.*na_action='drop'"),
+    ("a grouping with a single level", lambda: bj.Model("y ~ x + (1 | one)", DF),
+     ValueError, r"grouping 'one' has a single level \('a'\)"),
+    ("a constant predictor", lambda: bj.Model("y ~ c + (1 | g)", DF),
+     ValueError, r"predictor column 'c' is constant"),
+    ("a formula that cannot be parsed", lambda: bj.Model("y ~ x + (1 | g", DF),
+     ValueError, r"cannot parse the formula 'y ~ x \+ \(1 \| g': an opening '\(' is never closed"),
+    ("a bernoulli response that is not 0/1", lambda: bj.Model("y ~ x", DF, family="bernoulli"),
+     ValueError, r"response 'y' must be 0 or 1 for the bernoulli family; row 0"),
+    ("negative counts", lambda: bj.Model("y ~ x", DF.assign(y=-DF["k"]), family="poisson"),
+     ValueError, r"response 'y' must hold non-negative integers for the poisson family; row 1 is -1"),
+    ("more successes than trials", lambda: bj.Model("k | trials(t) ~ x", DF.assign(t=DF["k"] - 1 + 1 * (DF["k"] == 0)),
+                                                     family="binomial"),
+     ValueError, r"trials|successes"),
+    ("an unknown family", lambda: bj.Model("y ~ x", DF, family="gamma"),
+     ValueError, r"unknown family 'gamma'"),
+    ("a prior for a parameter the model lacks", lambda: bj.Model("y ~ x + (1 | g)", DF,
+                                                                 priors={"sd_h": dist.HalfNormal(1.0)}),
+     ValueError, r"no parameter of this model is named 'sd_h'"),
+    ("a prior with the wrong support", lambda: bj.Model("y ~ x + (1 | g)", DF, priors={"sigma": dist.Normal(0, 1)}),
+     ValueError, r"priors\['sigma'\] has support Real\(\), but the parameter is positive"),
+    ("a parameterization for an unknown grouping", lambda: bj.Model("y ~ x + (1 | g)", DF,
+                                                                    parameterization={"h": "centered"}),
+     ValueError, r"parameterization names the grouping 'h'"),
+    ("columns of different lengths", lambda: bj.Model("y ~ x", {"y": [1.0, 2.0, 3.0], "x": [1.0, 2.0]}),
+     ValueError, r"the columns of data have different lengths: \{'y': 3, 'x': 2\}"),
+    ("a dataset with no rows", lambda: bj.Model("y ~ x + (1 | g)", DF.iloc[:0]),
+     ValueError, r"the data have no rows"),
+]
+
+
+@pytest.mark.parametrize("case", CATALOG, ids=[c[0] for c in CATALOG])
+def test_catalogued_bad_input_raises_its_documented_error(case):
+    _, thunk, exc, match = case
+    before = sampling.trace_counts()
+    with pytest.raises(exc, match=match):
+        thunk()
+    assert sampling.trace_counts() == before  # nothing was compiled
+
+
+def test_catalog_is_in_the_readme():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [name for name, *_ in CATALOG if name not in readme]
+    assert not missing, f"README's bad-input catalog lacks: {missing}"
