@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(PY) examples/demo.py --out demo_output
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(PY) -m benchmarks run --suite quick --out benchmarks/results/quick_cpu.json
