@@ -80,7 +80,7 @@ def loop_numpyro(datasets, chains, warmup, draws) -> float:
     return time.perf_counter() - t
 
 
-def bench_many(num=1000, loop_subset=50, chains=4, warmup=500, draws=500) -> None:
+def bench_many(num=1000, loop_subset=20, chains=4, warmup=300, draws=300) -> None:
     import bhmjax as bj
     from bhmjax._src import sampling
 
