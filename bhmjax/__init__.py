@@ -19,7 +19,7 @@ from bhmjax._src.diagnostics import hdi  # noqa: E402
 from bhmjax._src.diagnostics import mcse  # noqa: E402
 from bhmjax._src.diagnostics import rhat  # noqa: E402
 from bhmjax.batch import FitCollection  # noqa: E402
-from bhmjax.compare import compare  # noqa: E402
+from bhmjax.comparison import compare  # noqa: E402
 from bhmjax.batch import fit_many  # noqa: E402
 from bhmjax.diagnose import DiagnosticReport  # noqa: E402
 from bhmjax.fit import Fit  # noqa: E402

@@ -2,7 +2,7 @@
 
 The user layer of :mod:`bhmjax._src.predict`: new data are checked and encoded here,
 on concrete values and before anything compiles, then one jit-compiled function maps
-over draws and chunks of rows. Model comparison lives in :mod:`bhmjax.compare`.
+over draws and chunks of rows. Model comparison lives in :mod:`bhmjax.comparison`.
 
 Examples
 --------
@@ -341,6 +341,8 @@ def prior_predictive(model: Any, data: Mapping[str, Any] | None = None, *, draws
         raise ValueError(f"draws must be a positive integer, got {draws!r}")
     if isinstance(model, Model):
         fn, kwargs = model.numpyro_model, {**model.model_data(), "y": None}
+        if kwargs.get("trials") is not None:  # NumPyro's binomial sampler needs integer counts
+            kwargs["trials"] = np.asarray(kwargs["trials"]).astype(np.int32)
     elif callable(model):
         fn, kwargs = model, dict(data or {})
     else:

@@ -91,7 +91,10 @@ def _one_draw(structure: ModelStructure, kind: str, num_rows: int, key, params, 
         return eta
     if kind == "mean":
         return family.inverse_link(eta)
-    dist = family.likelihood(eta, {p: params[p] for p in family.params}, rows.get("trials"))
+    trials = rows.get("trials")
+    if kind == "response" and trials is not None:
+        trials = trials.astype(jnp.int32)  # NumPyro's binomial sampler indexes tables by the count
+    dist = family.likelihood(eta, {p: params[p] for p in family.params}, trials)
     if kind == "log_likelihood":
         return dist.log_prob(rows["y"])
     y = dist.sample(key)
