@@ -232,6 +232,9 @@ def run_cell(cell: dict, log: Callable[[str], None] = print) -> dict | list[dict
             fit = fit_once(cell, seed)
             per_seed.append({"seed": seed, **fit_metrics(fit, time.perf_counter() - t0)})
             row["chain_method_used"] = fit.settings["chain_method"]
+            if getattr(fit.spec, "structure", None) is not None:  # learned by "auto", or as given
+                row["centeredness"] = {g.name: g.centeredness for g in fit.spec.structure.groups}
+                row["reparam_s"] = fit.timings.get("reparam", 0.0)
     except Unavailable as why:
         row.update(status="unavailable", error=str(why))
         log(f"  -- {row['label']}: unavailable ({why})")

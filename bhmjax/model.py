@@ -106,8 +106,15 @@ class Model:
     data : pandas.DataFrame or dict of 1-d arrays
     family : str
         "gaussian", "student_t", "bernoulli", "binomial", "poisson" or "negative_binomial".
-    parameterization : "noncentered", "centered", float in [0, 1] or dict
-        Per grouping when a dict (``{"county": "centered"}``; others non-centered).
+    parameterization : "noncentered", "centered", "auto", float in [0, 1], sequence or dict
+        The centeredness of the group effects (1 centered, 0 non-centered, see
+        ``bhmjax._src.reparam``): one value for every term, a sequence with one value
+        per column of the term (``(1.0, 0.0)`` for ``(1 + x | g)``), or a dict per
+        grouping (``{"county": "centered", "state": (1.0, 0.5)}``; others
+        non-centered). ``"auto"`` learns one value per column with a short SVI
+        pre-pass before the first fit (Gorinova, Moore and Hoffman 2020); the values
+        are in ``model.centeredness``, ``describe()`` and ``fit.spec``, its seconds
+        in ``fit.timings["reparam"]``.
     priors : dict, optional
         NumPyro distributions overriding defaults: "Intercept", "b" or a slope's
         column name, "sd", "sd_<g>" or "sd_<g>__<column>", "cor"/"cor_<g>" (an LKJ
@@ -256,8 +263,8 @@ class Model:
                 names[f"cor_{g.name}"] = [f"cor_{g.name}__{cols[i]}__{cols[j]}" if i < j else None
                                           for i in range(k) for j in range(k)]
                 names[f"L_{g.name}"] = [None] * (k * k)
-            if any(c != 1.0 for c in g.centeredness):
-                names[f"z_{g.name}"] = [None] * (n_groups * k)
+            names[f"z_{g.name}"] = [None] * (n_groups * k)  # sampler variables, when present
+            names[f"theta_{g.name}"] = [None] * (n_groups * k)
             coords[g.name] = [str(v) for v in design.encoding.labels]
             coords[f"{g.name}__column"] = list(cols)
             dims[f"r_{g.name}"] = [g.name, f"{g.name}__column"]
@@ -272,6 +279,7 @@ class Model:
         """
         from bhmjax.sampler import sample
 
+        reparam_s = self._learn_centeredness()
         names, coords, dims = self.names()
         names.update(sample_kwargs.pop("names", None) or {})
         coords.update(sample_kwargs.pop("coords", None) or {})
@@ -294,7 +302,32 @@ class Model:
             order += [f"sd_{g.name}", f"cor_{g.name}", f"r_{g.name}"]
         fit.draws = {**{k: fit.draws[k] for k in order if k in fit.draws}, **fit.draws}
         fit.spec = self.spec
+        fit.timings["reparam"] = reparam_s
         return fit
+
+    @property
+    def centeredness(self) -> dict[str, tuple[float, ...]]:
+        """Per grouping, the centeredness of each column; ``"auto"`` ones are learned on first use."""
+        self._learn_centeredness()
+        return {g.name: g.centeredness for g in self.spec.structure.groups}
+
+    def _learn_centeredness(self) -> float:
+        """Run the SVI pre-pass of ``parameterization="auto"`` once; its seconds (0 when done)."""
+        if all(g.centeredness is not None for g in self.spec.structure.groups):
+            return 0.0
+        import dataclasses
+
+        import jax
+
+        from bhmjax._src import data as data_lib
+        from bhmjax._src.autoreparam import learn_centeredness, with_centeredness
+
+        data = self.model_data()
+        arrays, static = data_lib.split_data(self.reduced_data(data) or data)
+        self.reparam_info = learn_centeredness(jax.random.PRNGKey(0), self.spec.structure, arrays, static)
+        structure = with_centeredness(self.spec.structure, self.reparam_info.centeredness)
+        self.spec = dataclasses.replace(self.spec, structure=structure)
+        return self.reparam_info.seconds
 
     def reduced_data(self, data: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """The model data with rows compressed to exact sufficient statistics, or None.
@@ -316,6 +349,8 @@ class Model:
     def describe(self, verbose: bool = True) -> str:
         """Priors, parameter shapes and groups per term; printed unless ``verbose=False``."""
         text = describe(self.spec, self.num_rows)
+        if getattr(self, "reparam_info", None) is not None:
+            text += "\n\n" + self.reparam_info.describe()
         if verbose:
             print(text)
         return text

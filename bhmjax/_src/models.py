@@ -233,15 +233,19 @@ def describe(spec: ModelSpec, num_rows: int) -> str:
     for g, d in zip(s.groups, spec.groups):
         k, n = len(g.columns), d.encoding.num_groups
         c = g.centeredness
-        form = ("centered" if all(v == 1 for v in c) else "noncentered" if all(v == 0 for v in c)
+        form = ("auto (centeredness learned by SVI before the first fit)" if c is None
+                else "centered" if all(v == 1 for v in c) else "noncentered" if all(v == 0 for v in c)
                 else f"centeredness {c}")
         bar = "|" if d.term.correlated else "||"
         lines.append(f"  ({d.term.expr} {bar} {g.name}): {n} groups x {k} columns "
                      f"({', '.join(g.columns)}); {form}")
         lines.append(f"    sd_{g.name} ({k},)" + (f", L_{g.name} and cor_{g.name} ({k}, {k})"
                                                   if g.correlated else ""))
-        lines.append(f"    r_{g.name} ({n}, {k})" + ("" if all(v == 1 for v in c) else
-                                                    f" = transform of z_{g.name} ({n}, {k})"))
+        centred_on = [col for col in g.columns if col == "Intercept" and s.intercept or col in s.slopes]
+        sampled = (f"z_{g.name}" if c is None or any(v != 1 for v in c)
+                   else f"theta_{g.name}" if centred_on else None)
+        lines.append(f"    r_{g.name} ({n}, {k})" + ("" if sampled is None else
+                                                    f" = transform of {sampled} ({n}, {k})"))
     for p in fam.params:
         lines.append(f"  {p} ()")
     lines += ["", "priors:"]

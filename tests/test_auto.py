@@ -1,0 +1,118 @@
+"""parameterization="auto": the SVI pre-pass learns centeredness, NUTS then agrees with CP and NCP.
+
+* Learned values: strongly identified groups (many rows, small noise) give a
+  centeredness near 1, weak ones (one row, large noise) near 0.
+* Agreement: the hyperparameters of an "auto" fit (a partially centered model)
+  agree with centered and non-centered fits, ``|mean_a - mean_b| /
+  sqrt(mcse_a^2 + mcse_b^2) < 4``; a negative control shifts one fit by 10 MCSE
+  (under one posterior sd) and must be rejected.
+* The textbook centered form: group coefficients are centred on the population
+  ones, so the data pin ``theta`` and not the ridge ``Intercept + r``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from numpyro import handlers
+
+import bhmjax as bj
+from tests._stats import agreement_z, assert_converged
+
+SETTINGS = dict(chains=2, warmup=400, draws=500, progress=False, chain_method="sequential")
+HYPER = ["Intercept", "x", "sd_g__Intercept", "sd_g__x", "cor_g__Intercept__x", "sigma"]
+
+
+def intercepts(rows: int, noise: float, groups: int = 8, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(groups), rows)
+    return {"y": 1.0 + rng.normal(0.0, 1.0, groups)[g] + rng.normal(0.0, noise, g.size), "g": g}
+
+
+def slopes(rows: int = 6, noise: float = 2.0, groups: int = 12, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(groups), rows)
+    x = rng.normal(size=g.size)
+    r = rng.multivariate_normal([0.0, 0.0], [[1.0, 0.3], [0.3, 1.0]], size=groups)
+    return pd.DataFrame({"y": 1.0 + 0.5 * x + r[g, 0] + r[g, 1] * x + rng.normal(0.0, noise, g.size),
+                         "x": x, "g": g})
+
+
+# ---------------------------------------------------------------- learned values
+
+
+def test_strong_groups_learn_centered_weak_groups_noncentered():
+    strong = bj.Model("y ~ 1 + (1 | g)", intercepts(rows=500, noise=0.1), parameterization="auto")
+    weak = bj.Model("y ~ 1 + (1 | g)", intercepts(rows=1, noise=10.0), parameterization="auto")
+    c_strong, c_weak = strong.centeredness["g"][0], weak.centeredness["g"][0]
+    assert c_strong > 0.8, strong.reparam_info
+    assert c_weak < 0.2, weak.reparam_info
+    # the raw SVI values, before snapping to the ends, point the same way
+    assert strong.reparam_info.raw["g"][0] > 0.8 and weak.reparam_info.raw["g"][0] < 0.2
+    assert f"g: ({c_strong},)" in strong.describe(verbose=False)
+
+
+def test_auto_in_dict_and_explicit_per_column_values():
+    data = slopes()
+    model = bj.Model("y ~ 1 + x + (1 + x | g)", data, parameterization={"g": "auto"})
+    assert model.spec.structure.groups[0].centeredness is None
+    assert "auto (centeredness learned by SVI" in model.describe(verbose=False)
+    explicit = bj.Model("y ~ 1 + x + (1 + x | g)", data, parameterization={"g": (1.0, 0.25)})
+    assert explicit.centeredness == {"g": (1.0, 0.25)}
+    assert "centeredness (1.0, 0.25)" in explicit.describe(verbose=False)
+
+
+def test_unknown_parameterization_names_auto():
+    with pytest.raises(ValueError, match="'auto' \\(learned\\) or a centeredness in \\[0, 1\\]"):
+        bj.Model("y ~ 1 + (1 | g)", intercepts(rows=2, noise=1.0), parameterization="automatic")
+
+
+# ---------------------------------------------------------------- the centered form
+
+
+def test_centered_samples_group_coefficients_centred_on_population():
+    """c = 1: theta_g ~ Normal(mu, sd) with mu the population coefficients; r_g = theta_g - mu."""
+    model = bj.Model("y ~ 1 + x + (1 + x | g)", slopes(), parameterization="centered")
+    tr = handlers.trace(handlers.seed(model.numpyro_model, 0)).get_trace(**model.data)
+    mu = np.array([tr["Intercept"]["value"], tr["b"]["value"][0]])
+    np.testing.assert_allclose(np.asarray(tr["theta_g"]["fn"].mean), np.broadcast_to(mu, (12, 2)), rtol=1e-6)
+    np.testing.assert_allclose(tr["r_g"]["value"], tr["theta_g"]["value"] - mu, rtol=1e-5, atol=1e-6)
+    assert "z_g" not in tr and tr["r_g"]["type"] == "deterministic"
+
+
+# ---------------------------------------------------------------- agreement
+
+
+@pytest.fixture(scope="module")
+def fits():
+    data = slopes()
+    out = {p: bj.Model("y ~ 1 + x + (1 + x | g)", data, parameterization=p).fit(seed=i, **SETTINGS)
+           for i, p in enumerate(["centered", "noncentered", "auto"])}
+    return out
+
+
+def _hyper(fit) -> np.ndarray:
+    names, x = fit.flat_draws()
+    return x[..., [names.index(k) for k in HYPER]].astype(np.float64)
+
+
+@pytest.mark.slow
+def test_auto_agrees_with_centered_and_noncentered(fits):
+    auto = fits["auto"]
+    c = auto.spec.structure.groups[0].centeredness
+    assert all(0.0 <= v <= 1.0 for v in c) and auto.timings["reparam"] > 0
+    for fit in fits.values():
+        assert_converged(fit, rhat_max=1.02, ess_min=100)
+    for other in ("centered", "noncentered"):
+        z = agreement_z(_hyper(auto), _hyper(fits[other]))
+        assert (z < 4).all(), (other, c, dict(zip(HYPER, z.round(2))))
+
+
+@pytest.mark.slow
+def test_agreement_rejects_a_shifted_posterior(fits):
+    """The check is tight enough to see a bias of 10 combined MCSE (under one posterior sd here)."""
+    a, b = _hyper(fits["auto"]), _hyper(fits["centered"])
+    shift = 10.0 * np.sqrt(np.asarray(bj.mcse(a)) ** 2 + np.asarray(bj.mcse(b)) ** 2)
+    assert (shift < b.std(axis=(0, 1))).all()
+    assert (agreement_z(a + shift, b) > 4).all()
