@@ -118,6 +118,7 @@ def sample(
     checkpoint: str | os.PathLike | None = None,
     every: int = 200,
     out: str | os.PathLike | None = None,
+    sampler: str = "nuts",
 ) -> Fit:
     """Sample the posterior of a NumPyro model with jit-compiled NUTS across chains.
 
@@ -170,6 +171,14 @@ def sample(
         files, or ``.nc``), dropping each chunk from memory; the Fit's draws are then
         read-only memory maps of the files (see :mod:`bhmjax.stream`). Without it,
         a run whose stored draws cannot fit in memory is refused before sampling.
+    sampler : {"nuts", "chees"}
+        ``"chees"``: ChEES-HMC (Hoffman, Radul and Sountsov 2021) from BlackJAX, all
+        chains in lockstep with one adapted, jittered trajectory length; meant for
+        hundreds or thousands of chains on an accelerator (``chains=1024,
+        warmup=500, draws=100``). ``target_accept`` is then the harmonic-mean
+        acceptance over chains (default 0.651 when left at 0.8); ``chain_method``,
+        ``max_tree_depth``, ``dense_mass``, ``checkpoint`` and ``out`` do not apply.
+        ``tree_depth`` in the stats is the NUTS depth with the same leapfrog steps.
 
     Returns
     -------
@@ -213,6 +222,9 @@ def sample(
                     every=every if checkpoint is not None else None)
     labels = dict(coords=dict(coords or {}), dims={k: tuple(v) for k, v in (dims or {}).items()},
                   names={k: list(v) for k, v in (names or {}).items()})
+    if sampler != "nuts":
+        return _chees_fit(model, arrays, static, settings, labels, init_strategy, sampler=sampler,
+                          checkpoint=checkpoint, out=out)
     config = _config(settings, init_strategy)
     folder = None if checkpoint is None else Path(checkpoint)
     if folder is not None and (folder / ckpt.CHECKPOINT_FILE).exists():
@@ -231,6 +243,35 @@ def sample(
         settings["chain_method"] = run.method
         return _drive(model, run, runner, config, settings, labels, arrays, static, folder, progress,
                       writer=writer)
+
+
+def _chees_fit(model, arrays, static, settings, labels, init_strategy, *, sampler, checkpoint, out) -> Fit:
+    """``sampler="chees"``: many chains of ChEES-HMC (``bhmjax._src.chees``) as an ordinary Fit."""
+    from bhmjax._src import chees
+
+    if sampler != "chees":
+        raise ValueError(f"sampler must be 'nuts' or 'chees', got {sampler!r}")
+    if checkpoint is not None or out is not None:
+        raise ValueError("sampler='chees' runs every chain in one compiled program, so it has no "
+                         "checkpoint= or out=; sample with the default sampler='nuts' for those.")
+    if settings["chains"] < 2:
+        raise ValueError(f"sampler='chees' adapts from the spread between chains, so it needs at least 2 "
+                         f"chains (hundreds are typical); got chains={settings['chains']}.")
+    accept = 0.651 if settings["target_accept"] == 0.8 else settings["target_accept"]
+    config = chees.CheesConfig(num_warmup=settings["warmup"], target_accept=accept,
+                               init_strategy=init_strategy if isinstance(init_strategy, str) or callable(
+                                   init_strategy) else _config(settings, init_strategy).init_fn(),
+                               thinning=settings["thin"], keep=_config(settings).keep, drop=tuple(settings["drop"]))
+    with x64_mode(settings["x64"]):
+        check_model(model, arrays, static)
+        result = chees.run_chees(jax.random.PRNGKey(settings["seed"]), model, arrays, static, config,
+                                 num_chains=settings["chains"], num_draws=settings["draws"])
+    stats = dict(result.stats)
+    stats["tree_depth"] = tree_depth(stats["num_steps"])
+    settings = dict(settings, sampler="chees", chain_method="vectorized", target_accept=accept,
+                    adapted=result.adapted)
+    return Fit(draws=result.draws, stats=stats, timings=result.timings, num_grad_evals=result.num_grad_evals,
+               settings=settings, **labels, data={**arrays, **static}, model=model, state=None)
 
 
 def _writer_for(model, arrays, static, config, chains, draws, buffer_len, out, folder):
@@ -362,7 +403,7 @@ def extend(fit: Fit, draws: int, *, progress: bool = False) -> Fit:
     more = _fit_of(run, fit.model, settings, dict(coords=fit.coords, dims=fit.dims, names=fit.names),
                    arrays, static)
     join = lambda a, b: {k: np.concatenate([a[k], b[k]], axis=1) for k in a}  # noqa: E731
-    timings = {k: fit.timings[k] + (more.timings[k] if k != "compile" else more.timings[k]) for k in fit.timings}
+    timings = {k: fit.timings[k] + more.timings.get(k, 0.0) for k in fit.timings}
     grads = {k: fit.num_grad_evals[k] + more.num_grad_evals[k] for k in fit.num_grad_evals}
     return Fit(draws=join(fit.draws, more.draws), stats=join(fit.stats, more.stats), timings=timings,
                num_grad_evals=grads, settings=dict(settings, draws=fit.num_draws + draws),

@@ -1,0 +1,98 @@
+"""bj.sample(sampler="chees"): many ChEES-HMC chains recover the NUTS posterior.
+
+The model is Gaussian varying intercepts (non-centered). Both fits must converge
+(R-hat, bulk ESS; R-hat < 1.02 for ChEES: with many short chains R-hat is about
+sqrt(1 + tau / draws) even at stationarity, Margossian et al. 2022) before their
+hyperparameters are compared with
+``|mean_chees - mean_nuts| / sqrt(mcse^2 + mcse^2) < 4``; a negative control (the
+ChEES draws shifted by 6 combined MCSE) must be rejected.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+
+import bhmjax as bj
+from bhmjax._src import chees
+from tests._stats import agreement_z, assert_converged
+
+HYPER = ("mu", "tau", "sigma")
+
+
+def varying_intercepts(y, group, num_groups):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = numpyro.sample("tau", dist.HalfNormal(2.0))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(2.0))
+    z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand((num_groups,)).to_event(1))
+    numpyro.deterministic("theta", mu + tau * z)
+    numpyro.sample("y", dist.Normal(mu + tau * z[group], sigma), obs=y)
+
+
+def data(seed: int = 0, groups: int = 8, rows: int = 5) -> dict:
+    rng = np.random.default_rng(seed)
+    group = np.repeat(np.arange(groups), rows).astype(np.int32)
+    y = 1.0 + rng.normal(0.0, 1.0, groups)[group] + rng.normal(0.0, 1.0, group.size)
+    return {"y": y.astype(np.float32), "group": group, "num_groups": groups}
+
+
+@pytest.fixture(scope="module")
+def fits():
+    d = data()
+    fc = bj.sample(varying_intercepts, d, sampler="chees", chains=128, warmup=300, draws=250, seed=1,
+                   progress=False)
+    fn = bj.sample(varying_intercepts, d, chains=4, warmup=500, draws=1000, seed=2, progress=False,
+                   chain_method="sequential")
+    return fc, fn
+
+
+def _hyper(fit) -> np.ndarray:
+    return np.stack([fit.draws[k] for k in HYPER], axis=-1).astype(np.float64)
+
+
+@pytest.mark.slow
+def test_chees_recovers_nuts_posterior(fits):
+    fc, fn = fits
+    assert_converged(fc, rhat_max=1.02, ess_min=1000)
+    assert_converged(fn, rhat_max=1.02, ess_min=200)
+    z = agreement_z(_hyper(fc), _hyper(fn))
+    assert (z < 4).all(), dict(zip(HYPER, z.round(2)))
+    assert (agreement_z(_hyper(fc) + 6 * np.asarray(bj.mcse(_hyper(fc))) + 6 * np.asarray(bj.mcse(_hyper(fn))),
+                        _hyper(fn)) > 4).all()
+
+
+@pytest.mark.slow
+def test_chees_fit_is_an_ordinary_fit(fits):
+    fc, _ = fits
+    assert fc.draws["theta"].shape == (128, 250, 8) and fc.num_chains == 128
+    for k in ("diverging", "num_steps", "accept_prob", "energy", "step_size", "tree_depth", "potential_energy"):
+        assert fc.stats[k].shape == (128, 250), k
+    steps = fc.stats["num_steps"]
+    assert (steps == steps[:1]).all(), "all chains share one jittered trajectory length per draw"
+    assert fc.num_grad_evals["sampling"] == int(steps.sum())
+    assert fc.num_grad_evals["warmup"] > 128 * 300
+    assert set(fc.timings) >= {"compile", "warmup", "sampling"}
+    assert fc.settings["sampler"] == "chees" and fc.settings["adapted"]["num_leapfrog_steps"] >= 1
+    assert fc.settings["adapted"]["restarted_chains"] < 128 // 10
+    assert int(fc.stats["diverging"].sum()) == 0
+    assert "mu" in fc.summary().index
+
+
+@pytest.mark.slow
+def test_new_data_reuse_the_compiled_programs(fits):
+    before = len(chees._EXECUTABLES)
+    fit = bj.sample(varying_intercepts, data(seed=5), sampler="chees", chains=128, warmup=300, draws=250,
+                    seed=1, progress=False)
+    assert len(chees._EXECUTABLES) == before and fit.timings["compile"] < 1.0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(sampler="hmc"), "sampler must be 'nuts' or 'chees', got 'hmc'"),
+    (dict(sampler="chees", chains=1), "needs at least 2 chains"),
+    (dict(sampler="chees", chains=8, checkpoint="ckpt"), "has no checkpoint= or out="),
+])
+def test_chees_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        bj.sample(varying_intercepts, data(), warmup=10, draws=10, progress=False, **kwargs)
