@@ -1,9 +1,11 @@
 """Shared fixtures: the posteriordb data folder and a headless matplotlib."""
 
+import json
 import os
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pytest
 
 matplotlib.use("Agg")
@@ -18,3 +20,10 @@ def posteriordb() -> Path:
     if not DATA_DIR.is_dir():
         pytest.skip(f"posteriordb data folder not found at {DATA_DIR}")
     return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def eight_schools(posteriordb) -> dict:
+    """Eight schools as model data: J (int), y and sigma (float arrays)."""
+    d = json.loads((posteriordb / "eight_schools.json").read_text())
+    return {"J": d["J"], "y": np.asarray(d["y"], float), "sigma": np.asarray(d["sigma"], float)}

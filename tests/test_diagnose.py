@@ -1,7 +1,6 @@
 """fit.diagnose(): flags broken fits with the right advice, passes good ones."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import numpyro
@@ -12,16 +11,8 @@ import bhmjax as bj
 from bhmjax.diagnose import diagnose, group_scales
 from bhmjax.fit import Fit
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "posteriordb" / "eight_schools.json"
+from ._models import eight_schools_centered as centered  # noqa: E402
 SCHOOLS = [f"school_{i}" for i in range(8)]
-
-
-def centered(J, y, sigma):
-    mu = numpyro.sample("mu", dist.Normal(0, 5))
-    tau = numpyro.sample("tau", dist.HalfCauchy(5))
-    with numpyro.plate("J", J):
-        theta = numpyro.sample("theta", dist.Normal(mu, tau))
-        numpyro.sample("y", dist.Normal(theta, sigma), obs=y)
 
 
 def noncentered(J, y, sigma):
@@ -39,11 +30,8 @@ def normal(y):
 
 
 @pytest.fixture(scope="module")
-def schools():
-    if not DATA.exists():
-        pytest.skip(f"eight schools data not found at {DATA}")
-    d = json.loads(DATA.read_text())
-    return {"J": d["J"], "y": np.asarray(d["y"], float), "sigma": np.asarray(d["sigma"], float)}
+def schools(eight_schools):
+    return eight_schools
 
 
 @pytest.fixture(scope="module")

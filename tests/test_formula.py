@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import numpyro
 import numpyro.distributions as dist
 import pandas as pd
 import pytest

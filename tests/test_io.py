@@ -1,43 +1,28 @@
 """fit.save / bj.load round trips, rejects damaged files; fit.to_arviz agrees with fit.summary."""
 
-import json
 import os
 import sys
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
-import numpyro  # noqa: E402
-import numpyro.distributions as dist  # noqa: E402
 import pytest  # noqa: E402
 
-import bhmjax as bj  # noqa: E402
+import bhmjax as bj
+
+from ._models import eight_schools_noncentered as noncentered  # noqa: E402
 from bhmjax import io  # noqa: E402
 from bhmjax._src.precision import x64_mode  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "posteriordb" / "eight_schools.json"
 SCHOOLS = ["Choate", "Deerfield", "Phillips Andover", "Phillips Exeter", "Hotchkiss", "Lawrenceville",
            "St. Paul's", "Mt. Hermon"]
 
 
-def noncentered(J, y, sigma):
-    mu = numpyro.sample("mu", dist.Normal(0, 5))
-    tau = numpyro.sample("tau", dist.HalfCauchy(5))
-    with numpyro.plate("J", J):
-        eta = numpyro.sample("eta", dist.Normal(0, 1))
-        theta = numpyro.deterministic("theta", mu + tau * eta)
-        numpyro.sample("y", dist.Normal(theta, sigma), obs=y)
-
-
 @pytest.fixture(scope="module")
-def fit():
-    if not DATA.exists():
-        pytest.skip(f"eight schools data not found at {DATA}")
-    d = json.loads(DATA.read_text())
-    data = {"J": d["J"], "y": np.asarray(d["y"], float), "sigma": np.asarray(d["sigma"], float)}
+def fit(eight_schools):
+    data = eight_schools
     return bj.sample(noncentered, data, chains=4, warmup=300, draws=300, seed=3, progress=False, x64=True,
                      coords={"school": SCHOOLS}, dims={"theta": ["school"], "eta": ["school"]})
 

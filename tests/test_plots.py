@@ -1,15 +1,10 @@
 """Plots render headless with the expected artists."""
 
-import json
-from pathlib import Path
-
 import matplotlib
 
 matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
-import numpyro  # noqa: E402
-import numpyro.distributions as dist  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 
@@ -17,23 +12,12 @@ import bhmjax as bj  # noqa: E402
 from bhmjax import plots  # noqa: E402
 from bhmjax.fit import Fit  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "posteriordb" / "eight_schools.json"
-
-
-def centered(J, y, sigma):
-    mu = numpyro.sample("mu", dist.Normal(0, 5))
-    tau = numpyro.sample("tau", dist.HalfCauchy(5))
-    with numpyro.plate("J", J):
-        theta = numpyro.sample("theta", dist.Normal(mu, tau))
-        numpyro.sample("y", dist.Normal(theta, sigma), obs=y)
+from ._models import eight_schools_centered as centered  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def schools():
-    if not DATA.exists():
-        pytest.skip(f"eight schools data not found at {DATA}")
-    d = json.loads(DATA.read_text())
-    return {"J": d["J"], "y": np.asarray(d["y"], float), "sigma": np.asarray(d["sigma"], float)}
+def schools(eight_schools):
+    return eight_schools
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 
 __all__ = ["set_host_device_count", "default_host_device_count"]
 
