@@ -127,6 +127,8 @@ def fit_once(cell: dict, seed: int):
     kwargs = dict(chains=cell["chains"], warmup=cell["warmup"], draws=cell["draws"], seed=seed,
                   chain_method=cell["chain_method"], progress=False, x64=bool(cell.get("x64")))
     param, model = cell["parameterization"], cell["model"]
+    if cell.get("sampler", "nuts") != "nuts":  # the "samplers" block: many lockstep chains (ChEES-HMC)
+        kwargs.update(sampler=cell["sampler"], chains=cell.get("sampler_chains", kwargs["chains"]))
     if param == "auto" and not auto_parameterization()["available"]:
         raise Unavailable(auto_parameterization()["reason"])
     if model == "eight_schools":
@@ -213,7 +215,7 @@ def aggregate(per_seed: list[dict]) -> tuple[dict, dict]:
 
 def _identity(cell: dict) -> dict:
     keep = ("block", "model", "G", "rows", "noise_ratio", "parameterization", "chain_method", "x64",
-            "chains", "warmup", "draws", "seeds", "samplers")
+            "chains", "warmup", "draws", "seeds", "samplers", "sampler", "sampler_chains")
     row = {k: cell[k] for k in keep if k in cell}
     if "G" in cell:
         row["N"] = cell["G"] * cell["rows"]

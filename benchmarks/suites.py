@@ -10,6 +10,7 @@ shapes the run, so the JSON row can be traced back to it:
 * ``chain_methods``: sequential, vectorized and parallel (over devices) on one model.
 * ``precision``: float32 against float64 (``bj.sample(x64=True)``).
 * ``scaling``: time per gradient and per effective draw against G and N.
+* ``samplers``: NUTS against ChEES-HMC (hundreds of lockstep chains) on one model.
 * ``baselines``: hand-written NumPyro (overhead ratio), PyMC and nutpie on the same
   models, priors and draws.
 
@@ -56,6 +57,12 @@ def _scaling(groups, rows, model="intercepts", parameterization="noncentered", *
             for g, r in itertools.product(groups, rows)]
 
 
+def _samplers(model, samplers=("nuts", "chees"), sampler_chains=256, **cell) -> list[dict]:
+    """NUTS against ChEES-HMC (``sampler_chains`` lockstep chains) on one model: ESS per second and per gradient."""
+    return [dict(block="samplers", model=model, sampler=s, seeds=(0,), **cell,
+                 **({"sampler_chains": sampler_chains} if s != "nuts" else {})) for s in samplers]
+
+
 def _baselines(models, samplers=("numpyro", "pymc", "nutpie"), **extra) -> list[dict]:
     return [dict(block="baselines", model=m, samplers=tuple(samplers), seeds=(0,), **extra) for m in models]
 
@@ -76,6 +83,8 @@ def quick() -> list[dict]:
         + _chain_methods("eight_schools", parameterization="noncentered")
         + _precision("eight_schools", parameterization="noncentered")
         + _scaling([100, 1000, 10_000], [5], warmup=100, draws=100)
+        + _samplers("intercepts", G=8, rows=10, noise_ratio=3.0, parameterization="noncentered",
+                    sampler_chains=128, draws=100)
         + _baselines(["eight_schools_ncp"])
     )
 
@@ -107,6 +116,8 @@ def gpu() -> list[dict]:
                          noise_ratio=1.0, parameterization="noncentered")
         + _precision("intercepts", G=10_000, rows=10, noise_ratio=1.0, parameterization="noncentered")
         + _scaling([1000, 10_000, 100_000], [10])
+        + _samplers("intercepts", G=10_000, rows=10, noise_ratio=1.0, parameterization="noncentered",
+                    sampler_chains=1024, draws=100)
         + _baselines(["intercepts_G2000_N100000"], samplers=("numpyro",))
     )
 
@@ -137,6 +148,8 @@ def describe(cell: dict) -> str:
         parts.append(cell["parameterization"])
     if cell["block"] == "chain_methods":
         parts.append(cell["chain_method"])
+    if cell["block"] == "samplers":
+        parts.append(cell["sampler"] + (f" x{cell['sampler_chains']}" if "sampler_chains" in cell else ""))
     if cell.get("x64"):
         parts.append("x64")
     return " ".join(parts)

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
+from jax.flatten_util import ravel_pytree
 
 from numpyro.infer.util import initialize_model
 
@@ -83,22 +84,29 @@ class CheesResult(NamedTuple):
 
 
 def _log_density(model: Callable, static: Mapping[str, Any], example: Mapping[str, Any], init_fn):
-    """``(logdensity(arrays), constrain(arrays), init(key, arrays), site_names)`` of the model."""
+    """``(logdensity(arrays), constrain(arrays), init(key, arrays), site_names)`` of the model.
+
+    Positions are flat vectors (``ravel_pytree`` of the unconstrained sites), so the
+    ensemble mass matrix and ChEES criterion see one array of shape (chains, dim).
+    """
     info = initialize_model(jax.random.PRNGKey(0), model, init_strategy=init_fn, dynamic_args=True,
                             model_kwargs={**example, **static})
+    _, unravel = ravel_pytree(info.param_info.z)
     sites = tuple(name for name, site in info.model_trace.items()
                   if site["type"] in ("sample", "deterministic") and not site.get("is_observed", False))
 
     def logdensity(arrays):
         potential = info.potential_fn(**arrays, **static)
-        return lambda z: -potential(z)
+        return lambda x: -potential(unravel(x))
 
     def constrain(arrays):
-        return info.postprocess_fn(**arrays, **static)
+        postprocess = info.postprocess_fn(**arrays, **static)
+        return lambda x: postprocess(unravel(x))
 
     def init(key, arrays):
-        return initialize_model(key, model, init_strategy=init_fn, dynamic_args=True,
-                                model_kwargs={**arrays, **static}).param_info.z
+        z = initialize_model(key, model, init_strategy=init_fn, dynamic_args=True,
+                             model_kwargs={**arrays, **static}).param_info.z
+        return ravel_pytree(z)[0]
 
     return logdensity, constrain, init, sites
 
