@@ -7,9 +7,9 @@ over devices and running across hosts.
 from __future__ import annotations
 
 import numbers
-import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -21,7 +21,7 @@ from bhmjax._src.precision import x64_mode
 from bhmjax.fit import Fit, hdi_columns
 from bhmjax.stream import available_memory
 
-__all__ = ["fit_many", "FitCollection"]
+__all__ = ["FitCollection", "fit_many"]
 
 
 @dataclass
@@ -121,7 +121,7 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
              keep: Sequence[str] | None = None, drop: Sequence[str] = (), x64: bool = False,
              rows: Sequence[str] | None = None, groups: Mapping[str, Sequence[str]] | None = None,
              devices: Any = "all", batch_size: int | None = None, min_rows: int = 8, min_groups: int = 2,
-             memory_fraction: float = 0.5, progress: bool = False, **model_kwargs) -> "FitCollection":
+             memory_fraction: float = 0.5, progress: bool = False, **model_kwargs) -> FitCollection:
     """Fit one model to many datasets in one compiled program per shape bucket.
 
     Parameters
@@ -255,7 +255,7 @@ def _run_buckets(prepared, spec, config, settings, devs, batch_size, fraction, p
                                             stacked, num_warmup=config.num_warmup, num_draws=settings["draws"],
                                             thinning=config.thinning) + (len(idx),))
                 bar.update(len(idx), "sampling")
-            cut = lambda trees: jax.tree.map(lambda *xs: np.concatenate(xs), *trees)  # noqa: E731
+            cut = lambda trees: jax.tree.map(lambda *xs: np.concatenate(xs), *trees)
             draws, stats, grads = (cut([jax.tree.map(lambda a, n=p[-1]: a[:n], p[j]) for p in parts]) for j in range(3))
             for p in parts:
                 info["warmup_s"] += p[3]["warmup"]
@@ -343,7 +343,7 @@ class FitCollection:
     def __iter__(self):
         return (self[i] for i in range(len(self)) if self._data[i].error is None)
 
-    def summary(self, prob: float = 0.94) -> "pd.DataFrame":  # noqa: F821
+    def summary(self, prob: float = 0.94) -> pd.DataFrame:  # noqa: F821
         """One row per dataset x parameter: mean, sd, HDI, MCSE, ess_bulk, ess_tail, r_hat, divergences.
 
         The statistics were computed for every dataset at once (vmapped in JAX) when
@@ -373,7 +373,7 @@ class FitCollection:
                 frames.append(frame)
         return pd.concat(frames) if frames else pd.DataFrame()
 
-    def failed(self, *, r_hat: float = 1.01, min_ess: float = 100.0, divergences: int = 0) -> "pd.DataFrame":  # noqa: F821
+    def failed(self, *, r_hat: float = 1.01, min_ess: float = 100.0, divergences: int = 0) -> pd.DataFrame:  # noqa: F821
         """Datasets that were not fitted, or whose fit did not converge, with the reason.
 
         A fit fails when some parameter has R-hat above ``r_hat``, bulk or tail ESS

@@ -25,9 +25,9 @@ available memory, naming the options: keep fewer sites, thin, or ``out=``.
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -135,7 +135,7 @@ class DrawWriter:
     # ---------------------------------------------------------------- files
 
     def _open(self) -> None:
-        full = lambda s: (self.chains, self.draws, *s)  # noqa: E731
+        full = lambda s: (self.chains, self.draws, *s)
         if self.netcdf:
             import h5netcdf
 
@@ -235,7 +235,3 @@ def read_folder(path) -> tuple[dict, dict]:
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "_-." else f"%{ord(c):02x}" for c in name)
-
-
-def _env_fraction() -> float:
-    return float(os.environ.get("BHMJAX_MEMORY_FRACTION", "0.8"))

@@ -7,7 +7,6 @@ settings and ``batch_size``, so the compiled programs are shared between tests.
 import os
 import subprocess
 import sys
-import textwrap
 
 import jax
 import numpy as np

@@ -31,21 +31,33 @@ communication. Executables are cached per (program, shapes, devices).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from numpyro.primitives import Messenger
 
 from bhmjax._src import sampling
 from bhmjax._src.diagnostics import summary_stats
 
-__all__ = ["PadSpec", "RowMask", "masked_model", "bucket_of", "pad", "group_axes", "BatchProgram",
-           "batch_program", "dataset_keys", "batch_summary"]
+__all__ = [
+    "BatchProgram",
+    "PadSpec",
+    "RowMask",
+    "batch_program",
+    "batch_summary",
+    "bucket_of",
+    "dataset_keys",
+    "group_axes",
+    "masked_model",
+    "pad",
+]
 
 MASK = "_row_mask"
 
@@ -324,7 +336,7 @@ def run_chunk(bp: BatchProgram, program_key: tuple, keys: jax.Array, arrays: Map
     state, g, (values, stats) = run_compiled(bp, "collect", program_key, state, arrays,
                                              jnp.asarray(num_draws, jnp.int32), jnp.asarray(thinning, jnp.int32))
     values, stats, g = to_host((values, stats, g))
-    take = lambda a: a[:, :, :num_draws]  # noqa: E731
+    take = lambda a: a[:, :, :num_draws]
     timings = {"warmup": t_warm, "sampling": time.perf_counter() - t - t_warm}
     grads = {"warmup": np.sum(np.asarray(grads), axis=-1) if num_warmup else np.zeros(len(g), np.int64),
              "sampling": np.sum(g, axis=-1)}
