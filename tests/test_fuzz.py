@@ -143,3 +143,24 @@ def test_fuzzed_edge_cases_fit():
     assert [n for n in fit.param_names() if n.startswith("r_g[")] == [
         "r_g[a,Intercept]", "r_g[b,Intercept]", "r_g[c,Intercept]"]
     assert np.isfinite(fit.draws["b"]).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scale", [1e-6, 1e6])
+def test_float32_hierarchical_fits_stay_finite(scale):
+    """float32 (the GPU default) on a correlated-slopes model at extreme data scales: no NaN.
+
+    (Finite, not necessarily converged: at 1e-6 or 1e6 a short warmup has not adapted to
+    the scale; standardizing the response first is the practical advice.)
+    """
+    rng = np.random.default_rng(5)
+    g = rng.integers(0, 12, 240)
+    x = rng.normal(size=240)
+    y = (1.0 + rng.normal(0, 1, 12)[g] + (0.5 + rng.normal(0, 0.3, 12)[g]) * x + rng.normal(0, 1, 240)) * scale
+    model = bj.Model("y ~ 1 + x + (1 + x | g)", {"y": y, "x": x, "g": g}, parameterization="centered")
+    fit = model.fit(chains=2, warmup=150, draws=150, progress=False, seed=2, reduce=False)
+    assert fit.draws["sigma"].dtype == np.float32
+    for name, values in fit.draws.items():
+        assert np.isfinite(values).all(), name
+    for name in ("energy", "potential_energy", "step_size"):
+        assert np.isfinite(fit.stats[name]).all(), name
