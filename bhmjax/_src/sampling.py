@@ -239,17 +239,18 @@ def build_program(model: Callable, static: Mapping[str, Any], config: NutsConfig
 def resolve_chain_method(chain_method: str, num_chains: int) -> tuple[str, int]:
     """The chain method to use and the number of devices it spreads chains over.
 
-    "auto" picks, from measurements on a 2-core CPU (benchmarks/overhead.py):
+    "auto" picks, from measurements on a 2-core CPU (``python -m benchmarks.overhead
+    --quick``, varying intercepts G=200, N=10,000, 4 chains):
 
-    * "parallel" when there is one device per chain (several GPUs, or host CPU
-      devices, see ``bhmjax.set_host_device_count``);
-    * else "sequential" on CPU: vectorized chains wait for the longest tree of
-      every step and compile slowly (4.97 gradients/ms against 17.75 sequential
-      on a varying-intercepts model);
-    * else "vectorized" on an accelerator, where width is nearly free.
+    * "parallel" wherever two or more devices can share the chains evenly: GPUs, or
+      CPU host devices (``bhmjax.set_host_device_count``; one per core by default),
+      each running its chains one after another (68.8 gradients/ms on 2 cores);
+    * else "sequential" on CPU (36.9 gradients/ms): vectorized chains wait for the
+      longest tree of every step (14.5 gradients/ms) and compile more slowly;
+    * else "vectorized" on a single accelerator, where width is nearly free.
 
-    "parallel" with fewer devices than chains runs each device's chains one after
-    another on CPU (``lax.map``) and vectorized on an accelerator.
+    "parallel" runs each device's chains one after another on CPU (``lax.map``) and
+    vectorized on an accelerator.
     """
     if chain_method not in CHAIN_METHODS:
         raise ValueError(f"chain_method must be one of {CHAIN_METHODS}, got {chain_method!r}")
@@ -259,7 +260,7 @@ def resolve_chain_method(chain_method: str, num_chains: int) -> tuple[str, int]:
         return "parallel", usable
     if chain_method in ("vectorized", "sequential"):
         return chain_method, 1
-    if usable == num_chains and usable > 1:
+    if usable > 1:
         return "parallel", usable
     return ("sequential" if jax.default_backend() == "cpu" else "vectorized"), 1
 
