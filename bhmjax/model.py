@@ -74,6 +74,19 @@ def _check_constant(x: np.ndarray, columns, has_intercept: bool, where: str) -> 
                              "formula (or check the data, e.g. a category with no rows).")
 
 
+def _check_single_level(frame, fixed: str) -> None:
+    """A categorical predictor with one level would vanish from the design: say so instead."""
+    from formulaic import Formula
+
+    for name in sorted(Formula(fixed).required_variables):
+        if name not in frame.columns or frame[name].dtype.kind in "biuf":
+            continue
+        levels = frame[name].dropna().unique()
+        if len(levels) == 1:
+            raise ValueError(f"categorical predictor {name!r} has a single level ({levels[0]!r}), so it "
+                             "adds no column to the design; remove it from the formula or check the data.")
+
+
 def _design_error(err: Exception, what: str) -> ValueError:
     from bhmjax._src.formula import _plain
 
@@ -161,6 +174,7 @@ class Model:
         except (FormulaicError, NameError, ValueError, TypeError) as err:
             raise _design_error(err, f"the population terms {spec.fixed!r}") from err
         _check_constant(x, fixed.columns, fixed.intercept, "predictor")
+        _check_single_level(frame, spec.fixed)
         groups, z, codes = [], [], []
         for term in spec.groups:
             try:

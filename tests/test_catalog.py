@@ -81,6 +81,8 @@ CATALOG = [
      ValueError, r"column 'x' has 1 missing value\(s\), the first at row 3.*na_action='drop'"),
     ("a grouping with a single level", lambda: bj.Model("y ~ x + (1 | one)", DF),
      ValueError, r"grouping 'one' has a single level \('a'\)"),
+    ("a categorical predictor with a single level", lambda: bj.Model("y ~ x + one + (1 | g)", DF),
+     ValueError, r"categorical predictor 'one' has a single level \('a'\)"),
     ("a constant predictor", lambda: bj.Model("y ~ c + (1 | g)", DF),
      ValueError, r"predictor column 'c' is constant"),
     ("a formula that cannot be parsed", lambda: bj.Model("y ~ x + (1 | g", DF),
