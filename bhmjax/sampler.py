@@ -226,10 +226,11 @@ def sample(
         return _chees_fit(model, arrays, static, settings, labels, init_strategy, sampler=sampler,
                           checkpoint=checkpoint, out=out)
     config = _config(settings, init_strategy)
+    settings["chain_method"] = sampling.resolve_chain_method(chain_method, chains)[0]
     folder = None if checkpoint is None else Path(checkpoint)
     if folder is not None and (folder / ckpt.CHECKPOINT_FILE).exists():
         meta, _ = ckpt.read(folder)
-        if meta["fingerprint"] != ckpt.fingerprint(model, arrays, static, {**settings, "chain_method": meta["settings"].get("chain_method")}):
+        if meta["fingerprint"] != ckpt.fingerprint(model, arrays, static, settings):
             raise ValueError(
                 f"the checkpoint in {str(folder)!r} was written by a different model, data or settings "
                 f"(model {meta['model']}); choose a new checkpoint folder or delete the old one.")
@@ -240,7 +241,6 @@ def sample(
         writer = _writer_for(model, arrays, static, config, chains, draws, buffer_len, out, folder)
         run, runner = sampling.prepare(jax.random.PRNGKey(seed), model, arrays, static, config,
                                        num_chains=chains, chain_method=chain_method, buffer_len=buffer_len)
-        settings["chain_method"] = run.method
         return _drive(model, run, runner, config, settings, labels, arrays, static, folder, progress,
                       writer=writer)
 

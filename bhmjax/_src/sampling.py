@@ -117,6 +117,7 @@ class ChainProgram(NamedTuple):
     init: Callable
     collect: Callable
     site_names: tuple[str, ...]
+    key: tuple = ()  # the cache key it was built under (names its executables)
 
 
 class SampleResult(NamedTuple):
@@ -228,7 +229,7 @@ def build_program(model: Callable, static: Mapping[str, Any], config: NutsConfig
         state, grads, buffer = lax.fori_loop(0, n, body, (state, jnp.zeros((), jnp.int32), buffer))
         return state, grads, buffer
 
-    program = ChainProgram(init=init, collect=collect, site_names=site_names)
+    program = ChainProgram(init=init, collect=collect, site_names=site_names, key=key)
     _PROGRAMS[key] = program
     return program
 
@@ -400,7 +401,7 @@ def prepare(key: jax.Array, model: Callable, arrays: Mapping[str, np.ndarray], s
     method, num_devices = resolve_chain_method(chain_method, num_chains)
     t0 = time.perf_counter()
     program = build_program(model, static, config, arrays)
-    program_key = next(k for k, v in _PROGRAMS.items() if v is program)
+    program_key = program.key
     device_arrays = {k: jnp.asarray(v) for k, v in arrays.items()}
     if state is None:
         chain_keys = jax.random.split(key, num_chains)
