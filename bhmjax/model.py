@@ -289,6 +289,13 @@ class Model:
     def fit(self, **sample_kwargs) -> Fit:
         """Sample the posterior with :func:`bhmjax.sample` (same keyword arguments).
 
+        ``reduce`` ("auto", True or False) picks the exact data reduction of
+        :meth:`reduced_data`: "auto" uses it where it pays, True insists on it
+        (``ValueError`` when there is none), False samples on the rows. A reduced fit
+        has the rows' posterior; ``fit.data`` keeps the rows (for LOO and predictions)
+        and ``fit.settings["reduction"]`` records ``kind``, ``rows`` and ``pseudo_rows``
+        (the rows the likelihood evaluates; for counts also ``cells``, the same number).
+
         Returns a :class:`~bhmjax.Fit` whose ``spec`` is this model's :class:`ModelSpec`.
         """
         from bhmjax.sampler import sample
@@ -305,12 +312,17 @@ class Model:
         reduced = self.reduced_data(data) if reduce else None
         if reduce is True and reduced is None:
             raise ValueError("reduce=True, but this model has no exact reduction that pays: it needs the "
-                             "gaussian family and far fewer group-level cells than rows.")
+                             "gaussian family and far fewer cells of group levels than rows, or the "
+                             "bernoulli, binomial or poisson family and far fewer cells of identical "
+                             "covariates and group levels than rows.")
         fit = sample(self.numpyro_model, data if reduced is None else reduced, names=names, coords=coords,
                      dims=dims, **sample_kwargs)
         if reduced is not None:  # the posterior is the row-level one; keep the rows for LOO and predictions
             fit.data = data
-            fit.settings["reduction"] = {"rows": self.num_rows, "pseudo_rows": reduced["N"]}
+            kind = "gaussian" if self.spec.family.name == "gaussian" else "counts"
+            fit.settings["reduction"] = {"kind": kind, "rows": self.num_rows, "pseudo_rows": reduced["N"]}
+            if kind == "counts":
+                fit.settings["reduction"]["cells"] = reduced["N"]
         order = ["Intercept", "b", *self.spec.family.params]
         for g in self.spec.structure.groups:
             order += [f"sd_{g.name}", f"cor_{g.name}", f"r_{g.name}"]
@@ -346,17 +358,28 @@ class Model:
     def reduced_data(self, data: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """The model data with rows compressed to exact sufficient statistics, or None.
 
-        Gaussian models only, when rows that share every group level are many
-        (see ``bhmjax._src.reduce``): the log density and its gradient are exactly
-        the row-level ones (up to float rounding), at a cost that scales with the
-        number of groups instead of rows.
-        """
-        from bhmjax._src.reduce import reduce_gaussian_data
+        * gaussian: rows that share every group level become at most rank(W'W)
+          pseudo rows per cell plus a sigma-dependent correction; the log density
+          and its gradient are exactly the row-level ones (up to float rounding).
+        * bernoulli, binomial, poisson: rows with identical population design,
+          group levels and group-term columns (the same linear predictor) are summed
+          into one count per cell: successes and trials into a binomial row, Poisson
+          counts into one count whose rate is multiplied by the cell's rows. The log
+          density changes by a constant only, its gradient not at all.
 
-        if self.spec.family.name != "gaussian":
+        Either way the posterior is the row-level one and a gradient costs O(cells)
+        instead of O(rows). None for other families, or when the cells are not
+        well under the rows (continuous covariates, say; see ``bhmjax._src.reduce``).
+        """
+        from bhmjax._src import reduce as exact
+
+        family = self.spec.family.name
+        if family != "gaussian" and family not in exact.COUNT_FAMILIES:
             return None
         data = self.model_data() if data is None else data
-        return reduce_gaussian_data(data, self.spec.structure.intercept, len(self.spec.groups))
+        if family == "gaussian":
+            return exact.reduce_gaussian_data(data, self.spec.structure.intercept, len(self.spec.groups))
+        return exact.reduce_count_data(data, family, len(self.spec.groups))
 
     # ------------------------------------------------------------------ description
 

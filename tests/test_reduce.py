@@ -194,3 +194,123 @@ def test_reduced_and_row_fits_agree(frame):
     for site in ("Intercept", "b", "sigma", "sd_g"):
         assert np.all(agreement_z(fast.draws[site], slow.draws[site]) < 4), site
     assert fast.data["N"] == len(frame)  # log-likelihood and predictions see the real rows
+
+
+# ---------------------------------------------------------------- counts
+
+COUNT_FAMILIES = {"bernoulli": "yb", "binomial": "yk | trials(n)", "poisson": "yp"}
+COUNT_TERMS = ["1", "1 + x + c", "1 + (1 | g)", "1 + x + (1 + x | g)", "1 + (1 | g) + (1 | a)"]
+
+
+@pytest.fixture(scope="module")
+def counts():
+    """Discrete covariates and groups: many rows per cell."""
+    import pandas as pd
+
+    rng = np.random.default_rng(5)
+    n = 2000
+    g, a, x = rng.integers(0, 12, n), rng.integers(0, 4, n), rng.integers(0, 3, n)
+    c = rng.choice(["p", "q", "r"], n)
+    eta = -0.5 + 0.4 * x + rng.normal(0, 0.7, 12)[g] + rng.normal(0, 0.3, 4)[a]
+    trials = rng.integers(1, 6, n)
+    p = 1 / (1 + np.exp(-eta))
+    return pd.DataFrame({"g": g, "a": a, "x": x, "c": c, "n": trials, "yb": rng.binomial(1, p),
+                         "yk": rng.binomial(trials, p), "yp": rng.poisson(np.exp(eta))})
+
+
+def count_constant(family, rows, reduced):
+    """log p(reduced data) - log p(rows): the log binomial coefficients / factorials that differ."""
+    from scipy.special import gammaln
+
+    def log_choose(n, k):
+        return np.sum(gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1))
+
+    y, big_y = np.asarray(rows["y"]), np.asarray(reduced["y"])
+    if family == "bernoulli":
+        return log_choose(reduced["trials"], big_y)
+    if family == "binomial":
+        return log_choose(reduced["trials"], big_y) - log_choose(rows["trials"], y)
+    size = np.exp(reduced["reduction:offset"])
+    return np.sum(big_y * np.log(size) - gammaln(big_y + 1)) + np.sum(gammaln(y + 1))
+
+
+@pytest.mark.parametrize("terms", COUNT_TERMS)
+@pytest.mark.parametrize("family", list(COUNT_FAMILIES))
+def test_count_cells_have_the_row_log_density_up_to_a_constant_and_its_gradient(family, terms, counts):
+    from numpyro.infer.util import initialize_model, potential_energy
+
+    import bhmjax as bj
+
+    model = bj.Model(f"{COUNT_FAMILIES[family]} ~ {terms}", counts, family=family)
+    rows = model.model_data(x64=True)
+    reduced = model.reduced_data(rows)
+    assert reduced is not None and reduced["N"] <= 12 * 4 * 3 * 3 and reduced["N"] < rows["N"] / 10
+    assert reduced["y"].sum() == rows["y"].sum()
+    if family != "poisson":
+        assert reduced["trials"].sum() == (rows["trials"].sum() if family == "binomial" else rows["N"])
+    fn = model.numpyro_model
+    shapes = initialize_model(jax.random.PRNGKey(0), fn, model_kwargs=rows)[0].z
+    rng = np.random.default_rng(6)
+    constant = count_constant(family, rows, reduced)
+    for _ in range(2):  # two unconstrained points: the same constant, the same gradient
+        z = {k: jnp.asarray(rng.normal(0, 0.7, np.shape(v))) for k, v in shapes.items()}
+        u_rows, g_rows = jax.value_and_grad(lambda p: potential_energy(fn, (), rows, p))(z)
+        u_red, g_red = jax.value_and_grad(lambda p: potential_energy(fn, (), reduced, p))(z)
+        np.testing.assert_allclose(u_rows - u_red, constant, rtol=0, atol=1e-10 * abs(u_rows))
+        for name in z:
+            np.testing.assert_allclose(g_red[name], g_rows[name], rtol=1e-9, atol=1e-9, err_msg=name)
+
+
+def test_count_reduction_keeps_each_cell_apart(counts):
+    """Negative control: rows that differ in a covariate or a group level are not merged."""
+    import bhmjax as bj
+
+    model = bj.Model("yb ~ 1 + x + (1 | g)", counts, family="bernoulli")
+    reduced = model.reduced_data(model.model_data(x64=True))
+    cells = {(x, g) for x, g in zip(reduced["X"][:, 0], reduced["codes_0"])}
+    assert len(cells) == reduced["N"] == len(counts.groupby(["x", "g"]))
+    for x, g, y, n in zip(reduced["X"][:, 0], reduced["codes_0"], reduced["y"], reduced["trials"]):
+        rows = counts[(counts.x == x) & (counts.g == model.spec.groups[0].encoding.labels[g])]
+        assert (y, n) == (rows.yb.sum(), len(rows))
+
+
+def test_count_reduction_only_where_it_pays(counts):
+    import bhmjax as bj
+
+    rng = np.random.default_rng(7)
+    smooth = counts.assign(z=rng.normal(size=len(counts)))  # a continuous covariate: every row its own cell
+    for family, lhs in COUNT_FAMILIES.items():
+        model = bj.Model(f"{lhs} ~ 1 + z + (1 | g)", smooth, family=family)
+        assert model.reduced_data() is None, family
+    with pytest.raises(ValueError, match="no exact reduction that pays"):
+        bj.Model("yb ~ 1 + z + (1 | g)", smooth, family="bernoulli").fit(reduce=True)
+    for family in ("negative_binomial", "student_t"):  # no exact aggregation
+        model = bj.Model("yp ~ 1 + (1 | g)", counts, family=family)
+        assert model.reduced_data() is None, family
+
+
+@pytest.mark.slow
+def test_reduced_and_row_bernoulli_fits_agree():
+    import pandas as pd
+
+    import bhmjax as bj
+
+    from ._stats import agreement_z, assert_converged
+
+    rng = np.random.default_rng(8)
+    n = 2000
+    g, x = rng.integers(0, 20, n), rng.integers(0, 2, n)
+    y = rng.binomial(1, 1 / (1 + np.exp(-(-0.3 + 0.8 * x + rng.normal(0, 0.8, 20)[g]))))
+    model = bj.Model("y ~ 1 + x + (1 | g)", pd.DataFrame({"y": y, "x": x, "g": g}), family="bernoulli",
+                     parameterization="centered")  # 100 rows a group: well identified
+    settings = {"chains": 2, "warmup": 500, "draws": 1000, "progress": False}
+    fast = model.fit(seed=1, **settings)
+    slow = model.fit(seed=2, reduce=False, **settings)
+    assert fast.settings["reduction"] == {"kind": "counts", "rows": n, "pseudo_rows": 40, "cells": 40}
+    assert "reduction" not in slow.settings
+    for fit in (fast, slow):  # with 2 chains R-hat itself is noisy (max of ~25 near 1.01 by chance)
+        assert_converged(fit, rhat_max=1.02)
+    for site in ("Intercept", "b", "sd_g", "r_g"):
+        assert np.all(agreement_z(fast.draws[site], slow.draws[site]) < 4), site
+    assert fast.data["N"] == n  # log-likelihood and predictions see the real rows
+    assert fast.log_likelihood().shape == (2, 1000, n)

@@ -10,10 +10,15 @@ Model data (keyword arguments)
 ``y`` (N,)                    the response (None: draw it)
 ``N``                          number of rows (static int)
 ``X`` (N, K), ``X_mean`` (K,)  slope columns and their training means (K > 0)
-``trials`` (N,)                binomial trials
+``trials`` (N,)                binomial trials (bernoulli too, for rows summed into counts:
+                               the likelihood is then binomial)
 ``Z_i`` (N, K_i), ``codes_i`` (N,), ``G_i`` (static int)
                                the i-th group term's columns, group codes, number of groups
 ``prior:<site>:...``           default prior parameters (see ``priors.py``)
+
+Exactly reduced data (see ``reduce.py``) add ``Intercept_col`` (N,), ``reduction:rss`` and
+``reduction:dropped`` (Gaussian pseudo rows), or ``reduction:offset`` (N,), the log of each
+Poisson count's rows, added to the log rate in the likelihood only.
 
 Sites
 -----
@@ -165,7 +170,12 @@ def _glmm(s: ModelStructure, data: Mapping[str, Any]) -> None:
     for i, g in enumerate(s.groups):
         eta = eta + _group(i, g, data, coefs)
     params = {name: numpyro.sample(name, _scalar(name, prior, data)) for name, prior in s.family_priors}
-    numpyro.sample("y", family.likelihood(eta, params, data.get("trials")), obs=data.get("y"))
+    trials = data.get("trials")
+    if s.family == "bernoulli" and trials is not None:  # rows summed into counts per cell (reduce.py)
+        family = FAMILIES["binomial"]
+    if "reduction:offset" in data:  # Poisson counts summed per cell: rate times the cell's rows
+        eta = eta + data["reduction:offset"]
+    numpyro.sample("y", family.likelihood(eta, params, trials), obs=data.get("y"))
     if "reduction:rss" in data:  # rows compressed to pseudo rows (see reduce.py): the rest of the sum
         var = params["sigma"] ** 2
         numpyro.factor("y_reduction", -0.5 * data["reduction:rss"] / var

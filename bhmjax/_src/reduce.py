@@ -10,8 +10,12 @@ cell's group effects stacked. Then
   cells, with ``n`` rows, ``yy = sum y^2``, ``s = sum w y`` and ``S = sum w w'``; a
   gradient costs O(cells k^2) instead of O(rows k).
 * Bernoulli/binomial/Poisson rows with identical covariates and groups share one
-  success probability or rate, so they add up to one binomial/Poisson count; the
-  log likelihood changes by a constant only (the posterior is the same).
+  success probability or rate, so they add up to one binomial/Poisson count: the
+  successes and trials of a cell sum to one ``Binomial(sum n, p)`` row, and ``n``
+  Poisson counts to one ``Poisson(n lambda)`` row (log rate plus ``log n``). The sum
+  is sufficient (given it, the rows' split does not depend on ``p`` or ``lambda``), so
+  the log likelihood changes by a constant only and the posterior is the same; a
+  gradient costs O(cells) instead of O(rows).
 
 Everything here is numpy on concrete data (done once, before compiling), except
 :func:`gaussian_cell_loglik`, which is the jit-able likelihood.
@@ -25,7 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["GaussianCells", "PseudoRows", "gaussian_cells", "gaussian_cell_loglik", "gaussian_pseudo_rows",
-           "reduce_gaussian_data", "aggregate_counts", "worth_reducing"]
+           "reduce_gaussian_data", "aggregate_counts", "reduce_count_data", "worth_reducing",
+           "COUNT_FAMILIES"]
+
+#: Families whose rows sum exactly into one count per cell (see :func:`reduce_count_data`).
+COUNT_FAMILIES = ("bernoulli", "binomial", "poisson")
 
 
 class GaussianCells(NamedTuple):
@@ -213,6 +221,56 @@ def aggregate_counts(y: np.ndarray, trials: np.ndarray | None, features: np.ndar
     return total, size, unique[:, :k], unique[:, k:].astype(np.int32)
 
 
+def reduce_count_data(data: dict, family: str, num_terms: int) -> dict | None:
+    """Formula-model data (see ``models.py``) with rows summed into one count per cell.
+
+    A cell is a unique combination of the population design row ``X``, every
+    grouping's code and every group term's columns ``Z_i``: its rows have the same
+    linear predictor. ``family`` is "bernoulli", "binomial" or "poisson". The result
+    holds one row per cell: ``y`` the summed response and, for bernoulli and
+    binomial, ``trials`` the summed trials (the model then uses the binomial
+    likelihood, see ``models._glmm``); for poisson, ``reduction:offset`` = log(rows in
+    the cell), added to the log rate inside the likelihood only. ``X_mean`` and the
+    priors are kept, so the parameters mean what they mean on the rows.
+
+    Returns None when the cells are not well under the rows (see :func:`worth_reducing`).
+    """
+    if family not in COUNT_FAMILIES:
+        raise ValueError(f"no count aggregation for the {family!r} family; it applies to {COUNT_FAMILIES}.")
+    y = np.asarray(data["y"], np.float64)
+    n = len(y)
+    x = np.asarray(data["X"], np.float64) if "X" in data else np.zeros((n, 0))
+    z = [np.asarray(data[f"Z_{i}"], np.float64) for i in range(num_terms)]
+    features = np.concatenate([x] + z, axis=1)
+    codes = (np.stack([np.asarray(data[f"codes_{i}"]) for i in range(num_terms)], axis=1) if num_terms
+             else np.zeros((n, 0), np.int64))
+    trials = np.asarray(data["trials"], np.float64) if family == "binomial" else None
+    total, size, unique, ucodes = aggregate_counts(y, trials, features, codes)
+    if not worth_reducing(n, len(total), 1):
+        return None
+    f = np.asarray(data["y"]).dtype
+    out = dict(data)
+    out["N"] = len(total)
+    out["y"] = total.astype(f)
+    col = x.shape[1]
+    if "X" in data:
+        out["X"] = unique[:, :col].astype(np.asarray(data["X"]).dtype)
+    for i in range(num_terms):
+        k = z[i].shape[1]
+        out[f"Z_{i}"] = unique[:, col:col + k].astype(np.asarray(data[f"Z_{i}"]).dtype)
+        out[f"codes_{i}"] = ucodes[:, i].astype(np.int32)
+        col += k
+    if family == "poisson":
+        out["reduction:offset"] = np.log(size).astype(f)
+    else:
+        out["trials"] = size.astype(f)
+    return out
+
+
 def worth_reducing(num_rows: int, num_cells: int, k: int) -> bool:
-    """A reduction pays when at most ``k`` pseudo rows per cell are well under the rows."""
+    """A reduction pays when at most ``k`` pseudo rows per cell are well under the rows.
+
+    Count aggregation leaves one row per cell (``k = 1``); the Gaussian compression
+    up to ``k`` (the number of columns of the linear predictor) per cell.
+    """
     return num_cells * k < 0.5 * num_rows
