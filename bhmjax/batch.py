@@ -16,7 +16,7 @@ import numpy as np
 
 from bhmjax._src import batch as core
 from bhmjax._src import data as data_lib
-from bhmjax._src import sampling
+from bhmjax._src import adapt, sampling
 from bhmjax._src.precision import x64_mode
 from bhmjax.fit import Fit, hdi_columns
 from bhmjax.stream import available_memory
@@ -117,7 +117,8 @@ def _positive(name: str, value: Any) -> int:
 
 def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussian", chains: int = 4,
              warmup: int = 1000, draws: int = 1000, seed: int = 0, thin: int = 1, target_accept: float = 0.8,
-             max_tree_depth: int = 10, dense_mass: bool = False, init_strategy: str = "uniform",
+             max_tree_depth: int = 10, dense_mass: bool = False, adaptation: str = "auto",
+             init_strategy: str = "uniform",
              keep: Sequence[str] | None = None, drop: Sequence[str] = (), x64: bool = False,
              rows: Sequence[str] | None = None, groups: Mapping[str, Sequence[str]] | None = None,
              devices: Any = "all", batch_size: int | None = None, min_rows: int = 8, min_groups: int = 2,
@@ -142,7 +143,7 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
         None or 1: one device).
     batch_size : int, optional
         Datasets per compiled call; default from the available memory.
-    chains, warmup, draws, seed, thin, target_accept, max_tree_depth, dense_mass,
+    chains, warmup, draws, seed, thin, target_accept, max_tree_depth, dense_mass, adaptation,
     init_strategy, keep, drop, x64 : as in :func:`bhmjax.sample`.
     **model_kwargs : passed to ``bj.Model`` (priors, parameterization, ...).
 
@@ -176,13 +177,14 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
         raise TypeError(f"model must be a formula string, a bj.Model or a NumPyro model, got {type(model).__name__}")
     if spec is not None:
         spec = core.PadSpec(spec.rows, spec.groups, spec.row_count, spec.observed, min_rows, min_groups)
+    adaptation = adapt.resolve_adaptation(adaptation, bool(dense_mass))
     config = sampling.NutsConfig(num_warmup=warmup, target_accept=float(target_accept),
-                                 max_tree_depth=max_tree_depth, dense_mass=dense_mass,
+                                 max_tree_depth=max_tree_depth, dense_mass=dense_mass, adaptation=adaptation,
                                  init_strategy=init_strategy, thinning=thin,
                                  keep=None if keep is None else tuple(keep), drop=tuple(drop))
     settings = dict(chains=chains, warmup=warmup, draws=draws, seed=seed, thin=thin, x64=bool(x64),
                     target_accept=float(target_accept), max_tree_depth=max_tree_depth, dense_mass=dense_mass,
-                    chain_method="batched", keep=None if keep is None else list(keep), drop=list(drop))
+                    adaptation=adaptation, chain_method="batched", keep=None if keep is None else list(keep), drop=list(drop))
     devs = _devices(devices)
     with x64_mode(x64):
         buckets, info = _run_buckets(prepared, spec, config, settings, devs, batch_size, memory_fraction, progress)

@@ -28,6 +28,8 @@ from numpyro.infer import init_to_feasible, init_to_median, init_to_sample, init
 from numpyro.infer.hmc import hmc
 from numpyro.infer.util import initialize_model
 
+from . import adapt
+
 __all__ = [
     "ChainMethod",
     "NutsConfig",
@@ -74,6 +76,11 @@ class NutsConfig:
         Sites stored in the draws (None: all sample and deterministic sites).
     drop : tuple of str
         Sites never stored (large deterministic sites, say).
+    adaptation : str
+        ``"hybrid"``: a diagonal mass matrix from draws and gradients early, from
+        the draws later, on nutpie's schedule; ``"nutpie"``: draws and gradients
+        throughout (see :mod:`bhmjax._src.adapt`); ``"stan"``: NumPyro's windowed
+        adaptation (Stan's schedule, draws only; the one that adapts a dense matrix).
     """
 
     num_warmup: int = 1000
@@ -84,6 +91,7 @@ class NutsConfig:
     thinning: int = 1
     keep: tuple[str, ...] | None = None
     drop: tuple[str, ...] = ()
+    adaptation: str = "hybrid"
 
     def init_fn(self) -> Callable:
         strategy = self.init_strategy
@@ -102,7 +110,7 @@ class NutsConfig:
     def kernel_key(self) -> tuple:
         """The settings the NUTS chunk depends on (the init strategy only shapes ``init``)."""
         return (self.num_warmup, self.target_accept, self.max_tree_depth, self.dense_mass,
-                self.thinning, self.keep, self.drop)
+                self.thinning, self.keep, self.drop, self.adaptation)
 
 
 class ChainProgram(NamedTuple):
@@ -171,6 +179,7 @@ def build_program(model: Callable, static: Mapping[str, Any], config: NutsConfig
                             dynamic_args=True, model_kwargs=kwargs_of(dict(example_arrays)))
     latent_names = tuple(sorted(info.param_info.z))
     init_kernel, sample_kernel = hmc(potential_fn_gen=info.potential_fn, algo="NUTS")
+    draw_grad = config.adaptation != "stan"
     dense_mass = [latent_names] if config.dense_mass else []
     site_names = tuple(
         name for name, site in info.model_trace.items()
@@ -186,15 +195,23 @@ def build_program(model: Callable, static: Mapping[str, Any], config: NutsConfig
             key_init, key_kernel = jax.random.split(key)
             params = initialize_model(key_init, model, init_strategy=config.init_fn(),
                                       dynamic_args=True, model_kwargs=kwargs).param_info
-            return init_kernel(params, config.num_warmup, dense_mass=dense_mass,
-                               target_accept_prob=config.target_accept,
-                               max_tree_depth=config.max_tree_depth,
-                               model_kwargs=kwargs, rng_key=key_kernel)
+            state = init_kernel(params, config.num_warmup, dense_mass=dense_mass,
+                                target_accept_prob=config.target_accept,
+                                max_tree_depth=config.max_tree_depth,
+                                adapt_step_size=not draw_grad, adapt_mass_matrix=not draw_grad,
+                                model_kwargs=kwargs, rng_key=key_kernel)
+            return adapt.init_draw_grad(state) if draw_grad else state
 
         return jax.vmap(one)(keys)
 
     def step(state, arrays):
-        return sample_kernel(state, model_kwargs=kwargs_of(arrays))
+        new = sample_kernel(state, model_kwargs=kwargs_of(arrays))
+        if not draw_grad:
+            return new
+        return lax.cond(state.i < config.num_warmup,
+                        lambda s: adapt.update_draw_grad(state.i, s, config.num_warmup, config.target_accept,
+                                                          config.adaptation),
+                        lambda s: s, new)
 
     def collect(state, arrays, n, thin, buffer_len):
         _TRACES["collect"] += 1
