@@ -64,6 +64,9 @@ class Fit:
         Further ArviZ groups by group name, each site (chains, draws, *shape):
         ``log_likelihood``, ``posterior_predictive``, ``observed_data`` (no chain and
         draw axes). Filled by ``bj.load`` from a saved file; used by ``to_arviz``.
+    sampled_data : dict, optional
+        The data the sampler ran on where it differs from ``data`` (the exact
+        reduction of a formula model); ``extend`` continues on it.
     """
 
     draws: dict[str, np.ndarray]
@@ -79,6 +82,7 @@ class Fit:
     spec: Any = None
     state: Any = None
     extras: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+    sampled_data: dict[str, Any] | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ shape
 

@@ -318,7 +318,7 @@ class Model:
         fit = sample(self.numpyro_model, data if reduced is None else reduced, names=names, coords=coords,
                      dims=dims, **sample_kwargs)
         if reduced is not None:  # the posterior is the row-level one; keep the rows for LOO and predictions
-            fit.data = data
+            fit.data, fit.sampled_data = data, reduced
             kind = "gaussian" if self.spec.family.name == "gaussian" else "counts"
             fit.settings["reduction"] = {"kind": kind, "rows": self.num_rows, "pseudo_rows": reduced["N"]}
             if kind == "counts":

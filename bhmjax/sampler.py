@@ -402,7 +402,8 @@ def extend(fit: Fit, draws: int, *, progress: bool = False) -> Fit:
         raise ValueError("this fit has no model or sampler state (a loaded fit?), so it cannot be "
                          "extended; sample again, or resume from a checkpoint.")
     settings = dict(fit.settings)
-    arrays, static = data_lib.split_data(fit.data)
+    sampled = fit.data if fit.sampled_data is None else fit.sampled_data
+    arrays, static = data_lib.split_data(sampled)
     config = _config(settings)
     with x64_mode(settings["x64"]):
         buffer_len = sampling.default_buffer_len(0, draws, progress, settings.get("every"))
@@ -420,7 +421,7 @@ def extend(fit: Fit, draws: int, *, progress: bool = False) -> Fit:
     return Fit(draws=join(fit.draws, more.draws), stats=join(fit.stats, more.stats), timings=timings,
                num_grad_evals=grads, settings=dict(settings, draws=fit.num_draws + draws),
                coords=fit.coords, dims=fit.dims, names=fit.names, data=fit.data, model=fit.model,
-               spec=fit.spec, state=more.state)
+               spec=fit.spec, state=more.state, sampled_data=fit.sampled_data)
 
 
 def tree_depth(num_steps: np.ndarray) -> np.ndarray:
