@@ -91,6 +91,19 @@ def compare(name, model, data, chains, warmup, draws, seed, chain_method) -> dic
     return row
 
 
+def tree_spread(num_steps: np.ndarray) -> dict:
+    """How much vectorized (lockstep) chains wait for the longest tree, from (chains, draws) leapfrog counts.
+
+    ``lockstep_efficiency`` is the share of the gradients a vmapped step evaluates
+    that any chain uses: sum of steps / (chains * sum over draws of the max over chains).
+    """
+    steps = np.asarray(num_steps, np.float64)
+    depth = np.ceil(np.log2(steps + 1))
+    return {"lockstep_efficiency": float(steps.sum() / (steps.shape[0] * steps.max(axis=0).sum())),
+            "tree_depth_spread_mean": float((depth.max(axis=0) - depth.min(axis=0)).mean()),
+            "tree_depth_mean": float(depth.mean())}
+
+
 def chain_methods(model, data, chains, warmup, draws, seed) -> list[dict]:
     rows = []
     for method in ("sequential", "vectorized", "parallel"):
@@ -98,9 +111,12 @@ def chain_methods(model, data, chains, warmup, draws, seed) -> list[dict]:
         steps = fit.timings["warmup"] + fit.timings["sampling"]
         rows.append({"chain_method": method, "devices": jax.local_device_count(), "wall_s": wall,
                      "run_s": steps, **fit.timings,
-                     "grads_per_ms": sum(fit.num_grad_evals.values()) / (1000 * steps)})
+                     "grads_per_ms": sum(fit.num_grad_evals.values()) / (1000 * steps),
+                     **tree_spread(fit.stats["num_steps"])})
         print(f"  chain_method={method:10s} wall {wall:6.1f} s  run {steps:6.1f} s  "
-              f"gradients/ms {rows[-1]['grads_per_ms']:.2f}", flush=True)
+              f"gradients/ms {rows[-1]['grads_per_ms']:.2f}  lockstep efficiency "
+              f"{rows[-1]['lockstep_efficiency']:.2f} (tree depth {rows[-1]['tree_depth_mean']:.1f}, "
+              f"spread {rows[-1]['tree_depth_spread_mean']:.1f})", flush=True)
     return rows
 
 

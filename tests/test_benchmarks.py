@@ -109,3 +109,14 @@ def test_missing_peer_is_recorded_not_raised():
         if peers.available()[name] == "not installed":
             row = peers.run_peer(name, "eight_schools_ncp", {}, {})
             assert row["status"] == "not installed"
+
+
+def test_tree_spread_measures_lockstep_waste():
+    import numpy as np
+
+    from benchmarks.overhead import tree_spread
+
+    out = tree_spread(np.array([[3, 7, 15], [7, 7, 3]]))
+    assert out["lockstep_efficiency"] == pytest.approx(42 / 58)  # steps used / (chains x longest tree)
+    assert out["tree_depth_spread_mean"] == pytest.approx(1.0)
+    assert tree_spread(np.full((4, 5), 7))["lockstep_efficiency"] == 1.0
