@@ -30,17 +30,42 @@ def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
 
 
 def check_model(model: Callable, arrays: Mapping[str, np.ndarray], static: Mapping[str, Any]) -> None:
-    """Run the model once on the concrete data (no compiling) to catch shape errors.
+    """Run the model once on the data to catch shape errors and impossible log densities.
 
     An observed site whose data would be broadcast to a larger shape, or a model
-    that fails on the data, raises ``ValueError`` naming the data lengths.
+    that fails on the data, raises ``ValueError`` naming the data lengths. The run
+    is one jitted program (found in the persistent compilation cache on a repeat
+    run) rather than one small compiled program per operation.
     """
     from numpyro import handlers
 
     lengths = data_lib.describe_lengths(arrays)
-    try:
+    sites: dict[str, dict] = {}
+
+    def run(arrays):
         with handlers.block(), handlers.trace() as tr, handlers.seed(rng_seed=0):
             model(**arrays, **static)
+        log_densities = {}
+        for name, site in tr.items():
+            if site["type"] != "sample":
+                continue
+            sites[name] = {"is_observed": bool(site.get("is_observed")), "value_shape": jnp.shape(site["value"]),
+                           "dist_shape": tuple(site["fn"].shape()), "dist": type(site["fn"]).__name__}
+            try:
+                log_densities[name] = site["fn"].log_prob(site["value"])
+            except Exception:  # noqa: BLE001 - a site we cannot evaluate is left to the sampler
+                pass
+        return log_densities
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            log_densities = jax.jit(run)(dict(arrays))
+    except jax.errors.ConcretizationTypeError as err:
+        raise ValueError(
+            f"the model branches in Python on a value that is only known while sampling ({err}). "
+            "Use jnp.where or lax.cond instead of `if` on data or parameters, and pass sizes as Python ints."
+        ) from err
     except (TypeError, ValueError, IndexError) as err:
         text = str(err)
         shapes = any(w in text.lower() for w in ("shape", "broadcast", "incompatible", "index", "size"))
@@ -50,14 +75,12 @@ def check_model(model: Callable, arrays: Mapping[str, np.ndarray], static: Mappi
             f"the model failed when run on the data ({type(err).__name__}: {text}). "
             f"Data lengths: {lengths or 'no arrays'}; {hint}."
         ) from err
-    for name, site in tr.items():
-        if site["type"] != "sample":
+    for name, site in sites.items():
+        if name in log_densities:
+            _check_log_density(name, site, np.asarray(log_densities[name]))
+        if not site["is_observed"]:
             continue
-        _check_log_density(name, site, lengths)
-        if not site.get("is_observed"):
-            continue
-        value_shape = np.shape(site["value"])
-        dist_shape = tuple(site["fn"].shape())
+        value_shape, dist_shape = site["value_shape"], site["dist_shape"]
         try:
             joint = np.broadcast_shapes(value_shape, dist_shape)
         except ValueError:
@@ -69,14 +92,8 @@ def check_model(model: Callable, arrays: Mapping[str, np.ndarray], static: Mappi
             )
 
 
-def _check_log_density(name: str, site: dict, lengths: str) -> None:
-    """A site whose log density is NaN or inf where the sampler would start is named."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            lp = np.asarray(site["fn"].log_prob(site["value"]))
-    except Exception:  # noqa: BLE001 - a site we cannot evaluate eagerly is left to the sampler
-        return
+def _check_log_density(name: str, site: dict, lp: np.ndarray) -> None:
+    """A site whose log density ``lp`` is NaN or inf where the sampler would start is named."""
     bad = ~np.isfinite(lp)
     if not bad.any():
         return
@@ -87,7 +104,7 @@ def _check_log_density(name: str, site: dict, lengths: str) -> None:
         where = f", first at index {int(np.flatnonzero(bad.reshape(-1))[0])}"
     raise ValueError(
         f"the log density of site {name!r} is {what} at its {role} ({int(bad.sum())} value(s){where}): "
-        f"{type(site['fn']).__name__} cannot produce it. Check the data for values outside the "
+        f"{site['dist']} cannot produce it. Check the data for values outside the "
         "distribution's support (a negative count, a 2 for a Bernoulli) and the parameters for "
         "invalid values (a negative scale)."
     )

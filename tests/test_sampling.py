@@ -278,3 +278,28 @@ def test_bad_group_labels_name_the_variable():
     enc = bj.encode_groups(["a", "b"], name="county")
     with pytest.raises(ValueError, match="'county' has 1 level\\(s\\) not seen in training: 'z'"):
         enc.encode(["a", "z"])
+
+
+def test_chains_without_a_valid_initial_point_are_named():
+    import jax
+    import jax.numpy as jnp
+
+    def hopeless():
+        numpyro.sample("x", dist.Normal(0.0, 1.0))
+        numpyro.factor("wall", -jnp.inf)
+
+    with pytest.raises(ValueError, match=r"no valid initial point was found for chain\(s\) \[0, 1\]"):
+        sampling.run_chains(jax.random.PRNGKey(0), hopeless, {}, {}, sampling.NutsConfig(num_warmup=5),
+                            num_chains=2, num_draws=5, chain_method="sequential")
+
+
+def test_python_branching_on_data_is_explained_before_compiling():
+    def branches(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        if y.sum() > 0:  # a traced value: fine eagerly, impossible under jit
+            numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    before = sampling.trace_counts()
+    with pytest.raises(ValueError, match="branches in Python"):
+        bj.sample(branches, {"y": np.ones(3)}, progress=False)
+    assert sampling.trace_counts() == before

@@ -157,6 +157,26 @@ def _keep_site(name: str, config: NutsConfig) -> bool:
     return config.keep is None or name in config.keep
 
 
+def _model_info(model: Callable, config: NutsConfig, kwargs_of: Callable, example_arrays: Mapping[str, Any]):
+    """NumPyro's ``ModelInfo`` (sites, potential and constraining functions) from an abstract run.
+
+    ``jax.eval_shape`` traces the model once instead of running it op by op (each
+    eager operation is a small compiled program: about a second on a repeat run).
+    The potential and constraining functions take the data as arguments
+    (``dynamic_args``), and transforms of supports that depend on the data are
+    rebuilt from it (NumPyro replays the model then), so nothing traced is kept.
+    """
+    captured = {}
+
+    def probe(key, arrays):
+        captured["info"] = initialize_model(key, model, init_strategy=config.init_fn(), dynamic_args=True,
+                                            model_kwargs=kwargs_of(arrays))
+        return captured["info"].param_info.potential_energy
+
+    jax.eval_shape(probe, jax.random.PRNGKey(0), dict(example_arrays))
+    return captured["info"]
+
+
 def build_program(model: Callable, static: Mapping[str, Any], config: NutsConfig,
                   example_arrays: Mapping[str, np.ndarray]) -> ChainProgram:
     """Build (or fetch from cache) the chain functions for ``model``.
@@ -174,9 +194,7 @@ def build_program(model: Callable, static: Mapping[str, Any], config: NutsConfig
     def kwargs_of(arrays):
         return {**arrays, **static}
 
-    # One concrete initialisation to learn the model's sites and structure.
-    info = initialize_model(jax.random.PRNGKey(0), model, init_strategy=config.init_fn(),
-                            dynamic_args=True, model_kwargs=kwargs_of(dict(example_arrays)))
+    info = _model_info(model, config, kwargs_of, example_arrays)
     latent_names = tuple(sorted(info.param_info.z))
     init_kernel, sample_kernel = hmc(potential_fn_gen=info.potential_fn, algo="NUTS")
     draw_grad = config.adaptation != "stan"
@@ -408,6 +426,19 @@ def _layout(state, method: str, num_chains: int, num_devices: int) -> list:
     return [state]
 
 
+def _check_initial_points(state) -> None:
+    """Every chain starts where the log density and its gradient are finite."""
+    energy = np.asarray(state.potential_energy)
+    grads = np.stack([np.isfinite(np.asarray(g)).reshape(energy.shape[0], -1).all(axis=1)
+                      for g in jax.tree.leaves(state.z_grad)], axis=1).all(axis=1)
+    bad = np.flatnonzero(~(np.isfinite(energy) & grads))
+    if bad.size:
+        raise ValueError(
+            f"no valid initial point was found for chain(s) {bad.tolist()}: the log density or its gradient "
+            "is not finite at every point tried. Try init_strategy='median' or a dict of initial values, "
+            "and check the priors' supports against the data.")
+
+
 def prepare(key: jax.Array, model: Callable, arrays: Mapping[str, np.ndarray], static: Mapping[str, Any],
             config: NutsConfig, *, num_chains: int, chain_method: str, buffer_len: int,
             state=None) -> tuple[ChainRun, Runner]:
@@ -424,6 +455,7 @@ def prepare(key: jax.Array, model: Callable, arrays: Mapping[str, np.ndarray], s
         chain_keys = jax.random.split(key, num_chains)
         init = _compiled("init", program.init, program_key, chain_keys, device_arrays)
         state = init(chain_keys, device_arrays)
+        _check_initial_points(state)
     slots = _layout(state, method, num_chains, num_devices)
     one = jnp.asarray(1, jnp.int32)
     kernel_key = (program_key[:2] + (config.kernel_key(),) + program_key[3:], num_devices)
