@@ -168,7 +168,7 @@ def sample(
         then Stan's regularized variance of the draws on longer windows; "stan":
         NumPyro's windowed adaptation (Stan's schedule). "auto" is "hybrid" for a
         diagonal mass matrix and "stan" for ``dense_mass=True``. On eight schools
-        (non-centered) "hybrid" gives about 84 ESS per 1,000 gradients against 64
+        (non-centered) "hybrid" gives about 82 ESS per 1,000 gradients against 64
         for "stan", with a quarter fewer warmup gradients; see ``benchmarks/speed.py``.
     thin : int
         Keep every ``thin``-th draw (``draws`` stored draws are kept after thinning).
