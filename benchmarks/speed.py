@@ -146,11 +146,12 @@ def row(name: str, who: str, draws: dict, wall: float, sampling_s: float, grads:
     return out
 
 
-def peer_rows(name: str, build, sites, chains: int, warmup: int, draws: int) -> list[dict]:
+def peer_rows(name: str, build, sites, chains: int, warmup: int, draws: int,
+              which=peers.PEERS) -> list[dict]:
     """PyMC and nutpie rows of one model (``build()`` makes the PyMC model), or their status."""
     out, have = [], peers.available()
     settings = {"chains": chains, "warmup": warmup, "draws": draws, "seed": 0}
-    for sampler in peers.PEERS:
+    for sampler in which:
         if have[sampler] == "not installed" or have[sampler].startswith("broken"):
             print(f"{name:28s} {sampler:16s} {have[sampler]}", flush=True)
             out.append({"model": name, "sampler": sampler, "status": have[sampler]})
@@ -201,21 +202,36 @@ def varying_slopes(num_groups: int, num_rows: int, seed: int = 0) -> pd.DataFram
 FORMULA = "y ~ 1 + x + (1 + x | g)"
 
 
-def formula_case(name, frame, chains, warmup, draws) -> list[dict]:
+SAMPLERS = ("numpyro MCMC", "bhmjax", "bhmjax reduced", "bhmjax reduced centered", "pymc", "nutpie")
+
+
+def formula_case(name, frame, chains, warmup, draws, samplers=SAMPLERS) -> list[dict]:
+    """The varying-slopes model, non-centered for every sampler (the issue's setting), plus
+    bhmjax reduced and centered: the better fixed form where groups have many rows, its
+    posterior checked against the non-centered bhmjax row (``vs_bhmjax``)."""
     model = bj.Model(FORMULA, frame, parameterization="noncentered")
     rows_data = model.model_data()
     reduced = model.reduced_data(rows_data)
     out = []
     settings = dict(chains=chains, warmup=warmup, draws=draws, seed=0, progress=False, chain_method="sequential")
     raw_rows = raw_gradient_ms(model.numpyro_model, rows_data)
-    out.append(run_numpyro(name, model.numpyro_model, rows_data, chains, warmup, draws, raw_rows))
-    out.append(run_bhmjax(name, lambda: model.fit(reduce=False, **settings), raw_rows))
+    if "numpyro MCMC" in samplers:
+        out.append(run_numpyro(name, model.numpyro_model, rows_data, chains, warmup, draws, raw_rows))
+    if "bhmjax" in samplers:
+        out.append(run_bhmjax(name, lambda: model.fit(reduce=False, **settings), raw_rows))
     if reduced is not None:
         raw_reduced = raw_gradient_ms(model.numpyro_model, reduced)
-        out.append(run_bhmjax(name, lambda: model.fit(**settings), raw_reduced, "bhmjax reduced"))
-        out[-1]["pseudo_rows"] = reduced["N"]
-    out += peer_rows(name, lambda: peers.pymc_formula_model(model), out[1]["sites"], chains, warmup, draws)
-    agreement(out)
+        if "bhmjax reduced" in samplers:
+            out.append(run_bhmjax(name, lambda: model.fit(**settings), raw_reduced, "bhmjax reduced"))
+            out[-1]["pseudo_rows"] = reduced["N"]
+        if "bhmjax reduced centered" in samplers:
+            centered = bj.Model(FORMULA, frame, parameterization="centered")
+            raw_centered = raw_gradient_ms(centered.numpyro_model, centered.reduced_data())
+            out.append(run_bhmjax(name, lambda: centered.fit(**settings), raw_centered, "bhmjax reduced centered"))
+    sites = next((r["sites"] for r in out if r["sampler"] == "bhmjax reduced"), None) or out[0]["sites"]
+    out += peer_rows(name, lambda: peers.pymc_formula_model(model), sites, chains, warmup, draws,
+                     [p for p in peers.PEERS if p in samplers])
+    agreement(out, "bhmjax" if any(r["sampler"] == "bhmjax" for r in out) else "bhmjax reduced")
     return out
 
 
@@ -295,6 +311,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/speed_cpu.json"))
     parser.add_argument("--large-iterations", type=int, default=None, metavar="N",
                         help="warmup = draws = N for the large model only, every sampler (caps the run time)")
+    parser.add_argument("--models", default="eight_schools,small,large,repeat",
+                        help="comma-separated subset of eight_schools, small, large, repeat")
+    parser.add_argument("--samplers", default=",".join(SAMPLERS),
+                        help="formula models only: comma-separated subset of " + ", ".join(SAMPLERS))
     args = parser.parse_args()
     chains = 4
     warmup = draws = 500 if args.quick else 1000
@@ -306,26 +326,33 @@ def main() -> None:
                             "large_model": {"groups": large[0], "rows": large[1], "warmup": large_iters,
                                             "draws": large_iters}},
                "peers": peers.versions(), "rows": []}
-    raw = json.loads((DATA_DIR / "eight_schools.json").read_text())
-    schools = {"y": np.asarray(raw["y"], np.float32), "sigma": np.asarray(raw["sigma"], np.float32)}
-    raw_ms = raw_gradient_ms(eight_schools_ncp, schools)
-    results["rows"].append(run_numpyro("eight_schools_ncp", eight_schools_ncp, schools, chains, warmup, draws, raw_ms))
-    results["rows"].append(run_bhmjax("eight_schools_ncp", lambda: bj.sample(
-        eight_schools_ncp, schools, chains=chains, warmup=warmup, draws=draws, progress=False,
-        chain_method="sequential"), raw_ms))
-    schools64 = {k: v.astype(np.float64) for k, v in schools.items()}
-    results["rows"] += peer_rows("eight_schools_ncp", lambda: peers.pymc_model("eight_schools_ncp", schools64),
-                                 results["rows"][1]["sites"], chains, warmup, draws)
-    agreement(results["rows"])
-    save_json(results, args.out)  # after each model: a long run keeps what it has
-    results["rows"] += formula_case("slopes_G50_N1000", varying_slopes(50, 1000), chains, warmup, draws)
-    save_json(results, args.out)
-    results["rows"] += formula_case(f"slopes_G{large[0]}_N{large[1]}", varying_slopes(*large), chains,
-                                    large_iters, large_iters)
-    save_json(results, args.out)
-    results["repeat_runs"] = repeat_runs()
-    results["peer_repeat_runs"] = peer_repeat_runs()
-    save_json(results, args.out)
+    models, samplers = args.models.split(","), args.samplers.split(",")
+    if "eight_schools" in models:
+        raw = json.loads((DATA_DIR / "eight_schools.json").read_text())
+        schools = {"y": np.asarray(raw["y"], np.float32), "sigma": np.asarray(raw["sigma"], np.float32)}
+        raw_ms = raw_gradient_ms(eight_schools_ncp, schools)
+        results["rows"].append(run_numpyro("eight_schools_ncp", eight_schools_ncp, schools, chains, warmup, draws,
+                                           raw_ms))
+        results["rows"].append(run_bhmjax("eight_schools_ncp", lambda: bj.sample(
+            eight_schools_ncp, schools, chains=chains, warmup=warmup, draws=draws, progress=False,
+            chain_method="sequential"), raw_ms))
+        schools64 = {k: v.astype(np.float64) for k, v in schools.items()}
+        results["rows"] += peer_rows("eight_schools_ncp", lambda: peers.pymc_model("eight_schools_ncp", schools64),
+                                     results["rows"][1]["sites"], chains, warmup, draws)
+        agreement(results["rows"])
+        save_json(results, args.out)  # after each model: a long run keeps what it has
+    if "small" in models:
+        results["rows"] += formula_case("slopes_G50_N1000", varying_slopes(50, 1000), chains, warmup, draws,
+                                        samplers)
+        save_json(results, args.out)
+    if "large" in models:
+        results["rows"] += formula_case(f"slopes_G{large[0]}_N{large[1]}", varying_slopes(*large), chains,
+                                        large_iters, large_iters, samplers)
+        save_json(results, args.out)
+    if "repeat" in models:
+        results["repeat_runs"] = repeat_runs()
+        results["peer_repeat_runs"] = peer_repeat_runs()
+        save_json(results, args.out)
     print(f"saved {args.out}")
 
 
