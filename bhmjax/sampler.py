@@ -165,10 +165,10 @@ def sample(
         How warmup learns the mass matrix. "nutpie": from draws and gradients,
         ``sqrt(var(x) / var(grad))`` (Seyboldt et al.), re-estimated every step on
         overlapping windows; "hybrid": like "nutpie" for the first 30% of warmup,
-        then the variance of the draws (shrunk towards the gradient estimate) on longer windows; "stan":
+        then Stan's regularized variance of the draws on longer windows; "stan":
         NumPyro's windowed adaptation (Stan's schedule). "auto" is "hybrid" for a
         diagonal mass matrix and "stan" for ``dense_mass=True``. On eight schools
-        (non-centered) "hybrid" gives about 82 ESS per 1,000 gradients against 64
+        (non-centered) "hybrid" gives about 84 ESS per 1,000 gradients against 64
         for "stan", with a quarter fewer warmup gradients; see ``benchmarks/speed.py``.
     thin : int
         Keep every ``thin``-th draw (``draws`` stored draws are kept after thinning).
