@@ -29,17 +29,25 @@ def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_model(model: Callable, arrays: Mapping[str, np.ndarray], static: Mapping[str, Any]) -> None:
-    """Run the model once on the data to catch shape errors and impossible log densities.
+_CHECKS: dict[tuple, tuple[Callable, dict]] = {}
 
-    An observed site whose data would be broadcast to a larger shape, or a model
-    that fails on the data, raises ``ValueError`` naming the data lengths. The run
-    is one jitted program (found in the persistent compilation cache on a repeat
-    run) rather than one small compiled program per operation.
+
+def _check_program(model: Callable, arrays: Mapping[str, Any], static: Mapping[str, Any]) -> tuple[Callable, dict]:
+    """The jitted model run of :func:`check_model` and the site facts its trace records.
+
+    Kept per model, static data, array shapes and float precision, so a second fit
+    in the same process neither retraces nor recompiles it.
     """
     from numpyro import handlers
 
-    lengths = data_lib.describe_lengths(arrays)
+    key = (model, tuple(sorted(static.items())), jnp.result_type(float).name,
+           tuple((k, np.shape(v), np.asarray(v).dtype.str) for k, v in sorted(arrays.items())))
+    try:
+        hit = _CHECKS.get(key)
+    except TypeError:  # unhashable static data: no reuse
+        key, hit = None, None
+    if hit is not None:
+        return hit
     sites: dict[str, dict] = {}
 
     def run(arrays):
@@ -57,10 +65,26 @@ def check_model(model: Callable, arrays: Mapping[str, np.ndarray], static: Mappi
                 pass
         return log_densities
 
+    hit = (jax.jit(run), sites)
+    if key is not None:
+        _CHECKS[key] = hit
+    return hit
+
+
+def check_model(model: Callable, arrays: Mapping[str, np.ndarray], static: Mapping[str, Any]) -> None:
+    """Run the model once on the data to catch shape errors and impossible log densities.
+
+    An observed site whose data would be broadcast to a larger shape, or a model
+    that fails on the data, raises ``ValueError`` naming the data lengths. The run
+    is one jitted program (found in the persistent compilation cache on a repeat
+    run) rather than one small compiled program per operation.
+    """
+    lengths = data_lib.describe_lengths(arrays)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            log_densities = jax.jit(run)(dict(arrays))
+            run, sites = _check_program(model, arrays, static)
+            log_densities = run(dict(arrays))
     except jax.errors.ConcretizationTypeError as err:
         raise ValueError(
             f"the model branches in Python on a value that is only known while sampling ({err}). "

@@ -10,6 +10,7 @@ import numpyro.distributions as dist
 import pytest
 
 import bhmjax as bj
+from benchmarks.overhead import eight_schools_ncp
 from bhmjax._src import adapt
 
 from tests._stats import mcse_z
@@ -19,14 +20,6 @@ SCALES = np.array([0.01, 0.3, 1.0, 20.0, 500.0])  # Stan's 1e-3 shrinkage would 
 
 def scaled_normals():
     numpyro.sample("x", dist.Normal(0.0, jnp.asarray(SCALES)))
-
-
-def eight_schools_ncp(y, sigma):
-    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
-    tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
-    with numpyro.plate("school", y.shape[0]):
-        z = numpyro.sample("theta_z", dist.Normal(0.0, 1.0))
-        numpyro.sample("y", dist.Normal(mu + tau * z, sigma), obs=y)
 
 
 def test_running_moments_match_numpy():

@@ -303,3 +303,17 @@ def test_python_branching_on_data_is_explained_before_compiling():
     with pytest.raises(ValueError, match="branches in Python"):
         bj.sample(branches, {"y": np.ones(3)}, progress=False)
     assert sampling.trace_counts() == before
+
+
+def test_model_check_is_compiled_once_per_model_and_shapes():
+    from bhmjax import sampler
+
+    def model(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    first = sampler._check_program(model, {"y": np.ones(3)}, {})
+    assert sampler._check_program(model, {"y": np.zeros(3)}, {}) is first  # new values, same program
+    assert sampler._check_program(model, {"y": np.ones(4)}, {}) is not first
+    sampler.check_model(model, {"y": np.ones(3)}, {})
+    assert first[1]["y"]["is_observed"] and first[1]["y"]["value_shape"] == (3,)
