@@ -192,8 +192,8 @@ def sample(
         then Stan's regularized variance of the draws on longer windows; "stan":
         NumPyro's windowed adaptation (Stan's schedule). "auto" is "hybrid" for a
         diagonal mass matrix and "stan" for ``dense_mass=True``. On eight schools
-        (non-centered) "hybrid" gives about 84 ESS per 1,000 gradients against 64
-        for "stan", with a quarter fewer warmup gradients; see ``benchmarks/speed.py``.
+        (non-centered) "hybrid" gives about 85 ESS per 1,000 gradients against 65
+        for "stan", with a fifth fewer warmup gradients; see ``benchmarks/adaptation.py``.
     thin : int
         Keep every ``thin``-th draw (``draws`` stored draws are kept after thinning).
     keep, drop : list of str

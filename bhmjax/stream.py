@@ -29,8 +29,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["DrawWriter", "available_memory", "check_memory", "site_shapes", "stored_bytes"]
@@ -54,24 +52,10 @@ def available_memory() -> int:
 def site_shapes(model: Callable, arrays: Mapping[str, Any], static: Mapping[str, Any],
                 keep=None, drop=()) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Shape and dtype of every stored site (latent and deterministic), from one abstract model run."""
-    from numpyro import handlers
+    from bhmjax._src.batch import site_shapes as abstract_sites
 
-    out = {}
-
-    def run(arrays):
-        with handlers.block(), handlers.trace() as tr, handlers.seed(rng_seed=0):
-            model(**arrays, **static)
-        for name, site in tr.items():
-            if site["type"] not in ("sample", "deterministic") or site.get("is_observed", False):
-                continue
-            if name in drop or (keep is not None and name not in keep):
-                continue
-            value = jnp.asarray(site["value"])
-            out[name] = (tuple(value.shape), np.dtype(value.dtype))
-        return 0
-
-    jax.eval_shape(run, dict(arrays))
-    return out
+    return {name: (tuple(v.shape), np.dtype(v.dtype)) for name, v in abstract_sites(model, arrays, static).items()
+            if name not in drop and (keep is None or name in keep)}
 
 
 def stored_bytes(shapes: Mapping[str, tuple], chains: int, draws: int) -> int:

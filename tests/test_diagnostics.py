@@ -81,24 +81,17 @@ def _site(x, name):
     return np.asarray(x).reshape(-1)[SITE_NAMES.index(name)]
 
 
-@pytest.mark.parametrize("method", RHAT_METHODS)
-def test_rhat_matches_arviz(draws, method):
-    ours = diag.rhat(draws, method=method)
+@pytest.mark.parametrize("name,method", [("rhat", m) for m in RHAT_METHODS] + [("ess", m) for m in ESS_METHODS])
+def test_rhat_and_ess_match_arviz(draws, name, method):
+    ours = getattr(diag, name)(draws, method=method)
     assert ours.shape == draws.shape[2:]
-    np.testing.assert_allclose(ours, _az(az.rhat, draws, method=method), rtol=RTOL)
+    np.testing.assert_allclose(ours, _az(getattr(az, name), draws, method=method), rtol=RTOL)
 
 
 def test_rhat_flags_shifted_chains_and_passes_iid(draws):
     r = diag.rhat(draws)
     assert _site(r, "shifted") > 1.1
     assert _site(r, "iid") < 1.01
-
-
-@pytest.mark.parametrize("method", ESS_METHODS)
-def test_ess_matches_arviz(draws, method):
-    ours = diag.ess(draws, method=method)
-    assert ours.shape == draws.shape[2:]
-    np.testing.assert_allclose(ours, _az(az.ess, draws, method=method), rtol=RTOL)
 
 
 def test_ess_orders_autocorrelation(draws):

@@ -24,9 +24,10 @@ over their R-hat limits, so Stan's form stays):
 the gradient estimate finds the scales fast, and the draw variance is the
 better metric for the funnel-shaped (non-Gaussian) coordinates of hierarchical
 models. Measured (4 chains, 1,000 + 1,000, mean over seeds, min bulk ESS per
-1,000 sampling gradients): eight schools non-centered 84.7 hybrid, 82.3 nutpie,
-63.9 stan; varying intercepts and slopes (G=50, N=1,000) 22.2 hybrid, 13.9
-nutpie, 19.4 stan; warmup gradients about half of "stan"'s on the latter.
+1,000 sampling gradients; ``python -m benchmarks.adaptation``): eight schools
+non-centered 84.7 hybrid, 82.3 nutpie, 65.3 stan; varying intercepts and slopes
+(G=50, N=1,000) 22.2 hybrid, 13.9 nutpie, 18.5 stan; warmup gradients about half of
+"stan"'s on the latter.
 
 It builds on NumPyro's kernel: NUTS runs with NumPyro's own adaptation off and
 this module writes the step size and mass matrix into the kernel's
@@ -150,7 +151,7 @@ def init_draw_grad(hmc_state):
     inverse_mass = jnp.where(jnp.isfinite(inverse_mass), inverse_mass, 1.0)
     first = (_add(_empty(x), x), _add(_empty(g), g))
     mm = DrawGradState(*first, *first, changed=jnp.asarray(False))
-    a = _with_mass(a, block, inverse_mass)._replace(mm_state=mm, ss_state=_ss_init(jnp.log(10 * a.step_size)))
+    a = _with_mass(a, block, inverse_mass)._replace(mm_state=mm)  # NumPyro already set up the dual averaging
     return hmc_state._replace(adapt_state=a)
 
 
