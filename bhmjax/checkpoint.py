@@ -52,7 +52,7 @@ def fingerprint(model: Callable, arrays: Mapping[str, np.ndarray], static: Mappi
     """SHA-256 of the model's name, the data and the settings that shape the draws."""
     h = hashlib.sha256(model_reference(model).encode())
     for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
+        a = np.require(arrays[name], requirements="C")
         h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
         h.update(a.tobytes())
     h.update(repr(sorted(static.items())).encode())

@@ -75,8 +75,9 @@ def _versions() -> dict[str, str]:
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
+    # np.require keeps 0-d arrays 0-d (np.ascontiguousarray would make them shape (1,)).
     buf = _io.BytesIO()
-    np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
+    np.lib.format.write_array(buf, np.require(array, requirements="C"), allow_pickle=False)
     return buf.getvalue()
 
 

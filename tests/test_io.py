@@ -198,3 +198,20 @@ def test_formula_style_names_and_site_order_survive(tmp_path):
     posterior = loaded.to_arviz().posterior
     assert posterior["r_county"].dims == ("chain", "draw", "county", "term")
     assert list(posterior["b"].coords["b_dim_0"].values) == ["floor", "x"]
+
+
+def test_formula_fit_with_0d_prior_arrays_round_trips(tmp_path):
+    """Every formula model carries 0-d prior arrays; they must come back 0-d, not (1,)."""
+    rng = np.random.default_rng(1)
+    g = np.repeat(np.arange(5), 6)
+    y = rng.normal(0.5 * g, 1.0)
+    fit = bj.Model("y ~ 1 + (1 | g)", {"y": y, "g": g}).fit(chains=2, warmup=100, draws=50, seed=0,
+                                                           progress=False)
+    zero_d = [k for k, v in fit.data.items() if np.ndim(v) == 0 and isinstance(v, np.ndarray)]
+    assert zero_d, "the test needs 0-d data arrays"
+    loaded = bj.load(fit.save(tmp_path / "formula.bhm"))
+    for k in zero_d:
+        assert loaded.data[k].shape == () and loaded.data[k] == fit.data[k], k
+    for k in fit.draws:
+        assert loaded.draws[k].tobytes() == np.asarray(fit.draws[k]).tobytes(), k
+    assert loaded.summary().equals(fit.summary())
