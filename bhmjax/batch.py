@@ -17,6 +17,7 @@ import numpy as np
 from bhmjax._src import batch as core
 from bhmjax._src import data as data_lib
 from bhmjax._src import adapt, sampling
+from bhmjax._src.models import all_groups
 from bhmjax._src.precision import x64_mode
 from bhmjax.fit import Fit, hdi_columns
 from bhmjax.stream import available_memory
@@ -53,6 +54,7 @@ class _Bucket:
 
 
 def _formula_datasets(formula, datasets, family, model_kwargs, x64) -> tuple[list[_Dataset], core.PadSpec]:
+    from bhmjax._src.models import row_keys, site_order
     from bhmjax.model import Model
 
     out, spec = [], None
@@ -64,15 +66,12 @@ def _formula_datasets(formula, datasets, family, model_kwargs, x64) -> tuple[lis
             continue
         arrays, static = data_lib.split_data(m.model_data(x64=x64))
         names, coords, dims = m.names()
-        order = ["Intercept", "b", *m.spec.family.params]
-        for g in m.spec.structure.groups:
-            order += [f"sd_{g.name}", f"cor_{g.name}", f"r_{g.name}"]
+        order = site_order(m.spec.structure)
         out.append(_Dataset(label, m.numpyro_model, arrays, static, dict(names=names, coords=coords, dims=dims),
                             m.spec, order))
         if spec is None:
             k = len(m.spec.groups)
-            rows = ("y", "X", "trials", *(f"Z_{i}" for i in range(k)), *(f"codes_{i}" for i in range(k)))
-            spec = core.PadSpec(rows=tuple(r for r in rows if r in arrays), row_count="N", observed=("y",),
+            spec = core.PadSpec(rows=row_keys(m.spec.structure, arrays), row_count="N", observed=("y",),
                                 groups=tuple((f"G_{i}", (f"codes_{i}",)) for i in range(k)))
     return out, spec
 
@@ -169,7 +168,11 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
         formula = model if isinstance(model, str) else model.spec.formula.text
         if not isinstance(model, str):
             family = model.spec.family.name
-            model_kwargs.setdefault("parameterization", {g.name: g.centeredness for g in model.spec.structure.groups})
+            model_kwargs.setdefault("parameterization", {g.name: g.centeredness for g in all_groups(model.spec.structure)})
+            for key, value in [*model.spec.dpar_formulas.items(), ("weights", model.spec.formula.weights),
+                               ("cens", model.spec.formula.cens), ("cens_upper", model.spec.formula.cens_upper)]:
+                if value is not None:  # the model's own terms, given as keywords (the formula may lack them)
+                    model_kwargs.setdefault(key, value)
         prepared, spec = _formula_datasets(formula, items, family, model_kwargs, x64)
     elif callable(model):
         prepared, spec = _plain_datasets(model, items, rows, groups)

@@ -79,7 +79,7 @@ def _encode(design, frame, allow_new: bool) -> tuple[np.ndarray, tuple]:
     import pandas as pd
 
     from bhmjax._src.data import _as_label_array
-    from bhmjax._src.formula import group_values
+    from bhmjax._src.design import group_values
 
     enc = design.encoding
     values = _as_label_array(group_values(design.term, frame), enc.name)
@@ -93,27 +93,55 @@ def _encode(design, frame, allow_new: bool) -> tuple[np.ndarray, tuple]:
 
 
 def _columns_needed(spec, groups: str, response: bool, trials: str | None) -> list[str]:
-    cols = sorted(spec.fixed.model_spec.required_variables)
+    cols = []
+    for p in spec.predictors:
+        cols += sorted(p.fixed.model_spec.required_variables) + list(p.fixed.smooths)
+        cols += [v for o in p.offsets for v in sorted(o.required_variables)]
     if groups != "population":
         for g in spec.groups:
             cols += sorted(g.model_spec.required_variables) + list(g.term.factors)
-    cols += ([spec.formula.response] if response else []) + ([trials] if trials else [])
+    f = spec.formula
+    cols += ([f.response] if response else []) + ([trials] if trials else [])
+    cols += [c for c in (f.weights, f.cens) if c and response]
     return list(dict.fromkeys(cols))
+
+
+def _response_rows(spec, frame, n_trials, trials_col) -> dict[str, np.ndarray]:
+    """``y`` (codes for ordinal and categorical responses), and the weights and censoring of the rows."""
+    from bhmjax._src.families.categories import encode_categories
+    from bhmjax._terms import censoring_codes, row_terms
+
+    col, f = spec.formula.response, spec.formula
+    if spec.categories:
+        y, _ = encode_categories(frame[col], spec.family.name, col, labels=spec.categories)
+    else:
+        _numeric_column(frame, col, "response")
+        y = frame[col].to_numpy(dtype=np.float64)
+        spec.family.check_response(y, n_trials, col, trials_col or "trials")
+    if f.cens and f.cens_upper and f.cens_upper not in frame.columns and (
+            censoring_codes(frame[f.cens], f.cens) == 2).any():
+        raise ValueError(f"new_data has interval-censored rows but lacks their upper bound column "
+                         f"{f.cens_upper!r}.")
+    upper = f.cens_upper if f.cens_upper in frame.columns else None
+    terms = row_terms(spec.family, frame, y, {"weights": f.weights, "cens": f.cens, "cens_upper": upper})
+    return {"y": y, **terms.arrays()}
 
 
 def new_design(spec, new_data: Any, *, groups: str = "existing", response: bool = False,
                trials: Any = None) -> tuple[dict[str, np.ndarray], int, dict[str, tuple], Any]:
     """Check and encode ``new_data`` with the training encodings, before anything compiles.
 
-    Returns the design arrays (``X``, ``Z_i``, ``codes_i``; ``y`` if ``response``;
-    ``trials`` if given), the number of rows, the unseen levels per grouping and the
-    rows' index. Raises ``ValueError`` for missing columns, NaN predictors, new levels
-    of a fixed-effect factor and (unless ``groups="new"``) unseen group levels, and
+    Returns the design arrays (``X<d>``, ``Z_t``, ``codes_t``, ``Zs_t``, ``offset<d>``; ``y``
+    (with the model's weights and censoring columns) if ``response``; ``trials`` if
+    given), the number of rows, the unseen levels per grouping and the rows' index.
+    Raises ``ValueError`` for missing columns, NaN predictors, new levels of a
+    fixed-effect factor and (unless ``groups="new"``) unseen group levels, and
     ``TypeError`` for non-numeric values in a numeric predictor.
     """
     import pandas as pd
 
-    from bhmjax.model import _as_frame
+    from bhmjax._build import _as_frame
+    from bhmjax._src.design import predictor_arrays
 
     index = new_data.index if isinstance(new_data, pd.DataFrame) else None
     frame = _as_frame(new_data).copy()
@@ -126,16 +154,18 @@ def new_design(spec, new_data: Any, *, groups: str = "existing", response: bool 
                          f"uses; new_data has {list(frame.columns)}.")
     if len(frame) == 0:
         raise ValueError("new_data has no rows; there is nothing to predict.")
-    _check_factors(frame, spec.fixed.model_spec, "population terms")
     rows: dict[str, np.ndarray] = {}
-    if spec.fixed.columns:
-        rows["X"] = spec.fixed.matrix(frame)
+    for p in spec.predictors:
+        _check_factors(frame, p.fixed.model_spec, "population terms")
+        for col in list(p.fixed.smooths):
+            _numeric_column(frame, col, f"spline s({col})")
+        rows.update(predictor_arrays(p, frame))
     new: dict[str, tuple] = {}
     if groups != "population":
-        for i, g in enumerate(spec.groups):
+        for t, g in enumerate(spec.groups):
             _check_factors(frame, g.model_spec, f"group term ({g.term.expr} | {g.name})")
-            rows[f"Z_{i}"] = g.matrix(frame)
-            rows[f"codes_{i}"], new[g.name] = _encode(g, frame, allow_new=groups == "new")
+            rows[f"Z_{t}"] = g.matrix(frame)
+            rows[f"codes_{t}"], new[g.name] = _encode(g, frame, allow_new=groups == "new")
     n_trials = None
     if trials is not None:
         if trials_col is not None:
@@ -145,8 +175,5 @@ def new_design(spec, new_data: Any, *, groups: str = "existing", response: bool 
             raise ValueError(f"trials has {n_trials.size} values for {len(frame)} rows of new_data.")
         rows["trials"] = n_trials
     if response:
-        col = spec.formula.response
-        _numeric_column(frame, col, "response")
-        rows["y"] = frame[col].to_numpy(dtype=np.float64)
-        spec.family.check_response(rows["y"], n_trials, col, trials_col or "trials")
+        rows.update(_response_rows(spec, frame, n_trials, trials_col))
     return rows, len(frame), new, index

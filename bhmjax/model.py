@@ -2,107 +2,17 @@
 
 from __future__ import annotations
 
-import difflib
-import warnings
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from bhmjax._src.families import get_family
-from bhmjax._src.formula import build_fixed, build_group, parse_formula
-from bhmjax._src.models import GroupStructure, ModelSpec, ModelStructure, build_model, describe
-from bhmjax._src.priors import default_priors, resolve_priors
-from bhmjax._src.reparam import as_centeredness
+from bhmjax._build import _as_frame, build_spec
+from bhmjax._src.describe import describe
+from bhmjax._src.design import predictor_arrays
+from bhmjax._src.models import all_groups, build_model, row_keys, site_order
 from bhmjax.fit import Fit
 
 __all__ = ["Model"]
-
-_NA_ACTIONS = ("raise", "drop")
-
-
-def _as_frame(data: Any):
-    import pandas as pd
-
-    if isinstance(data, pd.DataFrame):
-        return data.reset_index(drop=True)
-    if not isinstance(data, Mapping):
-        raise TypeError(f"data must be a pandas DataFrame or a dict of 1-d arrays, got {type(data).__name__}")
-    lengths = {}
-    for name, value in data.items():
-        shape = np.shape(value)
-        if len(shape) == 1:
-            lengths[name] = shape[0]
-    if len(set(lengths.values())) > 1:
-        raise ValueError(f"the columns of data have different lengths: {lengths}; every column needs "
-                         "one value per row.")
-    return pd.DataFrame({k: data[k] for k in lengths})
-
-
-def _check_columns(frame, variables: list[str]) -> None:
-    missing = [v for v in variables if v not in frame.columns]
-    if missing:
-        hint = difflib.get_close_matches(missing[0], [str(c) for c in frame.columns], n=1)
-        raise ValueError(f"column {missing[0]!r} named in the formula is not in the data"
-                         f"{f' (did you mean {hint[0]!r}?)' if hint else ''}; the columns are "
-                         f"{list(frame.columns)}.")
-
-
-def _handle_missing(frame, variables: list[str], na_action: str):
-    if na_action not in _NA_ACTIONS:
-        raise ValueError(f"na_action must be one of {_NA_ACTIONS}, got {na_action!r}")
-    isna = frame[variables].isna()
-    counts = {c: int(n) for c, n in isna.sum().items() if n}
-    if not counts:
-        return frame
-    if na_action == "raise":
-        col, n = next(iter(counts.items()))
-        row = int(np.flatnonzero(isna[col].to_numpy())[0])
-        raise ValueError(f"column {col!r} has {n} missing value(s), the first at row {row}. Remove or "
-                         "impute them, or pass na_action='drop' to fit the complete rows.")
-    keep = ~isna.any(axis=1).to_numpy()
-    warnings.warn(f"na_action='drop': dropped {int((~keep).sum())} of {len(frame)} rows with missing "
-                  f"values (missing per column: {counts}).", UserWarning, stacklevel=3)
-    return frame.loc[keep].reset_index(drop=True)
-
-
-def _check_constant(x: np.ndarray, columns, has_intercept: bool, where: str) -> None:
-    for j, name in enumerate(columns):
-        col = x[:, j]
-        if np.ptp(col) == 0 and (has_intercept or col[0] == 0):
-            raise ValueError(f"{where} column {name!r} is constant (every row is {col[0]:g}), so its "
-                             "coefficient cannot be told apart from the intercept; remove it from the "
-                             "formula (or check the data, e.g. a category with no rows).")
-
-
-def _check_single_level(frame, fixed: str) -> None:
-    """A categorical predictor with one level would vanish from the design: say so instead."""
-    from formulaic import Formula
-
-    for name in sorted(Formula(fixed).required_variables):
-        if name not in frame.columns or frame[name].dtype.kind in "biuf":
-            continue
-        levels = frame[name].dropna().unique()
-        if len(levels) == 1:
-            raise ValueError(f"categorical predictor {name!r} has a single level ({levels[0]!r}), so it "
-                             "adds no column to the design; remove it from the formula or check the data.")
-
-
-def _design_error(err: Exception, what: str) -> ValueError:
-    from bhmjax._src.formula import _plain
-
-    return ValueError(f"formulaic could not build {what}: {_plain(err)}")
-
-
-def _centeredness(parameterization: Any, groups) -> dict[str, tuple[float, ...]]:
-    if isinstance(parameterization, Mapping):
-        names = [g.name for g in groups]
-        unknown = [k for k in parameterization if k not in names]
-        if unknown:
-            raise ValueError(f"parameterization names the grouping {unknown[0]!r}, which is not in the "
-                             f"formula; groupings are {names}.")
-        return {g.name: as_centeredness(parameterization.get(g.name, "noncentered"), len(g.columns), g.name)
-                for g in groups}
-    return {g.name: as_centeredness(parameterization, len(g.columns), g.name) for g in groups}
 
 
 class Model:
@@ -115,10 +25,16 @@ class Model:
         categorical predictors, ``C(x, contr.treatment(base="b"))`` for the reference
         level, ``a:b``, ``a*b``, ``0 +`` / ``- 1``); group terms ``(expr | g)``
         (correlated), ``(expr || g)`` (independent), ``(1 | a) + (1 | b)`` (crossed),
-        ``(1 | a/b)`` (nested). Binomial: ``"r | trials(n) ~ ..."``.
+        ``(1 | a/b)`` (nested); ``offset(log(exposure))``; penalized splines ``s(x)``,
+        ``s(x, k = 10)``. The response takes brms' addition terms joined by ``+``:
+        ``"r | trials(n) ~ ..."``, ``weights(w)``, ``cens(c)`` / ``cens(c, upper)``.
     data : pandas.DataFrame or dict of 1-d arrays
     family : str
-        "gaussian", "student_t", "bernoulli", "binomial", "poisson" or "negative_binomial".
+        One of ``bhmjax._src.families.FAMILIES`` (gaussian, student_t, lognormal, gamma,
+        beta, exponential, weibull, bernoulli, binomial, poisson, negative_binomial,
+        zero_inflated_poisson, zero_inflated_negative_binomial, hurdle_poisson,
+        hurdle_negative_binomial, cumulative, categorical) or a brms spelling
+        ("negbinomial", "hurdle_negbinomial", ...).
     parameterization : "noncentered", "centered", "auto", float in [0, 1], sequence or dict
         The centeredness of the group effects (1 centered, 0 non-centered, see
         ``bhmjax._src.reparam``): one value for every term, a sequence with one value
@@ -127,16 +43,33 @@ class Model:
         non-centered). ``"auto"`` learns one value per column with a short SVI
         pre-pass before the first fit (Gorinova, Moore and Hoffman 2020); the values
         are in ``model.centeredness``, ``describe()`` and ``fit.spec``, its seconds
-        in ``fit.timings["reparam"]``.
+        in ``fit.timings["reparam"]``. Dict keys of an auxiliary parameter's terms
+        are ``g__sigma``.
     priors : dict, optional
         NumPyro distributions overriding defaults: "Intercept", "b" or a slope's
         column name, "sd", "sd_<g>" or "sd_<g>__<column>", "cor"/"cor_<g>" (an LKJ
-        concentration), "sigma", "nu", "phi".
+        concentration), "sds"/"sds_<spline>", family parameters ("sigma", "nu",
+        "phi", "shape", "zi", "hu"), the cumulative cutpoints "Intercept" or
+        "Intercept[k]"; for a predicted parameter d: "d_Intercept", "b_d",
+        "b_d_<column>", "sd_<g>__d", "sd_<g>__d_<column>", "cor_<g>__d".
     trials : str, optional
         The binomial trials column (instead of ``| trials(n)``).
+    weights : str, optional
+        Observation weights (instead of ``| weights(w)``): each row's log-likelihood is
+        multiplied by its weight, as in brms.
+    cens, cens_upper : str, optional
+        Censoring column ("none"/"left"/"right"/"interval" or brms' 0/-1/1/2) and the
+        upper bound of interval-censored rows (instead of ``| cens(c, upper)``).
     na_action : {"raise", "drop"}
         Rows with missing values in used columns raise ``ValueError``, or are dropped
         with a warning.
+    **dpars : str
+        Distributional regression: a formula for an auxiliary parameter of the family,
+        e.g. ``sigma="~ x + (1 | g)"`` (or ``"sigma ~ x"``), ``zi="~ x"``. The parameter
+        is then its link's inverse of that linear predictor per row (log for sigma,
+        phi, shape, nu; logit for zi, hu) with brms' names ``sigma_Intercept``,
+        ``b_sigma`` (rows ``b_sigma_x``), ``sd_g__sigma`` (rows ``sd_g__sigma_Intercept``)
+        and ``r_g__sigma``.
 
     Examples
     --------
@@ -151,63 +84,11 @@ class Model:
 
     def __init__(self, formula: str, data: Any, family: str = "gaussian", *,
                  parameterization: Any = "noncentered", priors: Mapping[str, Any] | None = None,
-                 trials: str | None = None, na_action: str = "raise") -> None:
-        from formulaic.errors import FormulaicError
-
-        spec = parse_formula(formula)
-        fam = get_family(family)
-        if trials is not None and spec.trials is not None and trials != spec.trials:
-            raise ValueError(f"trials given twice: {spec.trials!r} in the formula and trials={trials!r}.")
-        trials_col = spec.trials or trials
-        frame = _as_frame(data)
-        variables = spec.variables() + ([trials_col] if trials_col and not spec.trials else [])
-        _check_columns(frame, variables)
-        frame = _handle_missing(frame, variables, na_action)
-        if len(frame) == 0:
-            raise ValueError("the data have no rows" + (" left after na_action='drop'" if na_action == "drop"
-                                                         else "") + "; there is nothing to fit.")
-        y = frame[spec.response].to_numpy()
-        n_trials = frame[trials_col].to_numpy() if trials_col else None
-        fam.check_response(y, n_trials, spec.response, trials_col)
-        try:
-            fixed, x = build_fixed(spec, frame)
-        except (FormulaicError, NameError, ValueError, TypeError) as err:
-            raise _design_error(err, f"the population terms {spec.fixed!r}") from err
-        _check_constant(x, fixed.columns, fixed.intercept, "predictor")
-        _check_single_level(frame, spec.fixed)
-        groups, z, codes = [], [], []
-        for term in spec.groups:
-            try:
-                g, zi, ci = build_group(term, frame)
-            except (FormulaicError, NameError, TypeError) as err:
-                raise _design_error(err, f"the group term ({term.expr} | {term.name})") from err
-            if g.encoding.num_groups < 2:
-                raise ValueError(f"grouping {term.name!r} has a single level ({g.encoding.labels[0]!r}); "
-                                 "a group term needs at least two groups. Drop the term or use a "
-                                 "population-level effect.")
-            slopes = [j for j, c in enumerate(g.columns) if c != "Intercept"]
-            _check_constant(zi[:, slopes], [g.columns[j] for j in slopes], "Intercept" in g.columns,
-                            f"group term ({term.expr} | {term.name})")
-            groups.append(g), z.append(zi), codes.append(ci)
-        if not fixed.intercept and not fixed.columns and not groups:
-            raise ValueError(f"the formula {formula!r} has no terms: nothing predicts {spec.response!r}.")
-        y = y.astype(np.float64)
-        defaults = default_priors(fam, y, n_trials, x, fixed.intercept,
-                                  {g.name: (zi, g.term.correlated) for g, zi in zip(groups, z)})
-        priors = resolve_priors(defaults, priors, fixed.columns, {g.name: g.columns for g in groups}, fam.params)
-        centeredness = _centeredness(parameterization, groups)
-        structure = ModelStructure(
-            family=fam.name, intercept=fixed.intercept, slopes=fixed.columns,
-            groups=tuple(GroupStructure(
-                name=g.name, columns=g.columns, correlated=g.term.correlated and len(g.columns) > 1,
-                centeredness=centeredness[g.name], sd_prior=priors[f"sd_{g.name}"],
-                cor_prior=priors.get(f"cor_{g.name}")) for g in groups),
-            intercept_prior=priors.get("Intercept"), b_prior=priors.get("b"),
-            family_priors=tuple((p, priors[p]) for p in fam.params))
-        self.spec = ModelSpec(formula=spec, family=fam, fixed=fixed, groups=tuple(groups),
-                              priors=priors, structure=structure)
-        self.num_rows = len(frame)
-        self._arrays = {"y": y, "X": x, "trials": n_trials, "Z": z, "codes": codes}
+                 trials: str | None = None, weights: str | None = None, cens: str | None = None,
+                 cens_upper: str | None = None, na_action: str = "raise", **dpars: str) -> None:
+        self.spec, self._arrays, self.num_rows = build_spec(
+            formula, data, family, dpars, parameterization=parameterization, priors=priors, trials=trials,
+            weights=weights, cens=cens, cens_upper=cens_upper, na_action=na_action)
 
     # ------------------------------------------------------------------ the model
 
@@ -219,15 +100,14 @@ class Model:
     def model_data(self, x64: bool = False) -> dict[str, Any]:
         """The model's keyword arguments: arrays (traced) and sizes as Python ints (static)."""
         f = np.float64 if x64 else np.float32
-        a = self._arrays
-        out: dict[str, Any] = {"N": self.num_rows, "y": a["y"].astype(f)}
-        if self.spec.fixed.columns:
-            out["X"], out["X_mean"] = a["X"].astype(f), self.spec.fixed.means.astype(f)
-        if a["trials"] is not None:
-            out["trials"] = np.asarray(a["trials"]).astype(f)
-        for i, g in enumerate(self.spec.groups):
-            out[f"Z_{i}"], out[f"codes_{i}"] = a["Z"][i].astype(f), a["codes"][i].astype(np.int32)
-            out[f"G_{i}"] = g.encoding.num_groups
+        out: dict[str, Any] = {"N": self.num_rows}
+        for key, value in self._arrays.items():
+            if value is None:
+                continue
+            if key.startswith("G_"):
+                out[key] = int(value)
+            else:
+                out[key] = np.asarray(value).astype(np.int32 if key.startswith("codes_") else f)
         for site, prior in self.spec.priors.items():
             out.update({k: np.asarray(v, dtype=f) for k, v in prior.arrays(site).items()})
         return out
@@ -240,49 +120,68 @@ class Model:
     def design(self, new_data: Any, *, allow_new_levels: bool = False) -> tuple[dict[str, Any], dict]:
         """Design arrays of new rows with the training encoding (for prediction).
 
-        Returns the arrays ``N``, ``X``, ``Z_i``, ``codes_i`` (see ``linear_predictor``)
-        and, per grouping, the tuple of levels not seen in training (their codes
-        are >= the number of fitted groups). Unseen levels raise ``ValueError``
-        unless ``allow_new_levels``.
+        Returns the arrays ``N``, ``X<d>``, ``Z_t``, ``codes_t``, ``Zs_t`` and ``offset<d>``
+        (see ``linear_predictors``) and, per grouping, the tuple of levels not seen in
+        training (their codes are >= the number of fitted groups). Unseen levels raise
+        ``ValueError`` unless ``allow_new_levels``.
         """
+        from bhmjax._build import _check_columns
+
         frame = _as_frame(new_data)
         spec = self.spec
-        needed = [v for v in spec.formula.variables()[1:] if v != spec.formula.trials]
-        _check_columns(frame, needed)
+        needed = [v for p in spec.predictors for v in p.formula.variables() if v != p.formula.response]
+        needed = [v for v in needed if v not in (spec.formula.trials, spec.formula.weights, spec.formula.cens)]
+        _check_columns(frame, list(dict.fromkeys(needed)))
         out: dict[str, Any] = {"N": len(frame)}
-        if spec.fixed.columns:
-            out["X"] = spec.fixed.matrix(frame)
+        for p in spec.predictors:
+            out.update(predictor_arrays(p, frame))
         new = {}
-        for i, g in enumerate(spec.groups):
-            out[f"Z_{i}"] = g.matrix(frame)
-            out[f"codes_{i}"], new[g.name] = g.codes(frame, allow_new=allow_new_levels)
+        for t, g in enumerate(spec.groups):
+            out[f"Z_{t}"] = g.matrix(frame)
+            out[f"codes_{t}"], new[g.name] = g.codes(frame, allow_new=allow_new_levels)
         return out, new
 
     # ------------------------------------------------------------------ names
 
     def names(self) -> tuple[dict, dict, dict]:
         """``names``, ``coords`` and ``dims`` for :func:`bhmjax.sample` (brms-style rows)."""
+        from bhmjax._src import sites
+
         s = self.spec.structure
         names: dict[str, list] = {}
         coords: dict[str, list] = {}
         dims: dict[str, list] = {}
-        if s.intercept:
-            names["Intercept_c"] = [None]
-        if s.slopes:
-            names["b"] = list(s.slopes)
-        for g, design in zip(s.groups, self.spec.groups):
-            cols, k, n_groups = g.columns, len(g.columns), design.encoding.num_groups
-            names[f"sd_{g.name}"] = [f"sd_{g.name}__{c}" for c in cols]
-            if g.correlated:
-                names[f"cor_{g.name}"] = [f"cor_{g.name}__{cols[i]}__{cols[j]}" if i < j else None
-                                          for i in range(k) for j in range(k)]
-                names[f"L_{g.name}"] = [None] * (k * k)
-            names[f"z_{g.name}"] = [None] * (n_groups * k)  # sampler variables, when present
-            names[f"theta_{g.name}"] = [None] * (n_groups * k)
-            coords[g.name] = [str(v) for v in design.encoding.labels]
-            coords[f"{g.name}__column"] = list(cols)
-            dims[f"r_{g.name}"] = [g.name, f"{g.name}__column"]
+        for p in s.predictors():
+            if p.intercept:
+                names[sites.intercept_site(p.dpar) + "_c"] = [None]
+            if p.slopes:
+                names[sites.b_site(p.dpar)] = [sites.slope_name(p.dpar, c) for c in p.slopes]
+            for g in p.groups:
+                self._group_names(g, self.spec.groups[g.term], p.dpar, names, coords, dims)
+            for sm in p.smooths:
+                names[f"zs_{sm.name}"] = [None] * sm.size
+                names[f"s_{sm.name}"] = [f"s_{sm.name}[{j + 1}]" for j in range(sm.size)]
+        if s.thresholds:  # brms' b_Intercept[k], 1-based
+            names["Intercept_c"] = [None] * s.thresholds
+            names["Intercept"] = [f"Intercept[{k + 1}]" for k in range(s.thresholds)]
         return names, coords, dims
+
+    @staticmethod
+    def _group_names(g, design, dpar: str, names: dict, coords: dict, dims: dict) -> None:
+        from bhmjax._src import sites
+
+        cols, k, n_groups = g.columns, len(g.columns), design.encoding.num_groups
+        labels = [sites.group_column(dpar, c) for c in cols]
+        names[f"sd_{g.name}"] = [f"sd_{design.name}__{c}" for c in labels]
+        if g.correlated:
+            names[f"cor_{g.name}"] = [f"cor_{design.name}__{labels[i]}__{labels[j]}" if i < j else None
+                                      for i in range(k) for j in range(k)]
+            names[f"L_{g.name}"] = [None] * (k * k)
+        names[f"z_{g.name}"] = [None] * (n_groups * k)  # sampler variables, when present
+        names[f"theta_{g.name}"] = [None] * (n_groups * k)
+        coords[design.name] = [str(v) for v in design.encoding.labels]
+        coords[f"{g.name}__column"] = list(cols)
+        dims[f"r_{g.name}"] = [design.name, f"{g.name}__column"]
 
     # ------------------------------------------------------------------ fitting
 
@@ -312,20 +211,18 @@ class Model:
         reduced = self.reduced_data(data) if reduce else None
         if reduce is True and reduced is None:
             raise ValueError("reduce=True, but this model has no exact reduction that pays: it needs the "
-                             "gaussian family and far fewer cells of group levels than rows, or the "
-                             "bernoulli, binomial or poisson family and far fewer cells of identical "
-                             "covariates and group levels than rows.")
+                             "gaussian family and far fewer cells of group levels than rows, or a "
+                             "discrete response (counts, 0/1, levels) and far fewer cells of identical "
+                             "covariates, group levels and responses than rows.")
         fit = sample(self.numpyro_model, data if reduced is None else reduced, names=names, coords=coords,
                      dims=dims, **sample_kwargs)
         if reduced is not None:  # the posterior is the row-level one; keep the rows for LOO and predictions
             fit.data, fit.sampled_data = data, reduced
-            kind = "gaussian" if self.spec.family.name == "gaussian" else "counts"
+            kind = self._reduction_kind()
             fit.settings["reduction"] = {"kind": kind, "rows": self.num_rows, "pseudo_rows": reduced["N"]}
-            if kind == "counts":
+            if kind != "gaussian":
                 fit.settings["reduction"]["cells"] = reduced["N"]
-        order = ["Intercept", "b", *self.spec.family.params]
-        for g in self.spec.structure.groups:
-            order += [f"sd_{g.name}", f"cor_{g.name}", f"r_{g.name}"]
+        order = site_order(self.spec.structure)
         fit.draws = {**{k: fit.draws[k] for k in order if k in fit.draws}, **fit.draws}
         fit.spec = self.spec
         fit.timings["reparam"] = reparam_s
@@ -335,11 +232,11 @@ class Model:
     def centeredness(self) -> dict[str, tuple[float, ...]]:
         """Per grouping, the centeredness of each column; ``"auto"`` ones are learned on first use."""
         self._learn_centeredness()
-        return {g.name: g.centeredness for g in self.spec.structure.groups}
+        return {g.name: g.centeredness for g in all_groups(self.spec.structure)}
 
     def _learn_centeredness(self) -> float:
         """Run the SVI pre-pass of ``parameterization="auto"`` once; its seconds (0 when done)."""
-        if all(g.centeredness is not None for g in self.spec.structure.groups):
+        if all(g.centeredness is not None for g in all_groups(self.spec.structure)):
             return 0.0
         import dataclasses
 
@@ -355,6 +252,19 @@ class Model:
         self.spec = dataclasses.replace(self.spec, structure=structure)
         return self.reparam_info.seconds
 
+    def _reduction_kind(self) -> str | None:
+        """"gaussian", "counts", "rows" or None: which exact reduction :meth:`reduced_data` tries."""
+        from bhmjax._src import reduce as exact
+
+        s, family = self.spec.structure, self.spec.family
+        plain = not (s.dpars or s.smooths or s.offset or self.spec.formula.weights or self.spec.formula.cens
+                     or s.thresholds)
+        if plain and family.name == "gaussian":
+            return "gaussian"
+        if plain and family.name in exact.COUNT_FAMILIES:
+            return "counts"
+        return "rows" if family.discrete else None
+
     def reduced_data(self, data: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """The model data with rows compressed to exact sufficient statistics, or None.
 
@@ -366,20 +276,30 @@ class Model:
           into one count per cell: successes and trials into a binomial row, Poisson
           counts into one count whose rate is multiplied by the cell's rows. The log
           density changes by a constant only, its gradient not at all.
+        * other discrete responses (negative binomial, zero-inflated, hurdle, cumulative,
+          categorical, and the count families with offsets, weights, censoring, splines
+          or predicted parameters): identical rows (every design array, code, offset,
+          weight-free term and the response equal) merge into one row whose weight is
+          their number (their summed weights). Exact for any likelihood; a sum of
+          counts is not sufficient there (the negative binomial's split of a sum
+          depends on phi, a zero-inflated one's on zi).
 
         Either way the posterior is the row-level one and a gradient costs O(cells)
-        instead of O(rows). None for other families, or when the cells are not
-        well under the rows (continuous covariates, say; see ``bhmjax._src.reduce``).
+        instead of O(rows). None for continuous responses other than gaussian (their
+        rows rarely repeat), or when the cells are not well under the rows
+        (continuous covariates, say; see ``bhmjax._src.reduce``).
         """
         from bhmjax._src import reduce as exact
 
-        family = self.spec.family.name
-        if family != "gaussian" and family not in exact.COUNT_FAMILIES:
+        kind = self._reduction_kind()
+        if kind is None:
             return None
         data = self.model_data() if data is None else data
-        if family == "gaussian":
+        if kind == "gaussian":
             return exact.reduce_gaussian_data(data, self.spec.structure.intercept, len(self.spec.groups))
-        return exact.reduce_count_data(data, family, len(self.spec.groups))
+        if kind == "counts":
+            return exact.reduce_count_data(data, self.spec.family.name, len(self.spec.groups))
+        return exact.merge_identical_rows(data, row_keys(self.spec.structure, data))
 
     # ------------------------------------------------------------------ description
 

@@ -18,7 +18,6 @@ Examples
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -50,8 +49,10 @@ class Prediction:
 
     Attributes
     ----------
-    draws : np.ndarray, shape (chains, draws, rows)
-        float, or int32 for count and 0/1 responses.
+    draws : np.ndarray, shape (chains, draws, rows) or (chains, draws, rows, levels)
+        float, or int32 for count, 0/1 and category responses; the category
+        probabilities (or logits) of ordinal and categorical families have a last axis
+        of levels.
     kind : str
         "response", "mean" or "linear_predictor".
     groups : str
@@ -60,6 +61,9 @@ class Prediction:
         The rows' labels (``new_data``'s index for a DataFrame).
     new_levels : dict of str -> tuple
         Per grouping, the levels not seen in training (drawn from the population).
+    categories : tuple
+        The response levels of ordinal and categorical families: the labels of the
+        last axis of level probabilities, or of the codes of response draws.
     """
 
     draws: np.ndarray
@@ -67,19 +71,20 @@ class Prediction:
     groups: str
     index: Any = None
     new_levels: dict = field(default_factory=dict)
+    categories: tuple = ()
 
     @property
     def mean(self) -> np.ndarray:
-        """Posterior mean per row, shape (rows,)."""
+        """Posterior mean per row, shape (rows,) (or (rows, levels))."""
         return self.draws.mean(axis=(0, 1))
 
     @property
     def sd(self) -> np.ndarray:
-        """Posterior sd per row, shape (rows,)."""
+        """Posterior sd per row, shape (rows,) (or (rows, levels))."""
         return self.draws.std(axis=(0, 1), ddof=1)
 
     def summary(self, prob: float = 0.94) -> "pd.DataFrame":
-        """One row per predicted row: mean, sd and the highest-density interval of mass ``prob``."""
+        """One row per predicted row (and level): mean, sd and the highest-density interval of mass ``prob``."""
         import pandas as pd
 
         from bhmjax.fit import hdi_columns
@@ -87,15 +92,22 @@ class Prediction:
         if not 0 < prob < 1:
             raise ValueError(f"prob must lie in (0, 1), got {prob!r}")
         lo, hi = hdi_columns(prob)
-        bounds = _hdi_rows(self.draws, prob)
-        return pd.DataFrame({"mean": self.mean, "sd": self.sd, lo: bounds[:, 0], hi: bounds[:, 1]},
-                            index=self.index)
+        c, d = self.draws.shape[:2]
+        flat = self.draws.reshape(c, d, -1)
+        bounds = _hdi_rows(flat, prob)
+        index = self.index
+        if self.draws.ndim == 4:
+            rows = self.index if self.index is not None else pd.RangeIndex(self.draws.shape[2])
+            index = pd.MultiIndex.from_product([rows, list(self.categories)], names=[rows.name, "level"])
+        return pd.DataFrame({"mean": self.mean.reshape(-1), "sd": self.sd.reshape(-1), lo: bounds[:, 0],
+                             hi: bounds[:, 1]}, index=index)
 
     def __repr__(self) -> str:
-        c, d, n = self.draws.shape
+        c, d, n = self.draws.shape[:3]
         new = {k: len(v) for k, v in self.new_levels.items() if v}
-        return (f"Prediction(kind={self.kind!r}, groups={self.groups!r}, {n} rows x {c} chains x {d} draws"
-                f"{f', new levels {new}' if new else ''})")
+        levels = f" x {self.draws.shape[3]} levels" if self.draws.ndim == 4 else ""
+        return (f"Prediction(kind={self.kind!r}, groups={self.groups!r}, {n} rows{levels} x {c} chains x {d} "
+                f"draws{f', new levels {new}' if new else ''})")
 
 
 def _hdi_rows(draws: np.ndarray, prob: float, rows_per_chunk: int = 1 << 16) -> np.ndarray:
@@ -143,17 +155,10 @@ def _draw_index(fit: "Fit", draws: int | None) -> np.ndarray:
     return np.unique(np.linspace(0, total - 1, int(draws)).round().astype(int))
 
 
-def _params(fit: "Fit", structure, kind: str, new: dict, idx: np.ndarray) -> dict[str, np.ndarray]:
+def _params(fit: "Fit", structure, kind: str, new_terms: tuple[int, ...], idx: np.ndarray,
+            dpar: str | None) -> dict[str, np.ndarray]:
     """The sites prediction reads, (chains * draws, ...), in the fit's float precision."""
-    from bhmjax._src.families import FAMILIES
-
-    names = (["Intercept"] if structure.intercept else []) + (["b"] if structure.slopes else [])
-    for g in structure.groups:
-        names.append(f"r_{g.name}")
-        if new.get(g.name):
-            names += [f"sd_{g.name}"] + ([f"L_{g.name}"] if g.correlated else [])
-    if kind in ("response", "log_likelihood"):
-        names += list(FAMILIES[structure.family].params)
+    names = core.needed_sites(structure, kind, new_terms, dpar)
     missing = [n for n in names if n not in fit.draws]
     if missing:
         raise ValueError(f"the fit has no draws of {missing}, which prediction needs; were they left out "
@@ -164,20 +169,21 @@ def _params(fit: "Fit", structure, kind: str, new: dict, idx: np.ndarray) -> dic
 
 
 def _run(fit: "Fit", rows: dict, num_rows: int, new: dict, kind: str, groups: str, draws, seed: int,
-         max_bytes: int) -> np.ndarray:
+         max_bytes: int, dpar: str | None = None) -> np.ndarray:
     import jax
 
     spec = fit.spec
     structure = core.population_structure(spec.structure) if groups == "population" else spec.structure
     idx = _draw_index(fit, draws)
+    num_new = tuple(len(new.get(g.name, ())) for g in spec.groups)
     with x64_mode(fit.settings.get("x64", False)):
-        params = _params(fit, structure, kind, new, idx)
+        params = _params(fit, structure, kind, tuple(t for t, m in enumerate(num_new) if m), idx, dpar)
         key_new, key_rows = jax.random.split(jax.random.PRNGKey(int(seed)))
-        num_new = tuple(len(new.get(g.name, ())) for g in structure.groups)
-        if any(num_new):
+        if any(num_new) and groups != "population":
             params = core.extend_group_effects(key_new, structure, params, num_new)
-        out = core.predict_draws(key_rows, structure, params, rows, num_rows, kind=kind, max_bytes=max_bytes)
-    return out.reshape(fit.num_chains, len(idx), num_rows)
+        out = core.predict_draws(key_rows, structure, params, rows, num_rows, kind=kind, dpar=dpar,
+                                 max_bytes=max_bytes)
+    return out.reshape(fit.num_chains, len(idx), num_rows, *out.shape[2:])
 
 
 def _needs_trials(spec, kind: str, trials):
@@ -191,8 +197,8 @@ def _needs_trials(spec, kind: str, trials):
 
 
 def predict(fit: "Fit", new_data: Any, kind: str = "response", groups: str = "existing", *,
-            draws: int | None = None, seed: int = 0, allow_new_levels: bool = False, trials: Any = None,
-            max_bytes: int = DEFAULT_MAX_BYTES) -> Prediction:
+            dpar: str | None = None, draws: int | None = None, seed: int = 0, allow_new_levels: bool = False,
+            trials: Any = None, max_bytes: int = DEFAULT_MAX_BYTES) -> Prediction:
     """Posterior predictions for the rows of ``new_data``: :meth:`bhmjax.Fit.predict`.
 
     Parameters
@@ -202,13 +208,22 @@ def predict(fit: "Fit", new_data: Any, kind: str = "response", groups: str = "ex
     new_data : pandas.DataFrame or dict of 1-d arrays
         The predictor columns (the response is not needed).
     kind : {"response", "mean", "linear_predictor"}
-        Draws of the response (int32 for counts, 0/1 for bernoulli), of its mean
-        (the success probability for binomial) or of the linear predictor.
+        Draws of the response (int32 for counts, 0/1 and category codes), of its mean
+        (the success probability for binomial; for ordinal and categorical families
+        the probability of each level, an extra last axis labelled by
+        ``Prediction.categories``) or of the linear predictor (categorical: the logits
+        of every level, the reference's 0).
     groups : {"existing", "new", "population"}
         "existing": fitted group effects; unseen levels raise ``ValueError`` naming
         them. "new": as "existing", and unseen levels draw effects from the fitted
         population, ``r = (diag(sd) L) eps`` per draw. "population": all group
         effects zero.
+    dpar : str, optional
+        One parameter of the family instead of the response (brms' ``dpar``): "mu",
+        an auxiliary parameter ("sigma", "phi", "zi", ...; per row when it has a
+        formula, else its scalar draws repeated) or a category's "mu<level>". With
+        ``kind="mean"`` its value (a category's probability), with
+        ``kind="linear_predictor"`` its link-scale predictor; not with "response".
     draws : int, optional
         Draws per chain to use (evenly spaced); all by default.
     seed : int
@@ -229,13 +244,29 @@ def predict(fit: "Fit", new_data: Any, kind: str = "response", groups: str = "ex
     _check_choice("groups", groups, GROUPS)
     groups = "new" if allow_new_levels and groups == "existing" else groups
     spec = _formula_spec(fit, "predict")
+    _check_dpar(spec, kind, dpar)
     rows, n, new, index = new_design(spec, new_data, groups=groups, trials=_needs_trials(spec, kind, trials))
-    values = _run(fit, rows, n, new, kind, groups, draws, seed, max_bytes)
-    return Prediction(values, kind, groups, index, {k: v for k, v in new.items()})
+    values = _run(fit, rows, n, new, kind, groups, draws, seed, max_bytes, dpar)
+    categories = tuple(spec.categories) if values.ndim == 4 or (kind == "response" and spec.categories) else ()
+    return Prediction(values, kind, groups, index, {k: v for k, v in new.items()}, categories)
+
+
+def _check_dpar(spec, kind: str, dpar: str | None) -> None:
+    if dpar is None:
+        return
+    valid = core.dpars_of(spec.structure)
+    if dpar not in valid:
+        raise ValueError(f"dpar={dpar!r} is not a parameter of this {spec.family.name} model; choose one of "
+                         f"{list(valid)}.")
+    if kind == "response":
+        raise ValueError(f"dpar={dpar!r} asks for a parameter, which has no response draws; use "
+                         "kind='mean' (its value) or kind='linear_predictor' (its link scale).")
 
 
 def _training_rows(fit: "Fit") -> tuple[dict[str, np.ndarray], int]:
-    keys = [k for k in fit.data if k in ("X", "trials", "y") or re.match(r"^(Z|codes)_\d+$", k)]
+    from bhmjax._src.models import row_keys
+
+    keys = row_keys(fit.spec.structure, fit.data)
     return {k: np.asarray(fit.data[k]) for k in keys}, int(fit.data["N"])
 
 

@@ -254,7 +254,7 @@ def test_parameterization_float_and_dict(df):
     ("x ~ 1 + (1 | g)", "poisson", "response 'x' must hold non-negative integers"),
     ("s ~ x + (1 | g)", "binomial", "the binomial family needs the number of trials"),
     ("k | trials(n) ~ x + (1 | g)", "gaussian", "only used by the binomial family"),
-    ("y ~ x", "gamma", "unknown family 'gamma'"),
+    ("y ~ x", "gama", "unknown family 'gama' \\(did you mean 'gamma'\\?\\)"),
     ("y ~ 0", "gaussian", "has no terms"),
 ])
 def test_bad_models(df, formula, family, match):

@@ -34,7 +34,7 @@ from jax import lax
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoNormal
 
-from bhmjax._src.models import ModelStructure, build_model
+from bhmjax._src.models import ModelStructure, all_groups, build_model
 
 __all__ = ["ReparamInfo", "learn_centeredness", "with_centeredness", "NUM_STEPS", "LEARNING_RATE"]
 
@@ -151,8 +151,8 @@ def learn_centeredness(key: jax.Array, structure: ModelStructure, arrays: Mappin
     >>> info.centeredness["g"][0] > 0.8
     True
     """
-    names = tuple(g.name for g in structure.groups if g.centeredness is None)
-    widths = {g.name: len(g.columns) for g in structure.groups}
+    names = tuple(g.name for g in all_groups(structure) if g.centeredness is None)
+    widths = {g.name: len(g.columns) for g in all_groups(structure)}
     t0 = time.perf_counter()
     run = _program(structure, tuple(sorted(static.items())), names, int(num_steps), float(learning_rate),
                    int(num_particles))
@@ -184,7 +184,10 @@ def _finish(value: float) -> float:
 
 
 def with_centeredness(structure: ModelStructure, values: Mapping[str, tuple[float, ...]]) -> ModelStructure:
-    """``structure`` with the centeredness of the named groupings replaced."""
-    groups = tuple(dataclasses.replace(g, centeredness=tuple(values[g.name])) if g.name in values else g
-                   for g in structure.groups)
-    return dataclasses.replace(structure, groups=groups)
+    """``structure`` with the centeredness of the named group terms replaced (in every predictor)."""
+    def update(groups):
+        return tuple(dataclasses.replace(g, centeredness=tuple(values[g.name])) if g.name in values else g
+                     for g in groups)
+
+    dpars = tuple(dataclasses.replace(p, groups=update(p.groups)) for p in structure.dpars)
+    return dataclasses.replace(structure, groups=update(structure.groups), dpars=dpars)

@@ -7,8 +7,16 @@ formula of its own columns (``"1 + x"``) with the grouping it varies over.
 
 Supported bars: ``(expr | g)`` correlated effects, ``(expr || g)`` uncorrelated,
 ``(expr | a:b)`` an interaction grouping, ``(expr | a/b)`` nested, which is
-``(expr | a) + (expr | a:b)``. The response may carry brms' binomial trials:
-``"r | trials(n) ~ ..."``.
+``(expr | a) + (expr | a:b)``. Besides formulaic's terms the right-hand side takes
+``offset(expr)`` (added to the linear predictor with coefficient 1) and penalized
+splines ``s(x)`` / ``s(x, k = 10)`` (see ``smooth.py``). The response may carry
+brms' addition terms, joined by ``+``: ``trials(n)`` (binomial), ``weights(w)``
+and ``cens(c)`` / ``cens(c, upper)``: ``"r | trials(n) ~ ..."``,
+``"time | cens(censored) + weights(w) ~ ..."``.
+
+An auxiliary parameter's formula (distributional regression) has no response:
+``"~ x + (1 | g)"`` (or brms' ``"sigma ~ x + (1 | g)"``), parsed by
+:func:`parse_dpar_formula`.
 """
 
 from __future__ import annotations
@@ -16,15 +24,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import numpy as np
-
-from bhmjax._src.data import GroupEncoding, encode_groups
-
-__all__ = ["FormulaSpec", "GroupTermSpec", "FixedDesignSpec", "GroupDesignSpec", "parse_formula",
-           "build_fixed", "build_group", "group_values"]
+__all__ = ["FormulaSpec", "GroupTermSpec", "SmoothTermSpec", "parse_formula", "parse_dpar_formula"]
 
 _NAME = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
-_TRIALS = re.compile(r"^\s*([A-Za-z_.][A-Za-z0-9_.]*)\s*\|\s*trials\(\s*([A-Za-z_.][A-Za-z0-9_.]*)\s*\)\s*$")
+_CALL = re.compile(r"^\s*([A-Za-z_.][A-Za-z0-9_.]*)\s*\((.*)\)\s*$", re.S)
+_ADDITIONS = {"trials": (1, 1), "weights": (1, 1), "cens": (1, 2)}  # name -> (min, max) arguments
+_SPECIALS = ("offset", "s")  # right-hand side calls bhmjax handles itself
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,14 @@ class GroupTermSpec:
 
 
 @dataclass(frozen=True)
+class SmoothTermSpec:
+    """A penalized spline ``s(variable, k = k)``: ``k`` basis functions (``k - 2`` penalized)."""
+
+    variable: str
+    k: int = 10
+
+
+@dataclass(frozen=True)
 class FormulaSpec:
     """A parsed formula.
 
@@ -61,13 +74,19 @@ class FormulaSpec:
     text : str
         The formula as given.
     response : str
-        The response column.
+        The response column ("" for an auxiliary parameter's formula).
     trials : str or None
         The binomial trials column (``r | trials(n) ~ ...``).
     fixed : str
-        Formulaic formula of the population-level design (bars removed).
+        Formulaic formula of the population-level design (bars, offsets and splines removed).
     groups : tuple of GroupTermSpec
         The group terms, nested ones expanded, in formula order.
+    offsets : tuple of str
+        Expressions of ``offset(...)`` terms.
+    smooths : tuple of SmoothTermSpec
+        The ``s(...)`` terms.
+    weights, cens, cens_upper : str or None
+        Columns of brms' ``weights(w)`` and ``cens(c, upper)`` addition terms.
     """
 
     text: str
@@ -75,14 +94,25 @@ class FormulaSpec:
     trials: str | None
     fixed: str
     groups: tuple[GroupTermSpec, ...]
+    offsets: tuple[str, ...] = ()
+    smooths: tuple[SmoothTermSpec, ...] = ()
+    weights: str | None = None
+    cens: str | None = None
+    cens_upper: str | None = None
 
     def variables(self) -> list[str]:
-        """Every data column the formula reads, response first, in order of appearance."""
+        """Every data column the formula reads, response first, in order of appearance.
+
+        The interval-censoring bound is left out: it may be missing on rows that are
+        not interval censored (the caller checks it).
+        """
         from formulaic import Formula
 
-        out = [self.response] + ([self.trials] if self.trials else [])
-        for expr in [self.fixed] + [g.expr for g in self.groups]:
+        out = ([self.response] if self.response else []) + [
+            c for c in (self.trials, self.weights, self.cens) if c]
+        for expr in [self.fixed] + [g.expr for g in self.groups] + [f"I({o})" for o in self.offsets]:
             out += sorted(Formula(expr).required_variables)
+        out += [sm.variable for sm in self.smooths]
         for g in self.groups:
             out += list(g.factors)
         return list(dict.fromkeys(out))
@@ -114,6 +144,24 @@ def _top_level_spans(rhs: str, text: str) -> list[tuple[int, int]]:
     if depth != 0:
         raise _error(text, "an opening '(' is never closed")
     return spans
+
+
+def _split_top(inner: str, sep: str) -> list[str]:
+    """``inner`` split at every ``sep`` outside parentheses and quotes."""
+    parts, depth, last, quote = [], 0, 0, None
+    for i, ch in enumerate(inner):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        elif ch == sep and depth == 0:
+            parts.append(inner[last:i])
+            last = i + 1
+    return parts + [inner[last:]]
 
 
 def _split_bar(inner: str) -> tuple[str, str, bool] | None:
@@ -150,7 +198,7 @@ def _group_terms(expr: str, grouping: str, correlated: bool, text: str) -> list[
 
 
 def _fixed_part(rhs: str, spans: list[tuple[int, int]], text: str) -> str:
-    """The right-hand side without its bar terms, with the '+' signs tidied."""
+    """The right-hand side without the terms at ``spans``, with the '+' signs tidied."""
     pieces, last = [], 0
     for start, end in spans:
         before = rhs[last:start].rstrip()
@@ -165,16 +213,102 @@ def _fixed_part(rhs: str, spans: list[tuple[int, int]], text: str) -> str:
     return fixed or "1"
 
 
-def _response(lhs: str, text: str) -> tuple[str, str | None]:
-    lhs = lhs.strip()
-    match = _TRIALS.match(lhs)
-    if match:
-        return match.group(1), match.group(2)
-    if not _NAME.match(lhs):
-        raise _error(text, f"the response {lhs!r} is not a column name",
+def _smooth(args: str, text: str) -> SmoothTermSpec:
+    """``s(x)``, ``s(x, k = 8)``, ``s(x, bs = "ps")``."""
+    parts = [p.strip() for p in _split_top(args, ",")]
+    if not _NAME.match(parts[0]):
+        raise _error(text, f"s({args}) needs one column name first, got {parts[0]!r}",
+                     "Splines take one numeric column: s(x) or s(x, k = 10).")
+    k = 10
+    for part in parts[1:]:
+        key, _, value = (v.strip() for v in part.partition("="))
+        value = value.strip("'\"")
+        if key == "k" and value.isdigit() and int(value) >= 4:
+            k = int(value)
+        elif key == "bs" and value == "ps":
+            continue
+        elif key == "bs":
+            raise _error(text, f"s({args}) asks for the basis {value!r}",
+                         "bhmjax fits P-splines (bs = 'ps': cubic B-splines with a second-order difference "
+                         "penalty); drop bs or write bs = 'ps'.")
+        else:
+            raise _error(text, f"s({args}) has the argument {part!r}",
+                         "s() takes k (an integer >= 4, the number of basis functions) and bs = 'ps'.")
+    return SmoothTermSpec(variable=parts[0], k=k)
+
+
+def _special_call(rhs: str, start: int, end: int) -> tuple[str, int] | None:
+    """(name, start of the name) when the span ``rhs[start:end]`` is the argument list of offset() or s()."""
+    match = re.search(r"([A-Za-z_.][A-Za-z0-9_.]*)\s*$", rhs[:start])
+    if match is None or match.group(1) not in _SPECIALS:
+        return None
+    return match.group(1), match.start(1)
+
+
+def _parse_rhs(rhs: str, text: str) -> tuple[str, list, list, list]:
+    """(fixed formula, group terms, offsets, smooths) of a right-hand side."""
+    groups, offsets, smooths, removed = [], [], [], []
+    for start, end in _top_level_spans(rhs, text):
+        inner = rhs[start + 1:end - 1]
+        call = _special_call(rhs, start, end)
+        if call is not None:
+            name, begin = call
+            if name == "offset":
+                offsets.append(inner.strip())
+            else:
+                smooths.append(_smooth(inner, text))
+            removed.append((begin, end))
+            continue
+        split = _split_bar(inner)
+        if split is not None:
+            groups += _group_terms(*split, text)
+            removed.append((start, end))
+    fixed = _fixed_part(rhs, removed, text)
+    if "|" in fixed:
+        raise _error(text, f"a bar '|' outside parentheses in {fixed!r}", "Group terms read (expr | g).")
+    seen: dict[str, GroupTermSpec] = {}
+    for g in groups:
+        if g.name in seen:
+            raise _error(text, f"the grouping {g.name!r} appears in more than one group term",
+                         f"Combine them into one term, e.g. ({seen[g.name].expr} + ... | {g.name}).")
+        seen[g.name] = g
+    if len({sm.variable for sm in smooths}) < len(smooths):
+        raise _error(text, "a variable has more than one s() term", "Write s(x) once.")
+    _check_formulaic([fixed] + [g.expr for g in groups] + [f"0 + I({o})" for o in offsets], text)
+    return fixed, groups, offsets, smooths
+
+
+def _check_formulaic(exprs: list[str], text: str) -> None:
+    from formulaic import Formula
+    from formulaic.errors import FormulaicError
+
+    for expr in exprs:
+        try:
+            Formula(expr)
+        except (FormulaicError, SyntaxError, ValueError) as err:
+            raise _error(text, f"formulaic cannot read {expr!r} ({_plain(err)})") from err
+
+
+def _response(lhs: str, text: str) -> tuple[str, dict[str, tuple[str, ...]]]:
+    """The response column and its addition terms: ``"y | cens(c) + weights(w)"``."""
+    response, bar, rest = lhs.partition("|")
+    response = response.strip()
+    if not _NAME.match(response):
+        raise _error(text, f"the response {lhs.strip()!r} is not a column name",
                      "Compute it as a column first (df['log_y'] = np.log(df.y)); binomial counts "
                      "take 'successes | trials(n) ~ ...'.")
-    return lhs, None
+    additions: dict[str, tuple[str, ...]] = {}
+    for term in (_split_top(rest, "+") if bar else []):
+        call = _CALL.match(term)
+        name = call.group(1) if call else term.strip()
+        args = tuple(a.strip() for a in _split_top(call.group(2), ",")) if call else ()
+        if name not in _ADDITIONS or not _ADDITIONS[name][0] <= len(args) <= _ADDITIONS[name][1] \
+                or not all(_NAME.match(a) for a in args) or name in additions:
+            raise _error(text, f"cannot read the addition term {term.strip()!r} of the response",
+                         "Supported: trials(n), weights(w), cens(c) and cens(c, upper), each once, naming "
+                         "columns.")
+        additions[name] = args
+    return response, additions
 
 
 def parse_formula(text: str) -> FormulaSpec:
@@ -189,144 +323,41 @@ def parse_formula(text: str) -> FormulaSpec:
     >>> spec = parse_formula("y ~ 1 + x + (1 + x || g) + (1 | a/b)")
     >>> spec.fixed, [(g.expr, g.name, g.correlated) for g in spec.groups]
     ('1 + x', [('1 + x', 'g', False), ('1', 'a', True), ('1', 'a:b', True)])
+    >>> spec = parse_formula("time | cens(c) ~ x + s(z) + offset(log(e))")
+    >>> spec.fixed, spec.cens, spec.smooths[0].variable, spec.offsets
+    ('x', 'c', 'z', ('log(e)',))
     """
-    from formulaic import Formula
-    from formulaic.errors import FormulaicError
-
     if not isinstance(text, str):
         raise TypeError(f"formula must be a string such as 'y ~ 1 + x + (1 | g)', got {type(text).__name__}")
     if text.count("~") != 1:
         raise _error(text, f"expected exactly one '~', found {text.count('~')}",
                      "Write 'response ~ predictors'.")
     lhs, rhs = text.split("~")
-    response, trials = _response(lhs, text)
-    spans = _top_level_spans(rhs, text)
-    groups, bar_spans = [], []
-    for start, end in spans:
-        split = _split_bar(rhs[start + 1:end - 1])
-        if split is not None:
-            groups += _group_terms(*split, text)
-            bar_spans.append((start, end))
-    fixed = _fixed_part(rhs, bar_spans, text)
-    if "|" in fixed:
-        raise _error(text, f"a bar '|' outside parentheses in {fixed!r}", "Group terms read (expr | g).")
-    seen: dict[str, GroupTermSpec] = {}
-    for g in groups:
-        if g.name in seen:
-            raise _error(text, f"the grouping {g.name!r} appears in more than one group term",
-                         f"Combine them into one term, e.g. ({seen[g.name].expr} + ... | {g.name}).")
-        seen[g.name] = g
-    for expr in [fixed] + [g.expr for g in groups]:
-        try:
-            Formula(expr)
-        except (FormulaicError, SyntaxError, ValueError) as err:
-            raise _error(text, f"formulaic cannot read {expr!r} ({_plain(err)})") from err
-    return FormulaSpec(text=text, response=response, trials=trials, fixed=fixed, groups=tuple(groups))
+    response, add = _response(lhs, text)
+    fixed, groups, offsets, smooths = _parse_rhs(rhs, text)
+    cens = add.get("cens", ())
+    return FormulaSpec(text=text, response=response, trials=add.get("trials", (None,))[0], fixed=fixed,
+                       groups=tuple(groups), offsets=tuple(offsets), smooths=tuple(smooths),
+                       weights=add.get("weights", (None,))[0], cens=cens[0] if cens else None,
+                       cens_upper=cens[1] if len(cens) > 1 else None)
 
 
-# ---------------------------------------------------------------- designs on data
+def parse_dpar_formula(dpar: str, text: str) -> FormulaSpec:
+    """Parse an auxiliary parameter's formula: ``"~ x + (1 | g)"`` or brms' ``"sigma ~ x"``.
 
-
-@dataclass(frozen=True, eq=False)
-class FixedDesignSpec:
-    """The population-level design, rebuildable on new rows with the same coding.
-
-    Attributes
-    ----------
-    model_spec : formulaic.ModelSpec
-        ``model_spec.get_model_matrix(new_frame)`` rebuilds the design (categorical
-        levels, contrasts and transforms as in training).
-    columns : tuple of str
-        The slope columns, in the order of the site ``b`` (the Intercept excluded).
-    intercept : bool
-        Whether the formula has a population intercept.
-    means : np.ndarray, shape (len(columns),)
-        Training means of the slope columns; the model centres them internally.
+    The left-hand side, if any, must name ``dpar``; splines, offsets and group terms
+    are read as in :func:`parse_formula`.
     """
-
-    model_spec: object
-    columns: tuple[str, ...]
-    intercept: bool
-    means: np.ndarray
-
-    def matrix(self, frame) -> np.ndarray:
-        """Slope columns for the rows of ``frame``, shape (n_rows, len(columns))."""
-        mm = self.model_spec.get_model_matrix(frame, na_action="raise")
-        return _columns(mm, self.columns)
-
-
-@dataclass(frozen=True, eq=False)
-class GroupDesignSpec:
-    """One group term on data: its own design columns and the grouping's encoding.
-
-    Attributes
-    ----------
-    term : GroupTermSpec
-    model_spec : formulaic.ModelSpec
-        Rebuilds the term's columns on new rows.
-    columns : tuple of str
-        The term's columns (``Intercept`` included where present), the last axis of
-        ``r_<group>``.
-    encoding : GroupEncoding
-        Level labels of the grouping; ``encoding.encode(values, allow_new=...)``
-        codes new rows (values from :func:`group_values`).
-    """
-
-    term: GroupTermSpec
-    model_spec: object
-    columns: tuple[str, ...]
-    encoding: GroupEncoding
-
-    @property
-    def name(self) -> str:
-        return self.term.name
-
-    def matrix(self, frame) -> np.ndarray:
-        """The term's columns for the rows of ``frame``, shape (n_rows, len(columns))."""
-        return _columns(self.model_spec.get_model_matrix(frame, na_action="raise"), self.columns)
-
-    def codes(self, frame, *, allow_new: bool = False) -> tuple[np.ndarray, tuple]:
-        """Group codes of new rows (unseen levels get codes >= num_groups)."""
-        return self.encoding.encode(group_values(self.term, frame), allow_new=allow_new)
-
-
-def _columns(mm, names: tuple[str, ...]) -> np.ndarray:
-    return np.asarray(mm[list(names)].to_numpy(dtype=np.float64)).reshape(len(mm), len(names))
-
-
-def group_values(term: GroupTermSpec, frame) -> np.ndarray:
-    """The grouping's label of every row; ``a:b`` joins the labels as ``"a_b"``."""
-    if len(term.factors) == 1:
-        return np.asarray(frame[term.factors[0]])
-    parts = [frame[f].astype(str).to_numpy(dtype=object) for f in term.factors]
-    out = parts[0]
-    for p in parts[1:]:
-        out = out + "_" + p
-    return out
-
-
-def build_fixed(spec: FormulaSpec, frame) -> tuple[FixedDesignSpec, np.ndarray]:
-    """Formulaic's design of ``spec.fixed`` on ``frame``: the spec and X (slopes only)."""
-    from formulaic import model_matrix
-
-    mm = model_matrix(spec.fixed, frame, na_action="raise")
-    names = tuple(str(c) for c in mm.columns)
-    columns = tuple(c for c in names if c != "Intercept")
-    x = _columns(mm, columns)
-    design = FixedDesignSpec(model_spec=mm.model_spec, columns=columns,
-                             intercept="Intercept" in names, means=x.mean(axis=0))
-    return design, x
-
-
-def build_group(term: GroupTermSpec, frame) -> tuple[GroupDesignSpec, np.ndarray, np.ndarray]:
-    """One group term on ``frame``: its spec, its columns Z (n, k) and codes (n,)."""
-    from formulaic import model_matrix
-
-    mm = model_matrix(term.expr, frame, na_action="raise")
-    columns = tuple(str(c) for c in mm.columns)
-    if not columns:
-        raise ValueError(f"the group term ({term.expr} | {term.name}) has no columns; "
-                         "write (1 | g) for varying intercepts.")
-    encoding = encode_groups(group_values(term, frame), name=term.name)
-    design = GroupDesignSpec(term=term, model_spec=mm.model_spec, columns=columns, encoding=encoding)
-    return design, _columns(mm, columns), encoding.codes
+    if not isinstance(text, str):
+        raise TypeError(f"the formula of {dpar} must be a string such as '~ x + (1 | g)', got "
+                        f"{type(text).__name__}")
+    if text.count("~") != 1:
+        raise _error(text, f"expected exactly one '~', found {text.count('~')}",
+                     f"Write the formula of {dpar} as '~ predictors'.")
+    lhs, rhs = text.split("~")
+    if lhs.strip() not in ("", dpar):
+        raise _error(text, f"the formula of {dpar} has the left-hand side {lhs.strip()!r}",
+                     f"Write '~ predictors' (or '{dpar} ~ predictors').")
+    fixed, groups, offsets, smooths = _parse_rhs(rhs, text)
+    return FormulaSpec(text=text, response="", trials=None, fixed=fixed, groups=tuple(groups),
+                       offsets=tuple(offsets), smooths=tuple(smooths))

@@ -5,34 +5,54 @@ arrays (traced) and its sizes from Python ints (static), so one function (cached
 per :class:`ModelStructure`) serves every dataset with the same structure and a
 new dataset of the same shapes reuses the compiled program.
 
+A model has one or more linear predictors (:class:`PredictorStructure`): the mean's
+("mu"), one per auxiliary parameter with a formula of its own ("sigma", "zi", ...)
+and, for the categorical family, one per non-reference level ("mu<level>") instead
+of the mean's. Site names per predictor come from ``sites.py``.
+
 Model data (keyword arguments)
 ------------------------------
-``y`` (N,)                    the response (None: draw it)
+``y`` (N,)                    the response (None: draw it); category codes 0..K-1 for
+                              ordinal and categorical families
 ``N``                          number of rows (static int)
-``X`` (N, K), ``X_mean`` (K,)  slope columns and their training means (K > 0)
+``X<d>`` (N, K), ``X_mean<d>`` (K,)
+                               slope columns and their training means of the predictors
+                               with data suffix ``<d>`` ("" for the mean, ``_sigma``...)
+``offset<d>`` (N,)             the predictor's ``offset(...)`` terms, summed
 ``trials`` (N,)                binomial trials (bernoulli too, for rows summed into counts:
                                the likelihood is then binomial)
-``Z_i`` (N, K_i), ``codes_i`` (N,), ``G_i`` (static int)
-                               the i-th group term's columns, group codes, number of groups
+``weights`` (N,)               observation weights: each row's log-likelihood is multiplied
+                               by its weight (brms); rows of weight 0 are masked
+``cens`` (N,), ``cens_upper`` (N,)
+                               censoring codes -1/0/1/2 and interval bounds (``censoring.py``)
+``Z_t`` (N, K_t), ``codes_t`` (N,), ``G_t`` (static int)
+                               group term t's columns, group codes, number of groups; terms
+                               are numbered over all predictors (the mean's first)
+``Zs_t`` (N, k_t)              spline t's wiggly columns (``smooth.py``)
 ``prior:<site>:...``           default prior parameters (see ``priors.py``)
 
 Exactly reduced data (see ``reduce.py``) add ``Intercept_col`` (N,), ``reduction:rss`` and
 ``reduction:dropped`` (Gaussian pseudo rows), or ``reduction:offset`` (N,), the log of each
-Poisson count's rows, added to the log rate in the likelihood only.
+Poisson count's rows, added to the log rate in the likelihood only; merged identical rows
+carry their multiplicity in ``weights``.
 
-Sites
------
+Sites (mean predictor; others prefixed as in ``sites.py``)
+---------------------------------------------------------
 ``Intercept_c`` (the intercept for centred slope columns, sampled) and
 ``Intercept`` = ``Intercept_c - X_mean @ b`` (deterministic, the user's scale);
 ``b`` (K,); ``sd_<g>`` (K_g,); ``L_<g>`` (K_g, K_g) LKJ Cholesky factor and
 ``cor_<g>`` = L L^T (deterministic) for correlated terms; ``r_<g>`` (G, K_g), the
 deviations from the population coefficients: sampled (centered, no population
 counterpart) or deterministic from ``theta_<g>`` (centered on the matching population
-coefficients, see ``reparam.py``) or ``z_<g>``; family parameters; ``y``.
+coefficients, see ``reparam.py``) or ``z_<g>``; ``sds_<s>`` (), ``zs_<s>`` (k,) and
+``s_<s>`` = sds zs (deterministic) per spline; family parameters without a formula;
+for the cumulative family the ordered cutpoints ``Intercept_c`` (K-1,) and ``Intercept`` =
+``Intercept_c + X_mean @ b``; ``y``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -40,12 +60,18 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
-from bhmjax._src.families import FAMILIES, Family
-from bhmjax._src.formula import FixedDesignSpec, FormulaSpec, GroupDesignSpec
+from bhmjax._src import sites
+from bhmjax._src.families import DPARS, FAMILIES, Family, inverse_link
+from bhmjax._src.families.categories import OrderedPrior
+from bhmjax._src.families.censoring import Censored
+from bhmjax._src.design import FixedDesignSpec, GroupDesignSpec
+from bhmjax._src.formula import FormulaSpec
 from bhmjax._src.priors import Prior, VectorPrior, make_vector
 from bhmjax._src.reparam import group_effects
 
-__all__ = ["GroupStructure", "ModelStructure", "ModelSpec", "build_model", "describe", "linear_predictor"]
+__all__ = ["GroupStructure", "SmoothStructure", "PredictorStructure", "ModelStructure", "ModelSpec",
+           "build_model", "linear_predictor", "linear_predictors", "family_parameters",
+           "mean_predictor", "row_keys", "site_order", "all_groups"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +81,8 @@ class GroupStructure:
     Attributes
     ----------
     name : str
-        The grouping, e.g. "county" or "a:b".
+        The suffix of its sites: the grouping ("county", "a:b"), ``g__sigma`` in the
+        predictor of sigma (``sites.group_site``).
     columns : tuple of str
         The term's columns (last axis of ``r_<name>``).
     correlated : bool
@@ -64,6 +91,9 @@ class GroupStructure:
         Per column, in [0, 1]: 1 centered, 0 non-centered.
     sd_prior : VectorPrior
     cor_prior : Prior or None
+    term : int
+        Index of its data arrays ``Z_t``, ``codes_t``, ``G_t`` (-1: its position in
+        ``ModelStructure.groups``).
     """
 
     name: str
@@ -72,11 +102,63 @@ class GroupStructure:
     centeredness: tuple[float, ...]
     sd_prior: VectorPrior
     cor_prior: Prior | None = None
+    term: int = -1
+
+
+@dataclass(frozen=True)
+class SmoothStructure:
+    """A penalized spline: ``s_<name> = sds_<name> * zs_<name>`` on the columns ``Zs_<term>`` (N, size)."""
+
+    name: str
+    term: int
+    size: int
+    sds_prior: Prior
+
+
+@dataclass(frozen=True)
+class PredictorStructure:
+    """One linear predictor (static, hashable).
+
+    Attributes
+    ----------
+    dpar : str
+        "mu", an auxiliary parameter ("sigma") or a category's "mu<level>".
+    intercept : bool
+    slopes : tuple of str
+    groups : tuple of GroupStructure
+    intercept_prior : Prior or None
+    b_prior : VectorPrior or None
+    smooths : tuple of SmoothStructure
+    data : str
+        Suffix of its arrays ``X<data>``, ``X_mean<data>``, ``offset<data>``.
+    offset : bool
+        Whether it adds ``offset<data>``.
+    centered : bool
+        Centre the slope columns without an intercept (the cumulative cutpoints absorb it).
+    """
+
+    dpar: str
+    intercept: bool
+    slopes: tuple[str, ...]
+    groups: tuple[GroupStructure, ...]
+    intercept_prior: Prior | None
+    b_prior: VectorPrior | None
+    smooths: tuple[SmoothStructure, ...] = ()
+    data: str = ""
+    offset: bool = False
+    centered: bool = False
 
 
 @dataclass(frozen=True)
 class ModelStructure:
-    """Everything that shapes the generated program (the cache key of :func:`build_model`)."""
+    """Everything that shapes the generated program (the cache key of :func:`build_model`).
+
+    The fields up to ``family_priors`` describe the mean predictor; ``dpars`` holds the
+    other predictors (auxiliary parameters with formulas, categories' ``mu<level>``),
+    ``family_priors`` the priors of the scalar family parameters (and of the cumulative
+    cutpoints, "Intercept"), ``categories`` the categorical family's predictors in level
+    order, ``thresholds`` the number of cumulative cutpoints.
+    """
 
     family: str
     intercept: bool
@@ -84,7 +166,30 @@ class ModelStructure:
     groups: tuple[GroupStructure, ...]
     intercept_prior: Prior | None
     b_prior: VectorPrior | None
-    family_priors: tuple[tuple[str, Prior], ...]
+    family_priors: tuple[tuple[str, Any], ...]
+    smooths: tuple[SmoothStructure, ...] = ()
+    offset: bool = False
+    dpars: tuple[PredictorStructure, ...] = ()
+    categories: tuple[str, ...] = ()
+    thresholds: int = 0
+
+    def mean(self) -> PredictorStructure | None:
+        """The mean predictor (None for the categorical family, whose means are in ``dpars``)."""
+        if self.categories:
+            return None
+        groups = tuple(g if g.term >= 0 else dataclasses.replace(g, term=i) for i, g in enumerate(self.groups))
+        return PredictorStructure(sites.MU, self.intercept, self.slopes, groups, self.intercept_prior,
+                                  self.b_prior, self.smooths, "", self.offset, centered=self.thresholds > 0)
+
+    def predictors(self) -> tuple[PredictorStructure, ...]:
+        """Every linear predictor, the mean's first."""
+        mean = self.mean()
+        return ((mean,) if mean is not None else ()) + self.dpars
+
+
+def all_groups(structure: ModelStructure) -> tuple[GroupStructure, ...]:
+    """The group terms of every predictor, with their data terms resolved."""
+    return tuple(g for p in structure.predictors() for g in p.groups)
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,14 +202,23 @@ class ModelSpec:
         The parsed formula.
     family : Family
     fixed : FixedDesignSpec
-        Formulaic's ModelSpec of the population design, its slope columns and means.
+        Formulaic's ModelSpec of the mean predictor's population design, its slope
+        columns and means.
     groups : tuple of GroupDesignSpec
-        Per group term: formulaic's ModelSpec of its columns and the GroupEncoding
-        of its levels, in the order of ``structure.groups``.
+        Per group term (data term t), formulaic's ModelSpec of its columns and the
+        GroupEncoding of its levels: the mean predictor's first, in the order of
+        ``structure.groups``, then the auxiliary parameters'.
     priors : dict
         The prior of every site after overrides (Prior or VectorPrior).
     structure : ModelStructure
         The static description the NumPyro model is generated from.
+    predictors : tuple
+        Per linear predictor its design (:class:`bhmjax._src.design.PredictorDesign`), the
+        mean's first.
+    categories : tuple
+        The response levels of ordinal and categorical families (codes index them).
+    dpar_formulas : dict
+        The auxiliary parameters' formulas as given (``{"sigma": "~ x"}``).
     """
 
     formula: FormulaSpec
@@ -113,6 +227,9 @@ class ModelSpec:
     groups: tuple[GroupDesignSpec, ...]
     priors: dict[str, Any]
     structure: ModelStructure
+    predictors: tuple = ()
+    categories: tuple = ()
+    dpar_formulas: dict = dataclasses.field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- the model
@@ -130,27 +247,31 @@ def _vector(site: str, prior: VectorPrior, data: Mapping[str, Any]) -> dist.Dist
     return make_vector(prior, values_of)
 
 
-def _population(s: ModelStructure, data: Mapping[str, Any]):
-    """The population part of the linear predictor and its coefficients by column name.
+def _population(p: PredictorStructure, data: Mapping[str, Any]):
+    """The population part of the predictor, its coefficients by column name, and ``b``.
 
     The coefficients are on the data's scale (``Intercept``, not ``Intercept_c``): the
     group columns are not centred, so these are what a group's coefficients vary around.
     """
     eta = jnp.zeros((data["N"],))
     b, coefs = None, {}
-    if s.slopes:
-        b = numpyro.sample("b", _vector("b", s.b_prior, data))
-        x = data["X"] - data["X_mean"] if s.intercept else data["X"]
-        eta = eta + x @ b
-        coefs.update({name: b[j] for j, name in enumerate(s.slopes)})
-    if s.intercept:
-        a = numpyro.sample("Intercept_c", _scalar("Intercept", s.intercept_prior, data))
-        coefs["Intercept"] = numpyro.deterministic("Intercept", a - data["X_mean"] @ b if s.slopes else a)
-        eta = eta + a * data.get("Intercept_col", 1.0)  # a pseudo feature in reduced data
-    return eta, coefs
+    x_mean = data.get("X_mean" + p.data)
+    if p.slopes:
+        site = sites.b_site(p.dpar)
+        b = numpyro.sample(site, _vector(site, p.b_prior, data))
+        x = data["X" + p.data]
+        eta = eta + (x - x_mean if p.intercept or p.centered else x) @ b
+        coefs.update({name: b[j] for j, name in enumerate(p.slopes)})
+    if p.intercept:
+        site = sites.intercept_site(p.dpar)
+        a = numpyro.sample(site + "_c", _scalar(site, p.intercept_prior, data))
+        coefs["Intercept"] = numpyro.deterministic(site, a - x_mean @ b if p.slopes else a)
+        col = data.get("Intercept_col", 1.0) if p.dpar == sites.MU else 1.0  # a pseudo feature in reduced data
+        eta = eta + a * col
+    return eta, coefs, b
 
 
-def _group(i: int, g: GroupStructure, data: Mapping[str, Any], coefs: Mapping[str, Any]):
+def _group(g: GroupStructure, data: Mapping[str, Any], coefs: Mapping[str, Any]):
     sd = numpyro.sample(f"sd_{g.name}", _vector(f"sd_{g.name}", g.sd_prior, data))
     chol = None
     if g.correlated:
@@ -160,22 +281,86 @@ def _group(i: int, g: GroupStructure, data: Mapping[str, Any], coefs: Mapping[st
     # Centre the group coefficients on the matching population ones (textbook centered form).
     loc = (jnp.stack([jnp.asarray(coefs.get(c, 0.0), sd.dtype) for c in g.columns])
            if any(c in coefs for c in g.columns) else None)
-    r = group_effects(g.name, sd, data[f"G_{i}"], g.centeredness, chol, loc)
-    return jnp.sum(r[data[f"codes_{i}"]] * data[f"Z_{i}"], axis=-1)
+    r = group_effects(g.name, sd, data[f"G_{g.term}"], g.centeredness, chol, loc)
+    return jnp.sum(r[data[f"codes_{g.term}"]] * data[f"Z_{g.term}"], axis=-1)
+
+
+def _smooth(sm: SmoothStructure, data: Mapping[str, Any]):
+    sds = numpyro.sample(f"sds_{sm.name}", _scalar(f"sds_{sm.name}", sm.sds_prior, data))
+    zs = numpyro.sample(f"zs_{sm.name}", dist.Normal(0.0, 1.0).expand((sm.size,)).to_event(1))
+    return data[f"Zs_{sm.term}"] @ numpyro.deterministic(f"s_{sm.name}", sds * zs)
+
+
+def _predictor(p: PredictorStructure, data: Mapping[str, Any]):
+    """The predictor's value per row and its slopes ``b`` (None without slopes)."""
+    eta, coefs, b = _population(p, data)
+    for g in p.groups:
+        eta = eta + _group(g, data, coefs)
+    for sm in p.smooths:
+        eta = eta + _smooth(sm, data)
+    if p.offset:
+        eta = eta + data["offset" + p.data]
+    return eta, b
+
+
+def _cutpoints(s: ModelStructure, data: Mapping[str, Any], b) -> jnp.ndarray:
+    """The cumulative family's ordered cutpoints for centred slope columns (and the user-scale ones)."""
+    prior = dict(s.family_priors)["Intercept"]
+    cut = numpyro.sample("Intercept_c", OrderedPrior(_vector("Intercept", prior, data)))
+    numpyro.deterministic("Intercept", cut + data["X_mean"] @ b if s.slopes else cut)
+    return cut
+
+
+def family_parameters(s: ModelStructure, etas: Mapping[str, Any], scalars: Mapping[str, Any]) -> dict:
+    """The family's auxiliary parameters: inverse links of their predictors, else the scalars."""
+    family = FAMILIES[s.family]
+    out = {name: scalars[name] for name in family.params if name not in etas}
+    out.update({name: inverse_link(DPARS[name][0], etas[name]) for name in family.params if name in etas})
+    if s.thresholds:
+        out["Intercept"] = scalars["Intercept"]
+    return out
+
+
+def mean_predictor(s: ModelStructure, etas: Mapping[str, Any]) -> jnp.ndarray:
+    """The mean's predictor (N,), or the categorical logits (N, K) with the reference column 0."""
+    if not s.categories:
+        return etas[sites.MU]
+    first = etas[s.categories[0]]
+    return jnp.stack([jnp.zeros_like(first)] + [etas[c] for c in s.categories], axis=-1)
+
+
+def _observe(family: Family, d: dist.Distribution, data: Mapping[str, Any]) -> None:
+    y = data.get("y")
+    if y is not None and family.kind in ("ordinal", "categorical"):
+        y = y.astype(jnp.int32)
+    if "cens" in data:
+        d = Censored(d, data["cens"], data["cens_upper"])
+    w = data.get("weights")
+    if w is None:
+        numpyro.sample("y", d, obs=y)
+        return
+    with numpyro.handlers.mask(mask=w > 0), numpyro.handlers.scale(scale=jnp.where(w > 0, w, 1.0)):
+        numpyro.sample("y", d, obs=y)
 
 
 def _glmm(s: ModelStructure, data: Mapping[str, Any]) -> None:
     family: Family = FAMILIES[s.family]
-    eta, coefs = _population(s, data)
-    for i, g in enumerate(s.groups):
-        eta = eta + _group(i, g, data, coefs)
-    params = {name: numpyro.sample(name, _scalar(name, prior, data)) for name, prior in s.family_priors}
+    etas, b_mu = {}, None
+    for p in s.predictors():
+        etas[p.dpar], b = _predictor(p, data)
+        b_mu = b if p.dpar == sites.MU else b_mu
+    scalars = {name: numpyro.sample(name, _scalar(name, prior, data))
+               for name, prior in s.family_priors if name != "Intercept"}
+    if s.thresholds:
+        scalars["Intercept"] = _cutpoints(s, data, b_mu)
+    params = family_parameters(s, etas, scalars)
+    eta = mean_predictor(s, etas)
     trials = data.get("trials")
     if s.family == "bernoulli" and trials is not None:  # rows summed into counts per cell (reduce.py)
         family = FAMILIES["binomial"]
     if "reduction:offset" in data:  # Poisson counts summed per cell: rate times the cell's rows
         eta = eta + data["reduction:offset"]
-    numpyro.sample("y", family.likelihood(eta, params, trials), obs=data.get("y"))
+    _observe(family, family.likelihood(eta, params, trials), data)
     if "reduction:rss" in data:  # rows compressed to pseudo rows (see reduce.py): the rest of the sum
         var = params["sigma"] ** 2
         numpyro.factor("y_reduction", -0.5 * data["reduction:rss"] / var
@@ -197,81 +382,60 @@ def build_model(structure: ModelStructure) -> Callable:
     return model
 
 
-def linear_predictor(structure: ModelStructure, params: Mapping[str, Any],
-                     data: Mapping[str, Any]) -> jnp.ndarray:
-    """The linear predictor for rows ``data`` given one draw of ``params``.
-
-    ``params`` holds ``Intercept`` (user's scale), ``b`` and ``r_<g>``; ``data``
-    holds ``N``, ``X``, ``Z_i`` and ``codes_i`` as built by ``Model.design``. Rows whose
-    code is >= the number of fitted groups need their effect supplied in an
-    extended ``r_<g>`` (new groups drawn from the population).
-    """
+def _predictor_value(p: PredictorStructure, params: Mapping[str, Any], data: Mapping[str, Any]):
     eta = jnp.zeros((data["N"],))
-    if structure.intercept:
-        eta = eta + params["Intercept"]
-    if structure.slopes:
-        eta = eta + jnp.asarray(data["X"]) @ params["b"]
-    for i, g in enumerate(structure.groups):
+    if p.intercept:
+        eta = eta + params[sites.intercept_site(p.dpar)]
+    if p.slopes:
+        eta = eta + jnp.asarray(data["X" + p.data]) @ params[sites.b_site(p.dpar)]
+    for g in p.groups:
         r = params[f"r_{g.name}"]
-        eta = eta + jnp.sum(r[data[f"codes_{i}"]] * data[f"Z_{i}"], axis=-1)
+        eta = eta + jnp.sum(r[data[f"codes_{g.term}"]] * data[f"Z_{g.term}"], axis=-1)
+    for sm in p.smooths:
+        eta = eta + jnp.asarray(data[f"Zs_{sm.term}"]) @ params[f"s_{sm.name}"]
+    if p.offset:
+        eta = eta + data["offset" + p.data]
     return eta
 
 
-# ---------------------------------------------------------------- description
+def linear_predictors(structure: ModelStructure, params: Mapping[str, Any],
+                      data: Mapping[str, Any]) -> dict[str, jnp.ndarray]:
+    """Every linear predictor, by dpar, for rows ``data`` given one draw of ``params``.
+
+    ``params`` holds the user-scale intercepts (``Intercept``, ``sigma_Intercept``),
+    slopes, ``r_<g>`` and ``s_<spline>``; ``data`` the design arrays of the rows (``N``,
+    ``X<d>``, ``Z_t``, ``codes_t``, ``Zs_t``, ``offset<d>``) as built by ``Model.design``.
+    Rows whose code is >= the number of fitted groups need their effect supplied in an
+    extended ``r_<g>`` (new groups drawn from the population).
+    """
+    return {p.dpar: _predictor_value(p, params, data) for p in structure.predictors()}
 
 
-def _prior_rows(site: str, prior: Any, labels: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
-    if isinstance(prior, VectorPrior):
-        rows = []
-        for i in range(prior.size):
-            p, j = prior.prior_of(i)
-            rows.append((f"{site}[{labels[i] if labels else i}]", p.describe(j)))
-        return rows
-    return [(site, prior.describe())]
+def linear_predictor(structure: ModelStructure, params: Mapping[str, Any],
+                     data: Mapping[str, Any]) -> jnp.ndarray:
+    """The mean's linear predictor (categorical: the logits (N, K)); see :func:`linear_predictors`."""
+    return mean_predictor(structure, linear_predictors(structure, params, data))
 
 
-def describe(spec: ModelSpec, num_rows: int) -> str:
-    """The text of ``Model.describe()``: terms, site shapes, groups and every prior."""
-    s, fam = spec.structure, spec.family
-    lines = [f"formula: {spec.formula.text}",
-             f"family:  {fam.name} (link: {fam.link}); {num_rows} rows", "", "sites (shape):"]
-    if s.intercept:
-        lines.append(f"  {'Intercept ()':<14}population intercept, on the data's scale "
-                     "(sampled as Intercept_c for centred slope columns)")
-    if s.slopes:
-        lines.append(f"  {f'b ({len(s.slopes)},)':<14}slopes: {', '.join(s.slopes)}")
-    for g, d in zip(s.groups, spec.groups):
-        k, n = len(g.columns), d.encoding.num_groups
-        c = g.centeredness
-        form = ("auto (centeredness learned by SVI before the first fit)" if c is None
-                else "centered" if all(v == 1 for v in c) else "noncentered" if all(v == 0 for v in c)
-                else f"centeredness {c}")
-        bar = "|" if d.term.correlated else "||"
-        lines.append(f"  ({d.term.expr} {bar} {g.name}): {n} groups x {k} columns "
-                     f"({', '.join(g.columns)}); {form}")
-        lines.append(f"    sd_{g.name} ({k},)" + (f", L_{g.name} and cor_{g.name} ({k}, {k})"
-                                                  if g.correlated else ""))
-        centred_on = [col for col in g.columns if col == "Intercept" and s.intercept or col in s.slopes]
-        sampled = (f"z_{g.name}" if c is None or any(v != 1 for v in c)
-                   else f"theta_{g.name}" if centred_on else None)
-        lines.append(f"    r_{g.name} ({n}, {k})" + ("" if sampled is None else
-                                                    f" = transform of {sampled} ({n}, {k})"))
-    for p in fam.params:
-        lines.append(f"  {p} ()")
-    lines += ["", "priors:"]
-    rows = []
-    if s.intercept:
-        rows += _prior_rows("Intercept", spec.priors["Intercept"])
-    if s.slopes:
-        rows += _prior_rows("b", spec.priors["b"], s.slopes)
-    for p in fam.params:
-        rows += _prior_rows(p, spec.priors[p])
-    for g in s.groups:
-        rows += _prior_rows(f"sd_{g.name}", g.sd_prior, g.columns)
-        if g.correlated:
-            rows += _prior_rows(f"cor_{g.name}", g.cor_prior)
-    width = max(len(r[0]) for r in rows) if rows else 0
-    lines += [f"  {name:<{width}}  {text}" for name, text in rows]
-    if s.intercept:
-        lines.append("  (the Intercept prior applies to the intercept for centred slope columns)")
-    return "\n".join(lines)
+def row_keys(structure: ModelStructure, data: Mapping[str, Any]) -> tuple[str, ...]:
+    """The names of the model data indexed by row (axis 0): response, designs, codes, bounds."""
+    keys = ["y", "trials", "weights", "cens", "cens_upper", "Intercept_col", "reduction:offset"]
+    for p in structure.predictors():
+        keys += ["X" + p.data, "offset" + p.data] + [f"Zs_{sm.term}" for sm in p.smooths]
+        keys += [k for g in p.groups for k in (f"Z_{g.term}", f"codes_{g.term}")]
+    return tuple(k for k in dict.fromkeys(keys) if k in data and data[k] is not None)
+
+
+def site_order(structure: ModelStructure) -> list[str]:
+    """The sites of a fit in the order users read them (population, family, groups, splines)."""
+    family = FAMILIES[structure.family]
+    order = []
+    for p in structure.predictors():
+        order += [sites.intercept_site(p.dpar), sites.b_site(p.dpar)]
+    order += (["Intercept"] if structure.thresholds else []) + list(family.params)
+    for p in structure.predictors():
+        for g in p.groups:
+            order += [f"sd_{g.name}", f"cor_{g.name}", f"r_{g.name}"]
+        for sm in p.smooths:
+            order += [f"sds_{sm.name}", f"s_{sm.name}"]
+    return list(dict.fromkeys(order))

@@ -1,21 +1,26 @@
 """Priors: weakly informative defaults scaled to the data, and the user's overrides.
 
 Defaults follow rstanarm's autoscaled priors and brms' choices, on the scale of the
-linear predictor (``s_y`` = sd of the response for gaussian and student_t, 1 for
-the logit and log links; ``s_x`` = sd of a design column):
+linear predictor (``s_y`` = sd of the response for identity links (of log y for
+lognormal), 1 for the logit and log links; ``s_x`` = sd of a design column):
 
-================  ============================================================
-Intercept         StudentT(3, loc, 2.5 s_y), for centred predictors; ``loc`` is
-                  the mean response on the link scale (mean y; logit of the mean
-                  proportion; log of the mean count)
-b (each slope)    Normal(0, 2.5 s_y / s_x)
-sigma             HalfStudentT(3, 2.5 s_y)
-sd_<g> (each)     HalfStudentT(3, 2.5 s_y / s_z), s_z the sd of the term's column
-                  (1 for its intercept)
-cor_<g>           LKJ(2) on the Cholesky factor of the correlation matrix
-nu (student_t)    Gamma(2, 0.1)
-phi (neg. bin.)   Gamma(2, 0.1)
-================  ============================================================
+=====================  ============================================================
+Intercept              StudentT(3, loc, 2.5 s_y), for centred predictors; ``loc`` is
+                       the mean response on the link scale (mean y; logit of the mean
+                       proportion; log of the mean count)
+b (each slope)         Normal(0, 2.5 s_y / s_x)
+sd_<g> (each)          HalfStudentT(3, 2.5 s_y / s_z), s_z the sd of the term's column
+                       (1 for its intercept)
+cor_<g>                LKJ(2) on the Cholesky factor of the correlation matrix
+sds_<s> (splines)      HalfStudentT(3, 2.5 s_y), the sd of the spline's wiggly part
+family parameters      see the family modules: sigma HalfStudentT(3, 2.5 s_y), nu and
+                       the negative binomial's phi Gamma(2, 0.1), shape and the beta's
+                       phi HalfStudentT(1, 1) (a HalfCauchy), zi and hu Beta(1, 1)
+cutpoints (ordinal)    StudentT(3, 0, 2.5) each, ordered
+predicted parameter    on its link scale, s_y = 1: its Intercept StudentT(3, loc, 2.5)
+(``sigma="~ x"``)      (loc = log sd(y) for sigma, else 0), slopes Normal(0, 2.5 / s_x),
+                       sds HalfStudentT(3, 2.5 / s_z)
+=====================  ============================================================
 
 Default parameters are passed to the model as data arrays, so refitting new data
 (of the same shapes) reuses the compiled program; overrides are NumPyro
@@ -33,7 +38,7 @@ import numpy as np
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
-__all__ = ["Prior", "VectorPrior", "Stacked", "default_priors", "half_student_t", "make_vector",
+__all__ = ["Prior", "VectorPrior", "Stacked", "PriorSlot", "GroupColumns", "predictor_priors", "half_student_t", "make_vector",
            "resolve_priors"]
 
 
@@ -48,10 +53,11 @@ _KINDS = {
     "half_student_t": (half_student_t, ("df", "scale")),
     "gamma": (dist.Gamma, ("concentration", "rate")),
     "exponential": (dist.Exponential, ("rate",)),
+    "beta": (dist.Beta, ("concentration1", "concentration0")),
     "lkj": (None, ("concentration",)),
 }
 _LABELS = {"normal": "Normal", "student_t": "StudentT", "half_student_t": "HalfStudentT",
-           "gamma": "Gamma", "exponential": "Exponential", "lkj": "LKJCholesky"}
+           "gamma": "Gamma", "exponential": "Exponential", "beta": "Beta", "lkj": "LKJCholesky"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -182,21 +188,29 @@ def make_vector(prior: VectorPrior, values_of) -> dist.Distribution:
 # ---------------------------------------------------------------- overrides
 
 
+_SUPPORTS = {"real": ("real", "dist.Normal(0, 1)"), "positive": ("positive", "dist.HalfNormal(1.0)"),
+             "unit": ("in (0, 1)", "dist.Beta(1, 1)")}
+
+
+def _supported(got, support: str) -> bool:
+    if support == "real":
+        return type(got) is type(constraints.real)
+    if support == "unit":
+        return getattr(got, "lower_bound", None) == 0 and getattr(got, "upper_bound", None) == 1
+    # (0, inf) or [0, inf): the site is sampled on (0, inf)
+    return isinstance(got, (type(constraints.positive), type(constraints.nonnegative)))
+
+
 def _check_dist(key: str, value: Any, support: str) -> Prior:
     if not isinstance(value, dist.Distribution):
         raise TypeError(f"priors[{key!r}] must be a NumPyro distribution such as dist.Normal(0, 1), "
                         f"got {type(value).__name__}")
     if value.event_shape != ():
         raise ValueError(f"priors[{key!r}] must be univariate; got event shape {value.event_shape}")
-    got = value.support
-    if support == "real":
-        ok = type(got) is type(constraints.real)
-    else:  # (0, inf) or [0, inf): the site is sampled on (0, inf)
-        ok = isinstance(got, (type(constraints.positive), type(constraints.nonnegative)))
-    if not ok:
-        raise ValueError(f"priors[{key!r}] has support {got}, but the parameter is "
-                         f"{'positive' if support == 'positive' else 'real'}; use e.g. "
-                         f"{'dist.HalfNormal(1.0)' if support == 'positive' else 'dist.Normal(0, 1)'}.")
+    if not _supported(value.support, support):
+        what, example = _SUPPORTS[support]
+        raise ValueError(f"priors[{key!r}] has support {value.support}, but the parameter is {what}; use e.g. "
+                         f"{example}.")
     return Prior("user", dist=value)
 
 
@@ -213,8 +227,7 @@ def _lkj(key: str, value: Any) -> Prior:
     return Prior.default("lkj", concentration=eta)
 
 
-def _override_vector(vec: VectorPrior, names: tuple[str, ...], general: Prior | None,
-                     single: dict[int, Prior]) -> VectorPrior:
+def _override_vector(vec: VectorPrior, general: Prior | None, single: dict[int, Prior]) -> VectorPrior:
     """Replace a vector prior's parts: ``general`` for all entries, then single entries."""
     if general is None and not single:
         return vec
@@ -231,49 +244,55 @@ def _override_vector(vec: VectorPrior, names: tuple[str, ...], general: Prior | 
     return VectorPrior(tuple(parts), vec.size, vec.positive)
 
 
-def resolve_priors(defaults: dict[str, Any], overrides: Mapping[str, Any] | None,
-                   slope_names: tuple[str, ...], groups: Mapping[str, tuple[str, ...]],
-                   family_params: tuple[str, ...]) -> dict[str, Any]:
-    """Apply ``overrides`` to the ``defaults`` of every site.
+@dataclass(frozen=True)
+class PriorSlot:
+    """Which ``priors={...}`` keys override one site.
 
-    ``defaults`` maps site names ("Intercept", "b", "sigma", "sd_<g>", "cor_<g>",
-    family parameters) to a Prior or VectorPrior. Keys of ``overrides``:
-    "Intercept"; "b" or a slope's column name; "sd", "sd_<g>" or "sd_<g>__<term>";
-    "cor" or "cor_<g>" (an LKJ concentration); "sigma" and family parameters.
-    The most specific key wins. Unknown keys raise ``ValueError`` listing the valid ones.
+    Attributes
+    ----------
+    site : str
+        The site's key in the defaults ("b", "sd_g", "sigma", ...).
+    keys : tuple of str
+        Keys that set the whole site, most specific first (``("sd_g", "sd")``).
+    entries : tuple of str
+        Keys of single entries of a vector site, in entry order (slope names, ``sd_g__x``).
+    support : str
+        "real", "positive", "unit" (distributions must match) or "lkj" (a concentration).
+    """
+
+    site: str
+    keys: tuple[str, ...]
+    entries: tuple[str, ...] = ()
+    support: str = "real"
+
+
+def resolve_priors(defaults: dict[str, Any], overrides: Mapping[str, Any] | None,
+                   slots: list[PriorSlot]) -> dict[str, Any]:
+    """Apply ``overrides`` to the ``defaults`` of every site, slot by slot.
+
+    The most specific key wins: a single entry over the site's key over a key shared
+    by several sites ("sd", "cor"). Unknown keys raise ``ValueError`` listing the valid ones.
     """
     overrides = dict(overrides or {})
-    out = dict(defaults)
-    valid = (["Intercept"] if "Intercept" in defaults else []) + (["b", *slope_names] if slope_names else [])
-    valid += list(family_params)
-    if groups:
-        valid += ["sd", "cor"]
-    for g, terms in groups.items():
-        valid += [f"sd_{g}"] + [f"sd_{g}__{t}" for t in terms]
-        if f"cor_{g}" in defaults:
-            valid.append(f"cor_{g}")
+    valid = list(dict.fromkeys(k for slot in slots for k in (*slot.keys, *slot.entries)))
     unknown = [k for k in overrides if k not in valid]
     if unknown:
         raise ValueError(f"no parameter of this model is named {unknown[0]!r} in priors; valid keys "
                          f"are {valid}")
-    for key in ["Intercept", *family_params]:
-        if key in overrides:
-            support = "positive" if key in family_params else "real"
-            out[key] = _check_dist(key, overrides[key], support)
-    if slope_names:
-        general = _check_dist("b", overrides["b"], "real") if "b" in overrides else None
-        single = {i: _check_dist(n, overrides[n], "real") for i, n in enumerate(slope_names) if n in overrides}
-        out["b"] = _override_vector(defaults["b"], slope_names, general, single)
-    for g, terms in groups.items():
-        key = f"sd_{g}" if f"sd_{g}" in overrides else ("sd" if "sd" in overrides else None)
-        general = _check_dist(key, overrides[key], "positive") if key else None
-        single = {i: _check_dist(f"sd_{g}__{t}", overrides[f"sd_{g}__{t}"], "positive")
-                  for i, t in enumerate(terms) if f"sd_{g}__{t}" in overrides}
-        out[f"sd_{g}"] = _override_vector(defaults[f"sd_{g}"], terms, general, single)
-        if f"cor_{g}" in defaults:
-            key = f"cor_{g}" if f"cor_{g}" in overrides else ("cor" if "cor" in overrides else None)
-            if key:
-                out[f"cor_{g}"] = _lkj(key, overrides[key])
+    out = dict(defaults)
+    for slot in slots:
+        key = next((k for k in slot.keys if k in overrides), None)
+        if slot.support == "lkj":
+            if key is not None:
+                out[slot.site] = _lkj(key, overrides[key])
+            continue
+        general = _check_dist(key, overrides[key], slot.support) if key is not None else None
+        if isinstance(defaults[slot.site], VectorPrior):
+            single = {i: _check_dist(n, overrides[n], slot.support)
+                      for i, n in enumerate(slot.entries) if n in overrides}
+            out[slot.site] = _override_vector(defaults[slot.site], general, single)
+        elif general is not None:
+            out[slot.site] = general
     return out
 
 
@@ -286,34 +305,71 @@ def _column_sd(x: np.ndarray) -> np.ndarray:
     return np.where(sd > 0, sd, 1.0)
 
 
-def default_priors(family, y: np.ndarray, trials: np.ndarray | None, x: np.ndarray, intercept: bool,
-                   groups: Mapping[str, tuple[np.ndarray, bool]]) -> dict[str, Any]:
-    """The default prior of every site (see the module docstring for the table).
+def _half_t(scale: np.ndarray) -> VectorPrior:
+    k = len(scale)
+    return VectorPrior(((tuple(range(k)), Prior.default("half_student_t", df=np.full(k, 3.0), scale=scale)),),
+                       k, positive=True)
+
+
+@dataclass(frozen=True)
+class GroupColumns:
+    """One group term as the priors see it: its grouping, column names and design columns Z (n, K)."""
+
+    grouping: str
+    columns: tuple[str, ...]
+    z: np.ndarray
+    correlated: bool
+
+
+def predictor_priors(dpar: str, loc: float | None, s_y: float, x: np.ndarray, slopes: tuple[str, ...],
+                     groups: tuple[GroupColumns, ...] = (), smooths: tuple[str, ...] = ()
+                     ) -> tuple[dict[str, Any], list[PriorSlot]]:
+    """Default priors of one linear predictor's sites and the keys that override them.
 
     Parameters
     ----------
-    family : Family
-    y, trials : np.ndarray, shape (n,)
+    dpar : str
+        "mu" or the predicted parameter ("sigma", "mu<level>"); site names from ``sites.py``.
+    loc : float or None
+        The intercept prior's location on the link scale (None: no intercept).
+    s_y : float
+        Scale of the linear predictor: the response's sd for identity links, else 1.
     x : np.ndarray, shape (n, K)
-        Slope columns of the population design (Intercept excluded).
-    intercept : bool
-    groups : dict of name -> (Z, correlated)
-        Each group term's own columns, shape (n, K_g), and whether it is correlated.
+        Slope columns (Intercept excluded), named ``slopes``.
+    groups : tuple of GroupColumns
+    smooths : tuple of str
+        Names of the predictor's splines (``sx_1``); each gets an sd ``sds_<name>``.
+
+    Returns
+    -------
+    defaults : dict of site -> Prior or VectorPrior
+    slots : list of PriorSlot, in the order their keys are listed to users
     """
-    s_y = family.scale(y)
+    from bhmjax._src import sites
+
     out: dict[str, Any] = {}
-    if intercept:
-        out["Intercept"] = Prior.default("student_t", df=3.0, loc=family.location(y, trials), scale=2.5 * s_y)
-    if x.shape[1]:
-        scale = 2.5 * s_y / _column_sd(x)
-        out["b"] = VectorPrior(((tuple(range(x.shape[1])), Prior.default("normal", loc=0.0 * scale,
-                                                                          scale=scale)),), x.shape[1])
-    out.update(family.param_priors(y))
-    for name, (z, correlated) in groups.items():
-        k = z.shape[1]
-        scale = 2.5 * s_y / _column_sd(z)
-        out[f"sd_{name}"] = VectorPrior(((tuple(range(k)), Prior.default(
-            "half_student_t", df=np.full(k, 3.0), scale=scale)),), k, positive=True)
-        if correlated and k > 1:
+    slots: list[PriorSlot] = []
+    if loc is not None:
+        site = sites.intercept_site(dpar)
+        out[site] = Prior.default("student_t", df=3.0, loc=loc, scale=2.5 * s_y)
+        slots.append(PriorSlot(site, (site,)))
+    if slopes:
+        site, scale = sites.b_site(dpar), 2.5 * s_y / _column_sd(x)
+        out[site] = VectorPrior(((tuple(range(len(slopes))), Prior.default("normal", loc=0.0 * scale,
+                                                                            scale=scale)),), len(slopes))
+        slots.append(PriorSlot(site, (site,), tuple(sites.slope_name(dpar, c) for c in slopes)))
+    general = ("sd", "cor") if dpar == sites.MU else ((), ())
+    for g in groups:
+        name = sites.group_site(g.grouping, dpar)
+        out[f"sd_{name}"] = _half_t(2.5 * s_y / _column_sd(g.z))
+        slots.append(PriorSlot(f"sd_{name}", (f"sd_{name}",) + general[:1],
+                               tuple(f"sd_{g.grouping}__{sites.group_column(dpar, c)}" for c in g.columns),
+                               "positive"))
+        if g.correlated and len(g.columns) > 1:
             out[f"cor_{name}"] = Prior.default("lkj", concentration=2.0)
-    return out
+            slots.append(PriorSlot(f"cor_{name}", (f"cor_{name}",) + general[1:], (), "lkj"))
+    for name in smooths:  # brms: sds ~ StudentT+(3, 0, 2.5 s_y)
+        out[f"sds_{name}"] = Prior.default("half_student_t", df=3.0, scale=2.5 * s_y)
+        slots.append(PriorSlot(f"sds_{name}", (f"sds_{name}",) + (("sds",) if dpar == sites.MU else ()),
+                               (), "positive"))
+    return out, slots

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["GaussianCells", "PseudoRows", "gaussian_cells", "gaussian_cell_loglik", "gaussian_pseudo_rows",
-           "reduce_gaussian_data", "aggregate_counts", "reduce_count_data", "worth_reducing",
+           "reduce_gaussian_data", "aggregate_counts", "reduce_count_data", "merge_identical_rows", "worth_reducing",
            "COUNT_FAMILIES"]
 
 #: Families whose rows sum exactly into one count per cell (see :func:`reduce_count_data`).
@@ -274,3 +274,28 @@ def worth_reducing(num_rows: int, num_cells: int, k: int) -> bool:
     up to ``k`` (the number of columns of the linear predictor) per cell.
     """
     return num_cells * k < 0.5 * num_rows
+
+
+def merge_identical_rows(data: dict, rows: tuple[str, ...]) -> dict | None:
+    """Formula-model data with identical rows merged into one, weighted by their number.
+
+    Rows are identical when every array in ``rows`` (the response, designs, codes,
+    offsets, censoring; see ``models.row_keys``) agrees. The merged row's weight is the
+    sum of the rows' weights (1 each without ``weights``), and the model multiplies each
+    row's log-likelihood by its weight, so the log density is the row-level one for any
+    likelihood. Returns None when the merged rows are not well under the rows.
+    """
+    n = int(data["N"])
+    keyed = [k for k in rows if k != "weights"]
+    keys = np.concatenate([np.asarray(data[k], np.float64).reshape(n, -1) for k in keyed], axis=1)
+    _, first, cell = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    cell = cell.reshape(-1)
+    if not worth_reducing(n, len(first), 1):
+        return None
+    weights = np.asarray(data["weights"], np.float64) if "weights" in data else np.ones(n)
+    out = dict(data)
+    out["N"] = len(first)
+    for k in keyed:
+        out[k] = np.asarray(data[k])[first]
+    out["weights"] = np.bincount(cell, weights=weights, minlength=len(first)).astype(np.asarray(data["y"]).dtype)
+    return out
