@@ -40,7 +40,9 @@ def _positive_draws(key, base: dist.Distribution, shape) -> jnp.ndarray:
     """Exact draws of ``Y | Y > 0``: the inverse CDF at ``u ~ U(F(0), 1)``, by doubling and bisection.
 
     Rejection (redraw the zeros) needs ~1 / P(Y > 0) rounds, unbounded as the mean
-    goes to 0; this takes 2 x 48 CDF evaluations whatever the mean.
+    goes to 0. Here the doubling stops once every bound is above its ``u`` and the
+    bisection once every bracket is one count wide: ~2 log2(max draw) CDF evaluations
+    (a fixed 2 x 48 made 100,000 draws take 40 times a Poisson sampler's time).
     """
     def cdf(k):
         return jnp.exp(log_cdfs(base, k)[0])
@@ -48,16 +50,22 @@ def _positive_draws(key, base: dist.Distribution, shape) -> jnp.ndarray:
     dtype = jnp.result_type(float)
     f0 = cdf(jnp.zeros(shape, dtype))
     u = f0 + (1.0 - f0) * jax.random.uniform(key, shape, dtype)
-    hi = lax.fori_loop(0, 48, lambda _, h: jnp.where(cdf(h) < u, 2.0 * h, h), jnp.ones(shape, dtype))
+
+    def low(state):
+        i, h = state
+        return (i < 48) & jnp.any(cdf(h) < u)
+
+    _, hi = lax.while_loop(low, lambda s: (s[0] + 1, jnp.where(cdf(s[1]) < u, 2.0 * s[1], s[1])),
+                           (0, jnp.ones(shape, dtype)))
     lo = jnp.where(hi > 1.0, hi / 2.0, 0.0)  # F(lo) < u <= F(hi)
 
-    def halve(_, bounds):
-        lo, hi = bounds
+    def halve(state):
+        i, lo, hi = state
         mid = jnp.floor((lo + hi) / 2.0)
         up = cdf(mid) >= u
-        return jnp.where(up, lo, mid), jnp.where(up, mid, hi)
+        return i + 1, jnp.where(up, lo, mid), jnp.where(up, mid, hi)
 
-    _, hi = lax.fori_loop(0, 48, halve, (lo, hi))
+    _, _, hi = lax.while_loop(lambda s: (s[0] < 48) & jnp.any(s[2] - s[1] > 1.0), halve, (0, lo, hi))
     return jnp.maximum(hi, 1.0)
 
 
