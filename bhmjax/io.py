@@ -1,16 +1,22 @@
 """Saving and loading fits, and conversion to ArviZ.
 
-The file format (``format_version`` 1) is a standard zip archive that ``numpy.load``
+The file format (``format_version`` 2) is a standard zip archive that ``numpy.load``
 reads as an ``.npz``:
 
 - ``meta.json``: format name and version, library versions, settings, timings,
-  gradient counts, coords/dims/names, JSON-able data scalars and an index of the
-  arrays (entry name, dtype, shape);
-- one ``.npy`` entry per array: ``draws/<site>``, ``stats/<name>``, ``data/<name>``
-  and ``extras/<group>/<name>`` (pointwise log-likelihood, observed data, posterior
-  predictive);
+  gradient counts, coords/dims/names, JSON-able data scalars, the model (below) and
+  an index of the arrays (entry name, dtype, shape);
+- one ``.npy`` entry per array: ``draws/<site>``, ``stats/<name>``, ``data/<name>``,
+  ``extras/<group>/<name>`` (pointwise log-likelihood, observed data, posterior
+  predictive) and ``model/<name>`` (the arrays of a formula model's record);
 - the zip's archive comment, the last bytes of the file: ``bhmjax-sha256:<hex>``,
   the SHA-256 of every byte before it. Any flipped or missing byte is detected.
+
+The model, ``meta["model"]``: ``{"kind": "formula", "record": ...}`` for a ``bj.Model``
+fit (:mod:`bhmjax.records`: formula, family, priors, centeredness and the data columns
+it reads, from which ``load`` builds the same model again), ``{"kind": "function",
+"reference": "module:qualname"}`` for a NumPyro function (imported again on load when
+it can be), or null. Format 1 files (no model) still load.
 
 Files are written atomically (a temporary file in the same folder, flushed and
 fsync'ed, then renamed over the final name) and read without pickle.
@@ -25,7 +31,7 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
@@ -36,7 +42,7 @@ __all__ = ["FORMAT_VERSION", "FitFileError", "load", "save", "to_arviz",
            "pointwise_log_likelihood", "observed_data", "read_meta"]
 
 FORMAT_NAME = "bhmjax.fit"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _TRAILER_PREFIX = b"bhmjax-sha256:"
 _TRAILER_LEN = len(_TRAILER_PREFIX) + 64
 _MAX_LOGLIK_VALUES = 20_000_000  # "auto" stores the pointwise log-likelihood below this size
@@ -119,14 +125,14 @@ def _collect_arrays(fit: "Fit", log_lik: bool | str) -> tuple[dict[str, np.ndarr
     return arrays, scalars
 
 
-def _meta(fit: "Fit", arrays: Mapping[str, np.ndarray], scalars: Mapping[str, Any]) -> dict:
+def _meta(fit: "Fit", arrays: Mapping[str, np.ndarray], scalars: Mapping[str, Any], model: dict | None) -> dict:
     return {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "versions": _versions(),
         "settings": _jsonable(fit.settings), "timings": _jsonable(fit.timings),
         "num_grad_evals": _jsonable(fit.num_grad_evals), "coords": _jsonable(fit.coords),
         "dims": _jsonable(fit.dims), "names": _jsonable(fit.names), "data_scalars": _jsonable(scalars),
         "arrays": {k: {"dtype": v.dtype.str, "shape": list(v.shape)} for k, v in arrays.items()},
-        "spec": None if fit.spec is None else type(fit.spec).__name__,
+        "model": model,
     }
 
 
@@ -179,6 +185,8 @@ def save(fit: "Fit", path: str | os.PathLike, *, log_likelihood: bool | str = "a
     Parameters
     ----------
     fit : Fit
+        Its model is stored too: a formula model as its record (see
+        :mod:`bhmjax.records`), a NumPyro function by ``module:qualname``.
     path : str or PathLike
         Destination; its folder must exist. An existing file is replaced only once
         the new one is completely on disk.
@@ -194,6 +202,12 @@ def save(fit: "Fit", path: str | os.PathLike, *, log_likelihood: bool | str = "a
     Path
         The path written.
 
+    Raises
+    ------
+    TypeError, ValueError
+        Before anything is written, naming a data column or prior of a formula model
+        that the file cannot hold (a prior whose class is not in numpyro.distributions).
+
     Examples
     --------
     >>> path = fit.save("eight_schools.bhm")      # doctest: +SKIP
@@ -202,8 +216,12 @@ def save(fit: "Fit", path: str | os.PathLike, *, log_likelihood: bool | str = "a
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot save to {str(path)!r}: the folder {str(path.parent)!r} does not exist")
+    from bhmjax.records import model_entry
+
+    model, model_arrays = model_entry(fit.model, fit.spec)
     arrays, scalars = _collect_arrays(fit, log_likelihood)
-    _write_atomic(path, _encode(_meta(fit, arrays, scalars), arrays, compress))
+    arrays |= {f"model/{k}": v for k, v in model_arrays.items()}
+    _write_atomic(path, _encode(_meta(fit, arrays, scalars, model), arrays, compress))
     return path
 
 
@@ -264,26 +282,43 @@ def _read_arrays(raw: bytes, meta: dict, where: str) -> dict[str, np.ndarray]:
     return out
 
 
-def load(path: str | os.PathLike) -> "Fit":
-    """Load a fit saved by :func:`save` (or ``Fit.save``).
+def load(path: str | os.PathLike, *, model: Callable | None = None) -> "Fit":
+    """Load a fit saved by :func:`save` (or ``Fit.save``), its model included.
 
-    The loaded fit has ``model=None``, ``spec=None`` and ``state=None`` (functions
-    and sampler states are not stored); summaries, diagnostics, plots and
-    ``to_arviz`` work as before (``to_arviz`` includes the log-likelihood if it was
-    stored).
+    A formula fit comes back with its ``spec`` and ``model``, the same ``bj.Model``
+    built again from the stored record: it predicts (existing, new and population
+    groups), computes the log-likelihood and LOO, and exports to ArviZ as the original.
+    A NumPyro-function fit gets ``model`` back by importing the ``module:qualname`` it
+    was saved with, or from ``model=``; when neither works it loads with
+    ``model=None`` and a warning saying so. ``state`` (the sampler state) is not
+    stored, so a loaded fit cannot be extended.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    model : callable, optional
+        The NumPyro model function of a fit sampled with ``bj.sample`` (needed when it
+        was defined in ``__main__`` or in a function); checked to have the sites and
+        shapes of the stored draws.
 
     Raises
     ------
     FitFileError
-        (a ``ValueError``) for a truncated, corrupted or foreign file, or one written in
-        a newer format version.
+        (a ``ValueError``) for a truncated, corrupted or foreign file, one written in
+        a newer format version, or a formula model that does not build again exactly.
+    ValueError
+        When ``model`` lacks a site of the draws or gives it another shape, or is
+        given for a formula fit (its model is in the file).
     """
     from bhmjax.fit import Fit
+    from bhmjax.records import restore_model
 
     path = Path(path)
     raw = path.read_bytes()
     where = f"fit file {str(path)!r}"
     meta = _read_meta(_verified_zip(raw, where), where)
+    if meta.get("kind") == "checkpoint":
+        raise FitFileError(f"{where} is a checkpoint, not a saved fit; continue it with bj.resume(folder).")
     arrays = _read_arrays(raw, meta, where)
 
     def group(prefix: str) -> dict[str, np.ndarray]:
@@ -293,14 +328,15 @@ def load(path: str | os.PathLike) -> "Fit":
     for key, value in group("extras/").items():
         grp, name = key.split("/", 1)
         extras.setdefault(grp, {})[name] = value
-    fit = Fit(
-        draws=group("draws/"), stats=group("stats/"), timings=meta["timings"],
+    draws, data = group("draws/"), {**group("data/"), **meta["data_scalars"]}
+    model, spec = restore_model(meta.get("model"), group("model/"), draws, data,
+                                x64=bool(meta["settings"].get("x64", False)), where=where, model=model)
+    return Fit(
+        draws=draws, stats=group("stats/"), timings=meta["timings"],
         num_grad_evals=meta["num_grad_evals"], settings=meta["settings"], coords=meta["coords"],
         dims={k: tuple(v) for k, v in meta["dims"].items()}, names=meta["names"],
-        data={**group("data/"), **meta["data_scalars"]},
+        data=data, model=model, spec=spec, extras=extras,
     )
-    fit.extras = extras
-    return fit
 
 
 def read_meta(path: str | os.PathLike) -> dict:

@@ -14,6 +14,7 @@ from bhmjax._src.models import GroupStructure, ModelSpec, ModelStructure, build_
 from bhmjax._src.priors import default_priors, resolve_priors
 from bhmjax._src.reparam import as_centeredness
 from bhmjax.fit import Fit
+from bhmjax.records import ModelSource, from_record, to_record
 
 __all__ = ["Model"]
 
@@ -194,6 +195,7 @@ class Model:
         y = y.astype(np.float64)
         defaults = default_priors(fam, y, n_trials, x, fixed.intercept,
                                   {g.name: (zi, g.term.correlated) for g, zi in zip(groups, z)})
+        user_priors = priors
         priors = resolve_priors(defaults, priors, fixed.columns, {g.name: g.columns for g in groups}, fam.params)
         centeredness = _centeredness(parameterization, groups)
         structure = ModelStructure(
@@ -204,8 +206,9 @@ class Model:
                 cor_prior=priors.get(f"cor_{g.name}")) for g in groups),
             intercept_prior=priors.get("Intercept"), b_prior=priors.get("b"),
             family_priors=tuple((p, priors[p]) for p in fam.params))
+        source = ModelSource(frame=frame[variables], priors=dict(user_priors or {}), trials=trials)
         self.spec = ModelSpec(formula=spec, family=fam, fixed=fixed, groups=tuple(groups),
-                              priors=priors, structure=structure)
+                              priors=priors, structure=structure, source=source)
         self.num_rows = len(frame)
         self._arrays = {"y": y, "X": x, "trials": n_trials, "Z": z, "codes": codes}
 
@@ -380,6 +383,22 @@ class Model:
         if family == "gaussian":
             return exact.reduce_gaussian_data(data, self.spec.structure.intercept, len(self.spec.groups))
         return exact.reduce_count_data(data, family, len(self.spec.groups))
+
+    # ------------------------------------------------------------------ files
+
+    def to_record(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """The model as a JSON-able record and named numpy arrays (see :mod:`bhmjax.records`).
+
+        ``Model.from_record(*model.to_record())`` is the same model: formula, family,
+        priors, encodings, design, centeredness (learned values included). A data
+        column or prior that cannot be stored raises ``TypeError``/``ValueError`` naming it.
+        """
+        return to_record(self.spec)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> "Model":
+        """The model that :meth:`to_record` recorded, built again from its data columns."""
+        return from_record(record, arrays)
 
     # ------------------------------------------------------------------ description
 

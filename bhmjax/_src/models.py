@@ -105,6 +105,10 @@ class ModelSpec:
         The prior of every site after overrides (Prior or VectorPrior).
     structure : ModelStructure
         The static description the NumPyro model is generated from.
+    source : object, optional
+        What the spec was built from that it does not hold itself (the used data
+        columns, the user's priors; ``bhmjax.records.ModelSource``), so a saved fit
+        rebuilds the model; None for specs built another way.
     """
 
     formula: FormulaSpec
@@ -113,6 +117,7 @@ class ModelSpec:
     groups: tuple[GroupDesignSpec, ...]
     priors: dict[str, Any]
     structure: ModelStructure
+    source: Any = None
 
 
 # ---------------------------------------------------------------- the model
