@@ -59,7 +59,7 @@ class ModelSource:
         The ``trials=`` option (None when the formula names the trials column).
     """
 
-    frame: Any
+    frame: Any = field(repr=False)
     priors: Mapping[str, Any] = field(default_factory=dict)
     trials: str | None = None
 
@@ -295,8 +295,6 @@ def model_entry(model: Callable | None, spec: Any) -> tuple[dict | None, dict[st
     return None, {}
 
 
-
-
 def _rebuild_formula(record: Mapping[str, Any], arrays: Mapping[str, np.ndarray], data: Mapping[str, Any],
                      x64: bool, where: str):
     """The stored ``bj.Model``, checked to give exactly the data the fit was sampled on."""
@@ -362,7 +360,7 @@ def _function_model(entry: dict | None, model: Callable | None, draws, data, x64
     if why is not None:
         warnings.warn(f"{where} was fitted with the model {reference}, which cannot be used here ({why}); "
                       "the loaded fit has no model: summaries, diagnostics and the stored log-likelihood "
-                      f"work, posterior predictive draws do not. To restore it, {fix}.", UserWarning, stacklevel=3)
+                      f"work, posterior predictive draws do not. To restore it, {fix}.", UserWarning, stacklevel=4)
         return None
     return model
 

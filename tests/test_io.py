@@ -216,3 +216,11 @@ def test_formula_fit_with_0d_prior_arrays_round_trips(tmp_path):
     for k in fit.draws:
         assert loaded.draws[k].tobytes() == np.asarray(fit.draws[k]).tobytes(), k
     assert loaded.summary().equals(fit.summary())
+
+
+def test_checkpoint_given_to_load_says_resume(tmp_path):
+    meta = {"format": io.FORMAT_NAME, "format_version": io.FORMAT_VERSION, "kind": "checkpoint", "arrays": {}}
+    path = tmp_path / "checkpoint.bhm"
+    path.write_bytes(io._encode(meta, {}, compress=False))
+    with pytest.raises(bj.FitFileError, match=r"is a checkpoint, not a saved fit; continue it with bj.resume"):
+        bj.load(path)

@@ -33,7 +33,7 @@ coefficients, see ``reparam.py``) or ``z_<g>``; family parameters; ``y``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import jax.numpy as jnp
@@ -117,7 +117,7 @@ class ModelSpec:
     groups: tuple[GroupDesignSpec, ...]
     priors: dict[str, Any]
     structure: ModelStructure
-    source: Any = None
+    source: Any = field(default=None, repr=False)
 
 
 # ---------------------------------------------------------------- the model
