@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
+from bhmjax.records import model_entry, restore_model
+
 if TYPE_CHECKING:  # pragma: no cover
     from bhmjax.fit import Fit
 
@@ -216,8 +218,6 @@ def save(fit: "Fit", path: str | os.PathLike, *, log_likelihood: bool | str = "a
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot save to {str(path)!r}: the folder {str(path.parent)!r} does not exist")
-    from bhmjax.records import model_entry
-
     model, model_arrays = model_entry(fit.model, fit.spec)
     arrays, scalars = _collect_arrays(fit, log_likelihood)
     arrays |= {f"model/{k}": v for k, v in model_arrays.items()}
@@ -311,7 +311,6 @@ def load(path: str | os.PathLike, *, model: Callable | None = None) -> "Fit":
         given for a formula fit (its model is in the file).
     """
     from bhmjax.fit import Fit
-    from bhmjax.records import restore_model
 
     path = Path(path)
     raw = path.read_bytes()

@@ -1,4 +1,9 @@
-"""A formula model as a file holds it: a JSON-able record plus named numpy arrays.
+"""The model of a fit file: a formula model as a record, a NumPyro function by name.
+
+:func:`model_entry` is what ``bj.save`` stores of a fit's model and
+:func:`restore_model` what ``bj.load`` makes of it: a NumPyro function is stored as
+its ``module:qualname`` (imported again on load, as ``bj.resume`` does) and a
+``bj.Model`` as a JSON-able record plus named numpy arrays.
 
 ``to_record(spec)`` turns the :class:`~bhmjax._src.models.ModelSpec` of a ``bj.Model``
 into what the fit file (and a checkpoint) can store without pickle, and
