@@ -1,4 +1,4 @@
-"""Saving and loading fits, and conversion to ArviZ.
+"""Saving and loading fits (conversion to ArviZ lives in :mod:`bhmjax.arviz`).
 
 The file format (``format_version`` 1) is a standard zip archive that ``numpy.load``
 reads as an ``.npz``:
@@ -32,8 +32,8 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from bhmjax.fit import Fit
 
-__all__ = ["FORMAT_VERSION", "FitFileError", "load", "save", "to_arviz",
-           "pointwise_log_likelihood", "observed_data", "read_meta"]
+__all__ = ["FORMAT_VERSION", "FitFileError", "load", "save", "pointwise_log_likelihood", "observed_data",
+           "read_meta"]
 
 FORMAT_NAME = "bhmjax.fit"
 FORMAT_VERSION = 1
@@ -359,77 +359,3 @@ def pointwise_log_likelihood(fit: "Fit") -> dict[str, np.ndarray]:
     with x64_mode(fit.settings.get("x64", False)):
         out = numpyro_log_likelihood(fit.model, samples, batch_ndims=2, **fit.data)
     return {k: np.asarray(v) for k, v in out.items()}
-
-
-# --------------------------------------------------------------------------- ArviZ
-
-
-_STAT_NAMES = {"diverging": "diverging", "energy": "energy", "step_size": "step_size",
-               "tree_depth": "tree_depth", "num_steps": "n_steps", "accept_prob": "acceptance_rate"}
-
-
-def _import_arviz():
-    try:
-        import arviz as az
-    except ImportError as err:
-        raise ImportError("to_arviz needs ArviZ, an optional extra of bhmjax: pip install bhmjax[arviz]") from err
-    return az
-
-
-def _labels(fit: "Fit", groups: Mapping[str, Mapping[str, np.ndarray]]) -> tuple[dict, dict]:
-    """ArviZ dims and coords: fit.dims/coords where lengths agree, else 1-D site names."""
-    dims, coords = {}, {}
-    for values in groups.values():
-        for site, x in values.items():
-            shape = np.shape(x)[2:]
-            site_dims = list(fit.dims.get(site, ()))[:len(shape)]
-            site_dims += [f"{site}_dim_{i}" for i in range(len(site_dims), len(shape))]
-            for axis, dim in enumerate(site_dims):
-                labels = fit.coords.get(dim)
-                if labels is None and len(shape) == 1 and fit.names.get(site):
-                    labels = [n if n is not None else f"{site}[{i}]" for i, n in enumerate(fit.names[site])]
-                if labels is not None and len(labels) == shape[axis] and len(set(map(str, labels))) == len(labels):
-                    coords.setdefault(dim, [_jsonable(v) for v in labels])
-            if shape:
-                dims[site] = site_dims
-    return dims, coords
-
-
-def to_arviz(fit: "Fit", *, posterior_predictive: Mapping[str, np.ndarray] | np.ndarray | None = None,
-             log_likelihood: bool = True) -> Any:
-    """An ArviZ ``InferenceData`` of the fit.
-
-    Groups: ``posterior``; ``sample_stats`` with ArviZ's names (``diverging``, ``energy``,
-    ``step_size``, ``tree_depth``, ``n_steps``, ``acceptance_rate``, ``lp``);
-    ``observed_data`` and ``log_likelihood`` of the model's observed sites (from the model,
-    or as stored in a saved file); ``posterior_predictive`` when given (a dict of
-    (chains, draws, *obs_shape) arrays, or one array for the single observed site) or
-    stored. Dims and coords come from ``fit.dims`` and ``fit.coords``.
-
-    Raises
-    ------
-    ImportError
-        When ArviZ is not installed (``pip install bhmjax[arviz]``).
-    """
-    az = _import_arviz()
-    extras = getattr(fit, "extras", {})
-    observed = observed_data(fit)
-    groups: dict[str, dict[str, np.ndarray]] = {"posterior": dict(fit.draws)}
-    stats = {new: np.asarray(fit.stats[old]) for old, new in _STAT_NAMES.items() if old in fit.stats}
-    if "potential_energy" in fit.stats:
-        stats["lp"] = -np.asarray(fit.stats["potential_energy"])
-    if log_likelihood:
-        groups["log_likelihood"] = pointwise_log_likelihood(fit)
-    pp = posterior_predictive if posterior_predictive is not None else extras.get("posterior_predictive")
-    if pp is not None and not isinstance(pp, Mapping):
-        if len(observed) != 1:
-            raise ValueError(f"posterior_predictive given as one array, but the model has {len(observed)} "
-                             f"observed sites {list(observed)}; pass a dict of arrays by site name.")
-        pp = {next(iter(observed)): pp}
-    if pp:
-        groups["posterior_predictive"] = {k: np.asarray(v) for k, v in pp.items()}
-    dims, coords = _labels(fit, {**groups, "observed_data": {k: np.asarray(v)[None, None] for k, v in observed.items()}})
-    kwargs = {k: v for k, v in groups.items() if v}
-    return az.from_dict(**kwargs, sample_stats=stats, observed_data=observed or None,
-                        coords=coords, dims=dims,
-                        attrs={"inference_library": "bhmjax", **{k: str(v) for k, v in _versions().items()}})
