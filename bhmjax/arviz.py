@@ -93,7 +93,7 @@ def export_site(fit: "Fit", site: str, values: np.ndarray, coords: dict, dims: d
     """
     shape = tuple(np.shape(values)[sample_axes:])
     names = _names(fit, site, shape)
-    if shape and all(n is None for n in names):
+    if all(n is None for n in names):
         return None
     site_dims = _site_dims(fit, site, shape, default_dim)
     if names == list(flat_names(site, shape, fit.coords, fit.dims)) and len(set(site_dims)) == len(site_dims):

@@ -90,6 +90,30 @@ class Fit:
         return (f"Fit({self.num_chains} chains x {self.num_draws} draws; sites: {sites}; "
                 f"{int(self.stats['diverging'].sum())} divergences)")
 
+    def _repr_html_(self) -> str:
+        """A compact card: what ran, divergences, and the first rows of the summary."""
+        from bhmjax import summary
+        from bhmjax.display import card
+
+        s = self.settings
+        spec = self.spec
+        model = getattr(getattr(spec, "formula", None), "text", None)
+        lines = [("model", f"{model} ({spec.family.name})" if model else
+                  getattr(self.model, "__name__", "NumPyro model") if self.model else "loaded from a file"),
+                 ("ran", f"{self.num_chains} chains x {self.num_draws} draws after {s.get('warmup', '?')} warmup"
+                  f" ({s.get('chain_method', '?')}); {sum(self.timings.get(k, 0.0) for k in ('warmup', 'sampling')):.1f} s"
+                  f" sampling, {self.timings.get('compile', 0.0):.1f} s compiling")]
+        sites, left_out = summary.default_sites(self)
+        cols = summary.columns(self, sites)
+        shown = cols.take(range(min(len(cols), 10)))
+        divergences = int(np.sum(self.stats["diverging"]))
+        table = summary.table(self, shown) if len(shown) else None
+        note = (f"first {len(shown)} of {len(cols) + sum(len(summary.columns(self, [s])) for s in left_out)} "
+                "parameters; fit.summary() shows them, fit.diagnose() checks all") if len(shown) < len(cols) or left_out \
+            else "fit.diagnose() checks convergence"
+        return card("bhmjax Fit", lines, verdict=(f"{divergences} divergent transitions", divergences == 0),
+                    table=table, note=note)
+
     # ------------------------------------------------------------------ names
 
     def param_names(self, var_names: Sequence[str] | None = None) -> list[str]:

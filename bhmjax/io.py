@@ -25,7 +25,7 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Mapping
 
 import numpy as np
 
@@ -40,6 +40,7 @@ FORMAT_VERSION = 1
 _TRAILER_PREFIX = b"bhmjax-sha256:"
 _TRAILER_LEN = len(_TRAILER_PREFIX) + 64
 _MAX_LOGLIK_VALUES = 20_000_000  # "auto" stores the pointwise log-likelihood below this size
+_HASH_CHUNK = 16 * 2**20
 
 
 class FitFileError(ValueError):
@@ -72,13 +73,6 @@ def _versions() -> dict[str, str]:
 
     return {"bhmjax": getattr(bhmjax, "__version__", "unknown"), "jax": jax.__version__,
             "numpyro": numpyro.__version__, "numpy": np.__version__}
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    # np.require keeps 0-d arrays 0-d (np.ascontiguousarray would make them shape (1,)).
-    buf = _io.BytesIO()
-    np.lib.format.write_array(buf, np.require(array, requirements="C"), allow_pickle=False)
-    return buf.getvalue()
 
 
 def _storable(value: Any) -> np.ndarray | None:
@@ -130,27 +124,53 @@ def _meta(fit: "Fit", arrays: Mapping[str, np.ndarray], scalars: Mapping[str, An
     }
 
 
-def _encode(meta: dict, arrays: Mapping[str, np.ndarray], compress: bool) -> bytes:
-    buf = _io.BytesIO()
+def _encode_into(f: BinaryIO, meta: dict, arrays: Mapping[str, np.ndarray], compress: bool) -> None:
+    """Write the zip to the seekable file ``f`` array by array, then the checksum trailer.
+
+    Each array streams through ``np.lib.format.write_array`` in chunks of 16 MiB, and the
+    SHA-256 is computed by reading the file back in chunks: memory stays at one chunk
+    whatever the size of the fit (draws that are memory maps are never loaded whole).
+    """
     method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    with zipfile.ZipFile(buf, "w", compression=method, allowZip64=True) as zf:
+    with zipfile.ZipFile(f, "w", compression=method, allowZip64=True) as zf:
         zf.writestr("meta.json", json.dumps(meta, indent=1))  # keep site order
         for name, array in arrays.items():
-            zf.writestr(f"{name}.npy", _npy_bytes(array))
-    body = buf.getvalue()
-    if body[-2:] != b"\x00\x00":  # pragma: no cover - zipfile always ends in an empty comment
+            array = np.require(array, requirements="C")  # 0-d arrays stay 0-d (not shape (1,))
+            with zf.open(f"{name}.npy", "w", force_zip64=array.nbytes > 2**30) as entry:
+                np.lib.format.write_array(entry, array, allow_pickle=False)
+    end = f.seek(0, os.SEEK_END)
+    f.seek(end - 2)
+    if f.read(2) != b"\x00\x00":  # pragma: no cover - zipfile always ends in an empty comment
         raise RuntimeError("unexpected zip layout: the archive already has a comment")
-    head = body[:-2] + _TRAILER_LEN.to_bytes(2, "little")
-    return head + _TRAILER_PREFIX + hashlib.sha256(head).hexdigest().encode()
+    f.seek(end - 2)
+    f.write(_TRAILER_LEN.to_bytes(2, "little"))
+    f.seek(0)
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
+        digest.update(chunk)
+    f.write(_TRAILER_PREFIX + digest.hexdigest().encode())
 
 
-def _write_atomic(path: Path, payload: bytes) -> None:
-    """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+def _encode(meta: dict, arrays: Mapping[str, np.ndarray], compress: bool) -> bytes:
+    """The whole file as bytes (for small files such as checkpoints; fits stream: :func:`_encode_into`)."""
+    buf = _io.BytesIO()
+    _encode_into(buf, meta, arrays, compress)
+    return buf.getvalue()
+
+
+def _write_atomic(path: Path, payload: bytes | Callable[[BinaryIO], None]) -> None:
+    """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``.
+
+    ``payload`` is the bytes, or a function that writes them into the open (seekable) file.
+    """
     folder = path.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
+        with os.fdopen(fd, "w+b") as f:
+            if callable(payload):
+                payload(f)
+            else:
+                f.write(payload)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -203,7 +223,8 @@ def save(fit: "Fit", path: str | os.PathLike, *, log_likelihood: bool | str = "a
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot save to {str(path)!r}: the folder {str(path.parent)!r} does not exist")
     arrays, scalars = _collect_arrays(fit, log_likelihood)
-    _write_atomic(path, _encode(_meta(fit, arrays, scalars), arrays, compress))
+    meta = _meta(fit, arrays, scalars)
+    _write_atomic(path, lambda f: _encode_into(f, meta, arrays, compress))  # streamed: memory of one chunk
     return path
 
 

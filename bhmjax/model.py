@@ -404,6 +404,20 @@ class Model:
             print(text)
         return text
 
+    def _repr_html_(self) -> str:
+        from bhmjax.display import card
+
+        s = self.spec
+        lines = [("family", s.family.name), ("rows", f"{self.num_rows:,}"),
+                 ("population terms", ", ".join((["Intercept"] if s.fixed.intercept else []) + list(s.fixed.columns))
+                  or "none")]
+        for g, gs in zip(s.groups, s.structure.groups):
+            cent = "auto (learned on first fit)" if gs.centeredness is None else \
+                ", ".join(f"{c:g}" for c in gs.centeredness)
+            lines.append((f"group {g.name}", f"{g.encoding.num_groups:,} levels; terms {', '.join(g.columns)}; "
+                          f"centeredness {cent}"))
+        return card(f"bhmjax Model: {s.formula.text}", lines, note="model.describe() lists every prior")
+
     def __repr__(self) -> str:
         groups = ", ".join(f"{g.name}: {g.encoding.num_groups}" for g in self.spec.groups)
         return (f"Model({self.spec.formula.text!r}, family={self.spec.family.name!r}, "

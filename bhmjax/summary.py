@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from bhmjax.fit import Fit
 
 __all__ = ["Columns", "LARGE_FIT", "LARGE_SITE", "WORK_BYTES", "block_stats", "block_width", "columns",
-           "gather", "hdi_columns", "select_sites", "summary"]
+           "gather", "hdi_columns", "select_sites", "summary", "table"]
 
 WORK_BYTES = 256 * 2**20
 """Working memory of one block of summary statistics (bytes), intermediates included."""
@@ -270,8 +270,6 @@ def summary(fit: "Fit", var_names: str | Sequence[str] | None = None, filter_var
             hdi_prob: float | None = None, kind: str = "all", round_to: int | str | None = None,
             max_bytes: int | None = None) -> "pd.DataFrame":
     """:meth:`bhmjax.Fit.summary`: one row per scalar, ArviZ's columns and rounding."""
-    import pandas as pd
-
     hdi_prob = _check(hdi_prob, kind)
     if var_names is None:
         sites, left_out = default_sites(fit)
@@ -285,13 +283,21 @@ def summary(fit: "Fit", var_names: str | Sequence[str] | None = None, filter_var
     cols = columns(fit, sites)
     if not len(cols):
         raise ValueError(f"no parameters to summarize: the sites {sites} are empty")
+    return table(fit, cols, hdi_prob=hdi_prob, kind=kind, round_to=round_to, max_bytes=max_bytes)
+
+
+def table(fit: "Fit", cols: Columns, *, hdi_prob: float = 0.94, kind: str = "all",
+          round_to: int | str | None = None, max_bytes: int | None = None) -> "pd.DataFrame":
+    """The summary table of the chosen columns (see :func:`summary`)."""
+    import pandas as pd
+
     stats = block_stats(fit, cols, hdi_prob, max_bytes)
     lo, hi = hdi_columns(hdi_prob)
-    table = pd.DataFrame({
+    out = pd.DataFrame({
         "mean": stats["mean"], "sd": stats["sd"], lo: stats["hdi_lower"], hi: stats["hdi_upper"],
         **{c: stats[c] for c in _DIAGNOSTICS}}, index=pd.Index(list(cols.names), name="parameter"))
     if kind == "stats":
-        table = table[["mean", "sd", lo, hi]]
+        out = out[["mean", "sd", lo, hi]]
     elif kind == "diagnostics":
-        table = table[list(_DIAGNOSTICS)]
-    return _round(table, round_to)
+        out = out[list(_DIAGNOSTICS)]
+    return _round(out, round_to)
