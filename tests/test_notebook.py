@@ -42,3 +42,24 @@ def test_workflow_notebook_executes(posteriordb):
             # printed once; the returned report is not echoed after it
             assert [o["output_type"] for o in _outputs(cell)] == ["stream"], _outputs(cell)
             assert "Diagnostics (2 chains x 300 draws)" in _outputs(cell)[0]["text"]
+
+
+def test_diagnose_report_is_not_echoed_in_the_cell_that_printed_it(monkeypatch, capsys):
+    """fit.diagnose() prints; IPython's echo of the returned report shows nothing in that cell only."""
+    pytest.importorskip("IPython")
+    import IPython.display
+
+    from bhmjax import display
+    from tests.test_summary import synthetic_fit
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False: shown.append(obj))
+    monkeypatch.setattr(display, "current_cell", lambda: 7)
+    report = synthetic_fit().diagnose()
+    assert capsys.readouterr().out.count("Diagnostics (2 chains x 200 draws)") == 1
+    report._ipython_display_()  # the echo at the end of cell 7
+    assert shown == []
+    monkeypatch.setattr(display, "current_cell", lambda: 8)
+    report._ipython_display_()  # `report` in a later cell shows it
+    assert "Diagnostics (2 chains x 200 draws)" in shown[0]["text/plain"]
+    assert "bhmjax-card" in shown[0]["text/html"] and "NOT converged" in shown[0]["text/html"]
