@@ -213,6 +213,7 @@ def test_auto_fit_reports_original_sites_and_its_values(fits):
     assert not any(name.startswith("a_decentered") for name in fit.summary().index)
     idata = fit.to_arviz()
     assert "a_decentered" not in idata.posterior and "a" in idata.posterior
+    assert fit.log_likelihood().shape == (2, 500, fit.data["y"].shape[0])  # the model as written, on its sites
 
 
 @pytest.mark.slow

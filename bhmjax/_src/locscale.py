@@ -234,6 +234,13 @@ def _site_value(site: str, value: Any, shape: tuple) -> Any:
     return float(v) if v.ndim == 0 else v
 
 
+def _compact(value: Any) -> float | np.ndarray:
+    """One float where every element has the same value, else the array."""
+    v = np.asarray(value, dtype=np.float64)
+    flat = v.reshape(-1)
+    return float(flat[0]) if flat.size and np.all(flat == flat[0]) else v
+
+
 def _form(value: Any) -> str | None:
     """None (as written), NONCENTERED or PARTIAL for a fixed centeredness."""
     v = np.asarray(value)
@@ -298,15 +305,14 @@ def reparameterize(key: jax.Array, model: Callable, arrays: Mapping[str, Any], s
     to_learn = sorted(s for s, v in values.items() if isinstance(v, str))
     if to_learn:
         forms = tuple((s, LEARN) for s in to_learn)
-        fixed_forms, fixed_arrays = _fixed(model, arrays, {s: v for s, v in values.items() if s not in to_learn},
+        fixed_model, fixed_arrays = _fixed(model, arrays, {s: v for s, v in values.items() if s not in to_learn},
                                            shapes)
-        learner = run_model(fixed_forms, forms)
+        learner = run_model(fixed_model, forms)  # the sites with fixed values already decentered
         learned = autoreparam.learn(key, learner, fixed_arrays, static,
                                     {data_key(s): shapes[s] for s in to_learn}, **options)
         values.update({s: learned.centeredness[data_key(s)] for s in to_learn})
     model_to_run, arrays_to_run = _fixed(model, arrays, values, shapes)
-    centeredness = {s: (float(np.asarray(v).reshape(-1)[0]) if np.all(np.asarray(v) == np.asarray(v).reshape(-1)[0])
-                        else np.asarray(v)) for s, v in values.items()}
+    centeredness = {s: _compact(v) for s, v in values.items()}
     internal = tuple(sorted(internal_name(s) for s in values if _form(values[s]) is not None))
     info = SiteReparamInfo(requested=_requested(parameterization), sites=dict(shapes), centeredness=centeredness,
                            internal=internal, learned=learned, seconds=time.perf_counter() - t0)
