@@ -24,6 +24,7 @@ from bhmjax._src.models import (GroupStructure, ModelSpec, ModelStructure, Predi
 from bhmjax._src.priors import GroupColumns, Prior, PriorSlot, VectorPrior, predictor_priors, resolve_priors
 from bhmjax._src.reparam import as_centeredness
 from bhmjax._terms import RowTerms, addition_columns, row_terms
+from bhmjax.records import ModelSource
 
 __all__ = ["build_spec"]
 
@@ -296,9 +297,12 @@ def build_spec(formula: str, data: Any, family: str, dpars: Mapping[str, Any], *
     predictors = [_predictor_structure(d, groups, resolved, centeredness) for d in designs]
     structure = _structure(fam, predictors, resolved, categories)
     fixed = designs[0].fixed
+    used = variables + ([columns["cens_upper"]] if columns["cens_upper"] not in (None, *variables) else [])
+    source = ModelSource(frame=frame[used], priors=dict(priors or {}), trials=trials, weights=weights, cens=cens,
+                         cens_upper=cens_upper, dpars=dict(dpars))
     model_spec = ModelSpec(formula=spec, family=fam, fixed=fixed, groups=tuple(groups), priors=resolved,
                            structure=structure, predictors=tuple(designs), categories=categories,
-                           dpar_formulas=dict(dpars))
+                           dpar_formulas=dict(dpars), source=source)
     arrays = {k: v for k, v in arrays.items() if not (k.startswith("X") and v.shape[1] == 0)}
     for d in designs:
         if d.fixed.columns:

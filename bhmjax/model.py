@@ -10,7 +10,9 @@ from bhmjax._build import _as_frame, build_spec
 from bhmjax._src.describe import describe
 from bhmjax._src.design import predictor_arrays
 from bhmjax._src.models import all_groups, build_model, row_keys, site_order
+from bhmjax._src.reparam import PER_GROUP, data_key
 from bhmjax.fit import Fit
+from bhmjax.records import ModelSource, from_record, to_record
 
 __all__ = ["Model"]
 
@@ -40,11 +42,13 @@ class Model:
         ``bhmjax._src.reparam``): one value for every term, a sequence with one value
         per column of the term (``(1.0, 0.0)`` for ``(1 + x | g)``), or a dict per
         grouping (``{"county": "centered", "state": (1.0, 0.5)}``; others
-        non-centered). ``"auto"`` learns one value per column with a short SVI
-        pre-pass before the first fit (Gorinova, Moore and Hoffman 2020); the values
-        are in ``model.centeredness``, ``describe()`` and ``fit.spec``, its seconds
-        in ``fit.timings["reparam"]``. Dict keys of an auxiliary parameter's terms
-        are ``g__sigma``.
+        non-centered). ``"auto"`` learns one value per group and column with a short
+        SVI pre-pass before the first fit (Gorinova, Moore and Hoffman 2020): a group
+        with many informative rows gets 1, a group with a few rows 0. The values are
+        in ``model.centeredness`` (arrays (G, K)), ``describe()`` and
+        ``fit.settings["parameterization"]``, the pre-pass seconds in
+        ``fit.timings["reparam"]`` and ``fit.settings["reparam"]``. Dict keys of an auxiliary
+        parameter's terms are ``g__sigma``.
     priors : dict, optional
         NumPyro distributions overriding defaults: "Intercept", "b" or a slope's
         column name, "sd", "sd_<g>" or "sd_<g>__<column>", "cor"/"cor_<g>" (an LKJ
@@ -78,7 +82,7 @@ class Model:
     >>> g = np.repeat(np.arange(5), 4); y = rng.normal(g * 0.5, 1.0)
     >>> model = bj.Model("y ~ 1 + (1 | g)", data={"y": y, "g": g})
     >>> fit = model.fit(chains=2, warmup=200, draws=200, progress=False)
-    >>> "sd_g__Intercept" in fit.summary().index
+    >>> "sd_g[Intercept]" in fit.summary().index
     True
     """
 
@@ -89,6 +93,8 @@ class Model:
         self.spec, self._arrays, self.num_rows = build_spec(
             formula, data, family, dpars, parameterization=parameterization, priors=priors, trials=trials,
             weights=weights, cens=cens, cens_upper=cens_upper, na_action=na_action)
+        self.reparam_info = None
+        self._per_group: dict[str, np.ndarray] = {}  # learned (G, K) centeredness of PER_GROUP terms
 
     # ------------------------------------------------------------------ the model
 
@@ -110,6 +116,9 @@ class Model:
                 out[key] = np.asarray(value).astype(np.int32 if key.startswith("codes_") else f)
         for site, prior in self.spec.priors.items():
             out.update({k: np.asarray(v, dtype=f) for k, v in prior.arrays(site).items()})
+        for g in all_groups(self.spec.structure):
+            if g.centeredness == PER_GROUP:
+                out[data_key(g.name)] = self._per_group[g.name].astype(f)
         return out
 
     @property
@@ -144,7 +153,19 @@ class Model:
     # ------------------------------------------------------------------ names
 
     def names(self) -> tuple[dict, dict, dict]:
-        """``names``, ``coords`` and ``dims`` for :func:`bhmjax.sample` (brms-style rows)."""
+        """``names``, ``coords`` and ``dims`` for :func:`bhmjax.sample`, in ArviZ's terms.
+
+        Slopes ``b`` lie over ``coef`` (the design's columns), group effects ``r_<g>``
+        over the levels ``<g>`` and the terms ``<g>__term``, group sds over
+        ``<g>__sd_term`` (the same terms);
+        a correlation matrix shows its upper triangle. Rows read ``b[floor]``,
+        ``sd_county[Intercept]``, ``cor_county[Intercept, floor]``,
+        ``r_county[AITKIN, Intercept]``, as ArviZ names them. Sampler-only sites
+        (``Intercept_c``, ``z_<g>``, ``theta_<g>``, ``L_<g>``) are hidden. An auxiliary
+        parameter's sites carry its name (``b_sigma[x]``, ``sd_g__sigma[Intercept]``,
+        ``r_g__sigma[a, Intercept]``), as do a categorical response's levels (``b_mub[x]``);
+        cumulative cutpoints read ``Intercept[1]``, spline coefficients ``s_sx_1[1]``.
+        """
         from bhmjax._src import sites
 
         s = self.spec.structure
@@ -155,9 +176,10 @@ class Model:
             if p.intercept:
                 names[sites.intercept_site(p.dpar) + "_c"] = [None]
             if p.slopes:
-                names[sites.b_site(p.dpar)] = [sites.slope_name(p.dpar, c) for c in p.slopes]
+                coef = "coef" if p.dpar == sites.MU else f"coef_{p.dpar}"
+                coords[coef], dims[sites.b_site(p.dpar)] = list(p.slopes), [coef]
             for g in p.groups:
-                self._group_names(g, self.spec.groups[g.term], p.dpar, names, coords, dims)
+                self._group_names(g, self.spec.groups[g.term], names, coords, dims)
             for sm in p.smooths:
                 names[f"zs_{sm.name}"] = [None] * sm.size
                 names[f"s_{sm.name}"] = [f"s_{sm.name}[{j + 1}]" for j in range(sm.size)]
@@ -167,21 +189,22 @@ class Model:
         return names, coords, dims
 
     @staticmethod
-    def _group_names(g, design, dpar: str, names: dict, coords: dict, dims: dict) -> None:
-        from bhmjax._src import sites
-
+    def _group_names(g, design, names: dict, coords: dict, dims: dict) -> None:
+        """ArviZ names of one group term's sites (``g.name`` is ``g`` or ``g__sigma``)."""
         cols, k, n_groups = g.columns, len(g.columns), design.encoding.num_groups
-        labels = [sites.group_column(dpar, c) for c in cols]
-        names[f"sd_{g.name}"] = [f"sd_{design.name}__{c}" for c in labels]
+        term, sd_term = f"{g.name}__term", f"{g.name}__sd_term"
+        coords[design.name] = [str(v) for v in design.encoding.labels]
+        coords[term] = coords[sd_term] = list(cols)
+        # sd_g has a dim of its own: ArviZ 1.3's summary mislabels rows of a variable whose
+        # dims come in another order than their first appearance in the group (g__term, g)
+        dims[f"sd_{g.name}"], dims[f"r_{g.name}"] = [sd_term], [design.name, term]
         if g.correlated:
-            names[f"cor_{g.name}"] = [f"cor_{design.name}__{labels[i]}__{labels[j]}" if i < j else None
+            dims[f"cor_{g.name}"] = [sd_term, sd_term]
+            names[f"cor_{g.name}"] = [f"cor_{g.name}[{cols[i]}, {cols[j]}]" if i < j else None
                                       for i in range(k) for j in range(k)]
             names[f"L_{g.name}"] = [None] * (k * k)
         names[f"z_{g.name}"] = [None] * (n_groups * k)  # sampler variables, when present
         names[f"theta_{g.name}"] = [None] * (n_groups * k)
-        coords[design.name] = [str(v) for v in design.encoding.labels]
-        coords[f"{g.name}__column"] = list(cols)
-        dims[f"r_{g.name}"] = [design.name, f"{g.name}__column"]
 
     # ------------------------------------------------------------------ fitting
 
@@ -226,13 +249,21 @@ class Model:
         fit.draws = {**{k: fit.draws[k] for k in order if k in fit.draws}, **fit.draws}
         fit.spec = self.spec
         fit.timings["reparam"] = reparam_s
+        fit.settings["parameterization"] = {k: np.asarray(v).tolist() if isinstance(v, np.ndarray) else list(v)
+                                            for k, v in self.centeredness.items()}
+        if self.reparam_info is not None:
+            fit.settings["reparam"] = {"requested": "auto", "seconds": self.reparam_info.seconds,
+                                       "text": self.reparam_info.describe()}
         return fit
 
     @property
-    def centeredness(self) -> dict[str, tuple[float, ...]]:
-        """Per grouping, the centeredness of each column; ``"auto"`` ones are learned on first use."""
+    def centeredness(self) -> dict[str, tuple[float, ...] | np.ndarray]:
+        """Per grouping, the centeredness of each column (a tuple), or of each group and column
+        (an array (G, K), where learned values differ between groups); ``"auto"`` ones are
+        learned on first use."""
         self._learn_centeredness()
-        return {g.name: g.centeredness for g in all_groups(self.spec.structure)}
+        return {g.name: self._per_group[g.name] if g.centeredness == PER_GROUP else g.centeredness
+                for g in all_groups(self.spec.structure)}
 
     def _learn_centeredness(self) -> float:
         """Run the SVI pre-pass of ``parameterization="auto"`` once; its seconds (0 when done)."""
@@ -249,6 +280,8 @@ class Model:
         arrays, static = data_lib.split_data(self.reduced_data(data) or data)
         self.reparam_info = learn_centeredness(jax.random.PRNGKey(0), self.spec.structure, arrays, static)
         structure = with_centeredness(self.spec.structure, self.reparam_info.centeredness)
+        self._per_group = {g.name: self.reparam_info.centeredness[g.name] for g in all_groups(structure)
+                           if g.centeredness == PER_GROUP}
         self.spec = dataclasses.replace(self.spec, structure=structure)
         return self.reparam_info.seconds
 
@@ -301,16 +334,47 @@ class Model:
             return exact.reduce_count_data(data, self.spec.family.name, len(self.spec.groups))
         return exact.merge_identical_rows(data, row_keys(self.spec.structure, data))
 
+    # ------------------------------------------------------------------ files
+
+    def to_record(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """The model as a JSON-able record and named numpy arrays (see :mod:`bhmjax.records`).
+
+        ``Model.from_record(*model.to_record())`` is the same model: formula, family,
+        priors, encodings, design, centeredness (learned values included). A data
+        column or prior that cannot be stored raises ``TypeError``/``ValueError`` naming it.
+        """
+        return to_record(self.spec)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> "Model":
+        """The model that :meth:`to_record` recorded, built again from its data columns."""
+        return from_record(record, arrays)
+
     # ------------------------------------------------------------------ description
 
     def describe(self, verbose: bool = True) -> str:
         """Priors, parameter shapes and groups per term; printed unless ``verbose=False``."""
         text = describe(self.spec, self.num_rows)
-        if getattr(self, "reparam_info", None) is not None:
+        if self.reparam_info is not None:
             text += "\n\n" + self.reparam_info.describe()
         if verbose:
             print(text)
         return text
+
+    def _repr_html_(self) -> str:
+        from bhmjax.display import card
+
+        s = self.spec
+        lines = [("family", s.family.name), ("rows", f"{self.num_rows:,}"),
+                 ("population terms", ", ".join((["Intercept"] if s.fixed.intercept else []) + list(s.fixed.columns))
+                  or "none")]
+        for gs in all_groups(s.structure):
+            g, c = s.groups[gs.term], gs.centeredness
+            cent = ("auto (learned on first fit)" if c is None else "per group (learned)" if isinstance(c, str)
+                    else ", ".join(f"{v:g}" for v in c))
+            lines.append((f"group {gs.name}", f"{g.encoding.num_groups:,} levels; terms {', '.join(g.columns)}; "
+                          f"centeredness {cent}"))
+        return card(f"bhmjax Model: {s.formula.text}", lines, note="model.describe() lists every prior")
 
     def __repr__(self) -> str:
         groups = ", ".join(f"{g.name}: {g.encoding.num_groups}" for g in self.spec.groups)

@@ -2,8 +2,8 @@
 
 * the y site's parameters are the inverse links of their own linear predictors, row by row
   (sigma = exp(...), zi = logistic(...)), computed here by hand from the traced sites;
-* brms' names: ``sigma_Intercept``, ``b_sigma`` (rows ``b_sigma_x``), ``sd_g__sigma``
-  (rows ``sd_g__sigma_Intercept``), ``r_g__sigma``; priors and parameterizations keyed alike;
+* brms' site names in ArviZ's rows: ``sigma_Intercept``, ``b_sigma`` (rows ``b_sigma[x]``),
+  ``sd_g__sigma`` (rows ``sd_g__sigma[Intercept]``), ``r_g__sigma``; priors and parameterizations keyed alike;
 * ``fit.predict(..., dpar=...)`` gives each parameter per row and its link-scale predictor;
 * recovery (slow): a heteroscedastic gaussian with ``sigma ~ x + (1 | g)`` recovers its
   hyperparameters within 3.29 posterior sd and covers the group effects of sigma.
@@ -19,6 +19,7 @@ from numpyro import handlers
 from scipy import special
 
 import bhmjax as bj
+from bhmjax._src.naming import flat_names
 from tests._prior_fit import prior_fit
 
 
@@ -59,10 +60,11 @@ def test_zero_inflation_gets_the_logit_of_its_predictor(df):
 def test_names_data_and_priors(df):
     model = bj.Model("y ~ x + (1 + x | g)", df, sigma="~ z + (1 + z | g)")
     names, coords, dims = model.names()
-    assert names["b_sigma"] == ["b_sigma_z"] and names["sigma_Intercept_c"] == [None]
-    assert names["sd_g__sigma"] == ["sd_g__sigma_Intercept", "sd_g__sigma_z"]
-    assert names["cor_g__sigma"][1] == "cor_g__sigma_Intercept__sigma_z"
-    assert dims["r_g__sigma"] == ["g", "g__sigma__column"] and coords["g__sigma__column"] == ["Intercept", "z"]
+    assert flat_names("b_sigma", (1,), coords, dims) == ["b_sigma[z]"] and names["sigma_Intercept_c"] == [None]
+    assert flat_names("sd_g__sigma", (2,), coords, dims) == ["sd_g__sigma[Intercept]", "sd_g__sigma[z]"]
+    assert flat_names("sd_g", (2,), coords, dims) == ["sd_g[Intercept]", "sd_g[x]"]
+    assert names["cor_g__sigma"][1] == "cor_g__sigma[Intercept, z]"
+    assert flat_names("r_g__sigma", (8, 2), coords, dims)[1] == "r_g__sigma[0, z]"
     data = model.data
     assert data["X_sigma"].shape == (len(df), 1) and data["G_1"] == 8 and data["Z_1"].shape == (len(df), 2)
     loc = dict(model.spec.priors["sigma_Intercept"].args)["loc"]  # log sd(y): sigma's scale
@@ -166,8 +168,8 @@ def test_heteroscedastic_recovery():
         chains=2, warmup=400, draws=400, progress=False, chain_method="sequential", seed=3)
     table = fit.summary()
     assert table["r_hat"].max() < 1.05 and int(fit.stats["diverging"].sum()) <= 2
-    truth = pd.Series({"Intercept": 1.0, "x": 0.7, "sd_g__Intercept": 0.6, "sigma_Intercept": -0.3,
-                       "b_sigma_x": 0.5, "sd_g__sigma_Intercept": 0.4})
+    truth = pd.Series({"Intercept": 1.0, "b[x]": 0.7, "sd_g[Intercept]": 0.6, "sigma_Intercept": -0.3,
+                       "b_sigma[x]": 0.5, "sd_g__sigma[Intercept]": 0.4})
     z = (table.loc[truth.index, "mean"] - truth).abs() / table.loc[truth.index, "sd"]
     assert (z < 3.29).all(), z
     draws = fit.draws["r_g__sigma"][..., 0].reshape(-1, groups)

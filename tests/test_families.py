@@ -23,6 +23,7 @@ import bhmjax as bj
 from bhmjax._src.families import FAMILIES, get_family
 from bhmjax._src.families.censoring import log_cdfs
 from bhmjax._src.families.counts import Hurdle
+from bhmjax._src.naming import flat_names
 from tests._prior_fit import prior_fit
 
 NEW = ["lognormal", "gamma", "beta", "exponential", "weibull", "zero_inflated_poisson",
@@ -216,9 +217,10 @@ def test_categories_keep_their_order_and_reference():
     assert np.array_equal(m.data["y"], pd.Series(ordered).cat.codes.to_numpy())
     m = bj.Model("cat ~ x + (1 | g)", df, family="categorical")
     assert m.spec.categories == ("a", "b", "c") and m.spec.structure.categories == ("mub", "muc")
-    names, _, dims = m.names()
-    assert names["b_mub"] == ["b_mub_x"] and names["sd_g__muc"] == ["sd_g__muc_Intercept"]
-    assert dims["r_g__mub"] == ["g", "g__mub__column"]
+    names, coords, dims = m.names()
+    assert flat_names("b_mub", (1,), coords, dims) == ["b_mub[x]"]
+    assert flat_names("sd_g__muc", (1,), coords, dims) == ["sd_g__muc[Intercept]"]
+    assert flat_names("r_g__mub", (6, 1), coords, dims)[0] == "r_g__mub[0, Intercept]"
 
 
 def test_cumulative_cutpoint_prior_and_names():
@@ -315,8 +317,8 @@ TRUTH = {  # family -> (Intercept, slope, sd_g, family parameters)
     "hurdle_poisson": (1.0, 0.4, 0.5, {"hu": 0.4}),
     "hurdle_negative_binomial": (1.0, 0.4, 0.5, {"hu": 0.4, "phi": 5.0}),
     "cumulative": (None, 0.8, 0.5, {"Intercept[1]": -1.0, "Intercept[2]": 0.3, "Intercept[3]": 1.5}),
-    "categorical": (None, None, 0.5, {"mub_Intercept": 0.4, "b_mub_x": 0.8, "muc_Intercept": -0.3,
-                                      "b_muc_x": -0.6}),
+    "categorical": (None, None, 0.5, {"mub_Intercept": 0.4, "b_mub[x]": 0.8, "muc_Intercept": -0.3,
+                                      "b_muc[x]": -0.6}),
 }
 
 
@@ -352,8 +354,8 @@ def simulate(family: str, groups: int = 20, per_group: int = 15, seed: int = 0):
         cut = np.array([extra[f"Intercept[{k}]"] for k in (1, 2, 3)])
         y = 1 + (eta[:, None] + rng.logistic(size=n)[:, None] > cut).sum(axis=1)
     elif family == "categorical":
-        logits = np.stack([np.zeros(n), extra["mub_Intercept"] + extra["b_mub_x"] * x + r[g],
-                           extra["muc_Intercept"] + extra["b_muc_x"] * x], axis=1)
+        logits = np.stack([np.zeros(n), extra["mub_Intercept"] + extra["b_mub[x]"] * x + r[g],
+                           extra["muc_Intercept"] + extra["b_muc[x]"] * x], axis=1)
         p = special.softmax(logits, axis=1)
         y = np.array(["a", "b", "c"])[(rng.random(n)[:, None] > p.cumsum(axis=1)).sum(axis=1)]
     else:
@@ -369,8 +371,8 @@ def simulate(family: str, groups: int = 20, per_group: int = 15, seed: int = 0):
             y = np.zeros(n, int)
             for i in np.flatnonzero(rng.random(n) > extra["hu"]):
                 y[i] = _positive_counts(rng, lambda s, m=mu[i]: np.atleast_1d(base(s, m)), 1)[0]
-    truth = {**({"Intercept": a} if a is not None else {}), **({"x": b} if b is not None else {}),
-             ("sd_g__mub_Intercept" if family == "categorical" else "sd_g__Intercept"): sd, **extra}
+    truth = {**({"Intercept": a} if a is not None else {}), **({"b[x]": b} if b is not None else {}),
+             ("sd_g__mub[Intercept]" if family == "categorical" else "sd_g[Intercept]"): sd, **extra}
     return pd.DataFrame({"y": y, "x": x, "g": [f"G{i:02d}" for i in g]}), truth, r
 
 

@@ -217,7 +217,8 @@ def test_spline_sites_and_names(df):
     assert "sds_sx_1" in model.describe(verbose=False)
     sigma_spline = bj.Model("y ~ x", df, sigma="~ s(x, k = 6)")
     assert sigma_spline.spec.structure.dpars[0].smooths[0].name == "sigma_sx_1"
-    assert sigma_spline.names()[0]["b_sigma"] == ["b_sigma_sx_1"]
+    _, coords, dims = sigma_spline.names()
+    assert dims["b_sigma"] == ["coef_sigma"] and coords["coef_sigma"] == ["sx_1"]
 
 
 # --------------------------------------------------------------------------- agreement with hand-written models (slow)

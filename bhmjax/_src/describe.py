@@ -25,6 +25,8 @@ def _prior_rows(site: str, prior: Any, labels: tuple[str, ...] | None = None) ->
 def _form(c) -> str:
     if c is None:
         return "auto (centeredness learned by SVI before the first fit)"
+    if isinstance(c, str):
+        return "centeredness per group (learned)"
     if all(v == 1 for v in c):
         return "centered"
     return "noncentered" if all(v == 0 for v in c) else f"centeredness {c}"
@@ -41,7 +43,7 @@ def _group_lines(p: PredictorStructure, spec: ModelSpec) -> list[str]:
         lines.append(f"    sd_{g.name} ({k},)" + (f", L_{g.name} and cor_{g.name} ({k}, {k})"
                                                   if g.correlated else ""))
         centred_on = [col for col in g.columns if col == "Intercept" and p.intercept or col in p.slopes]
-        sampled = (f"z_{g.name}" if c is None or any(v != 1 for v in c)
+        sampled = (f"z_{g.name}" if c is None or isinstance(c, str) or any(v != 1 for v in c)
                    else f"theta_{g.name}" if centred_on else None)
         lines.append(f"    r_{g.name} ({n}, {k})" + ("" if sampled is None else
                                                     f" = transform of {sampled} ({n}, {k})"))

@@ -53,7 +53,7 @@ for the cumulative family the ordered cutpoints ``Intercept_c`` (K-1,) and ``Int
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import jax.numpy as jnp
@@ -67,7 +67,7 @@ from bhmjax._src.families.censoring import Censored
 from bhmjax._src.design import FixedDesignSpec, GroupDesignSpec
 from bhmjax._src.formula import FormulaSpec
 from bhmjax._src.priors import Prior, VectorPrior, make_vector
-from bhmjax._src.reparam import group_effects
+from bhmjax._src.reparam import data_key, group_effects
 
 __all__ = ["GroupStructure", "SmoothStructure", "PredictorStructure", "ModelStructure", "ModelSpec",
            "build_model", "linear_predictor", "linear_predictors", "family_parameters",
@@ -87,8 +87,9 @@ class GroupStructure:
         The term's columns (last axis of ``r_<name>``).
     correlated : bool
         An LKJ-correlated block (only when the term has two or more columns).
-    centeredness : tuple of float
-        Per column, in [0, 1]: 1 centered, 0 non-centered.
+    centeredness : tuple of float, "per_group" or None
+        Per column, in [0, 1]: 1 centered, 0 non-centered; "per_group": (G, K) values in
+        the model data (``reparam.PER_GROUP``); None: learned (``autoreparam.py``).
     sd_prior : VectorPrior
     cor_prior : Prior or None
     term : int
@@ -99,7 +100,7 @@ class GroupStructure:
     name: str
     columns: tuple[str, ...]
     correlated: bool
-    centeredness: tuple[float, ...]
+    centeredness: tuple[float, ...] | str | None
     sd_prior: VectorPrior
     cor_prior: Prior | None = None
     term: int = -1
@@ -219,6 +220,10 @@ class ModelSpec:
         The response levels of ordinal and categorical families (codes index them).
     dpar_formulas : dict
         The auxiliary parameters' formulas as given (``{"sigma": "~ x"}``).
+    source : object, optional
+        What the spec was built from that it does not hold itself (the used data
+        columns, the user's priors; ``bhmjax.records.ModelSource``), so a saved fit
+        rebuilds the model; None for specs built another way.
     """
 
     formula: FormulaSpec
@@ -229,7 +234,8 @@ class ModelSpec:
     structure: ModelStructure
     predictors: tuple = ()
     categories: tuple = ()
-    dpar_formulas: dict = dataclasses.field(default_factory=dict)
+    dpar_formulas: dict = field(default_factory=dict)
+    source: Any = field(default=None, repr=False)
 
 
 # ---------------------------------------------------------------- the model
@@ -281,7 +287,7 @@ def _group(g: GroupStructure, data: Mapping[str, Any], coefs: Mapping[str, Any])
     # Centre the group coefficients on the matching population ones (textbook centered form).
     loc = (jnp.stack([jnp.asarray(coefs.get(c, 0.0), sd.dtype) for c in g.columns])
            if any(c in coefs for c in g.columns) else None)
-    r = group_effects(g.name, sd, data[f"G_{g.term}"], g.centeredness, chol, loc)
+    r = group_effects(g.name, sd, data[f"G_{g.term}"], g.centeredness, chol, loc, data.get(data_key(g.name)))
     return jnp.sum(r[data[f"codes_{g.term}"]] * data[f"Z_{g.term}"], axis=-1)
 
 

@@ -1,11 +1,12 @@
-"""Site and row names of a linear predictor's parameters: brms' names, one owner.
+"""Site names of a linear predictor's parameters: brms' names, one owner.
 
-The mean predictor ("mu") keeps bhmjax's names (``Intercept``, ``b`` with rows named by
-column, ``sd_g`` with rows ``sd_g__<column>``); every other predictor ``d`` (an
-auxiliary parameter such as ``sigma``, or a category ``mu<level>``) prefixes them as
-brms does: ``d_Intercept``, ``b_d`` with rows ``b_d_<column>``, ``sd_g__d`` with rows
-``sd_g__d_<column>``, ``r_g__d``. Penalized splines ``s(x)`` are ``sx_1`` (``d_sx_1``):
-sites ``sds_sx_1`` (the wiggliness sd), ``s_sx_1`` (basis coefficients), ``zs_sx_1``.
+The mean predictor ("mu") keeps bhmjax's names (``Intercept``, ``b``, ``sd_g``, ``r_g``);
+every other predictor ``d`` (an auxiliary parameter such as ``sigma``, or a category
+``mu<level>``) prefixes them as brms does: ``d_Intercept``, ``b_d``, ``sd_g__d``,
+``r_g__d``. Summary rows follow ArviZ (``b_sigma[x]``, ``sd_g__sigma[Intercept]``; see
+``Model.names``); prior keys of single slopes keep brms' ``b_sigma_x``
+(:func:`slope_name`). Penalized splines ``s(x)`` are ``sx_1`` (``d_sx_1``): sites
+``sds_sx_1`` (the wiggliness sd), ``s_sx_1`` (basis coefficients), ``zs_sx_1``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def b_site(dpar: str) -> str:
 
 
 def slope_name(dpar: str, column: str) -> str:
-    """A slope's row name (and prior key): ``x`` or ``b_sigma_x``."""
+    """A slope's prior key: ``x`` or ``b_sigma_x``."""
     return column if dpar == MU else f"b_{dpar}_{column}"
 
 
@@ -36,7 +37,7 @@ def group_site(grouping: str, dpar: str) -> str:
 
 
 def group_column(dpar: str, column: str) -> str:
-    """A group term column's label in row names: ``x`` or ``sigma_x`` (``sd_g__sigma_x``)."""
+    """A group term column's label in prior keys and describe(): ``x`` or ``sigma_x``."""
     return column if dpar == MU else f"{dpar}_{column}"
 
 
