@@ -101,7 +101,8 @@ class FormulaSpec:
     cens_upper: str | None = None
 
     def variables(self) -> list[str]:
-        """Every data column the formula reads, response first, in order of appearance.
+        """Every data column the formula reads: response and addition columns, then population
+        terms, group terms, offsets, splines and groupings.
 
         The interval-censoring bound is left out: it may be missing on rows that are
         not interval censored (the caller checks it).

@@ -106,10 +106,14 @@ class Censored(dist.Distribution):
 
     def log_prob(self, value):
         log_f, log_s = log_cdfs(self.base, value)
-        log_fu, _ = log_cdfs(self.base, self.upper)
+        log_fu, log_su = log_cdfs(self.base, self.upper)
         interval = self.cens == 2
-        # log(F(u) - F(y)); a safe argument on the other rows keeps their gradients finite
-        gap = jnp.where(interval, jnp.minimum(log_f - log_fu, -1e-30), -1.0)
+        # log(F(u) - F(y)) below the median, log(S(y) - S(u)) above it: each keeps its precision
+        # where the other's two terms round to the same number; a safe argument on the other rows
+        # keeps their gradients finite
+        upper_tail = log_s < log_f
+        gap = jnp.where(upper_tail, log_su - log_s, log_f - log_fu)
+        gap = jnp.where(interval, jnp.minimum(gap, -1e-30), -1.0)
         out = jnp.where(self.cens == -1, log_f, self.base.log_prob(value))
         out = jnp.where(self.cens == 1, log_s, out)
-        return jnp.where(interval, log_fu + _log1mexp(gap), out)
+        return jnp.where(interval, jnp.where(upper_tail, log_s, log_fu) + _log1mexp(gap), out)
