@@ -6,7 +6,7 @@ tests that need them skip, saying why, when it is absent, or fail when the envir
 sets ``BHMJAX_REQUIRE_SHARED=1`` (CI can set it so that no such test is skipped silently).
 
 Hypothesis: the ``quick`` profile (loaded here) is derandomized and quick (``make test`` is
-reproducible); ``make fuzz`` selects the ``fuzz`` profile: random, ``BHMJAX_FUZZ_EXAMPLES``
+reproducible; a failing example is printed unshrunk, with its reproduce blob); ``make fuzz`` selects the ``fuzz`` profile: random, ``BHMJAX_FUZZ_EXAMPLES``
 examples per test (2,000 by default), for longer hunts.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 matplotlib.use("Agg")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -27,8 +27,11 @@ DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "posteriord
 REQUIRE_SHARED = "BHMJAX_REQUIRE_SHARED"
 
 _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+# No shrinking in the quick profile: a failure is reported at once with its reproduce blob
+# (shrinking a formula example can take many minutes); `make fuzz` shrinks.
 settings.register_profile("quick", max_examples=60, derandomize=True, deadline=None,
-                          suppress_health_check=_QUIET, print_blob=True)
+                          suppress_health_check=_QUIET, print_blob=True,
+                          phases=[Phase.explicit, Phase.reuse, Phase.generate])
 settings.register_profile("fuzz", max_examples=int(os.environ.get("BHMJAX_FUZZ_EXAMPLES", "2000")),
                           derandomize=False, deadline=None, suppress_health_check=_QUIET, print_blob=True)
 settings.load_profile("quick")
