@@ -76,6 +76,19 @@ def _handle_missing(frame, variables: list[str], na_action: str):
     return frame.loc[keep].reset_index(drop=True)
 
 
+def _check_infinite(frame, variables: list[str]) -> None:
+    """inf is not a missing value (na_action does not drop it) and no model can use it: name it."""
+    for col in variables:
+        values = frame[col]
+        if values.dtype.kind != "f":
+            continue
+        bad = np.isinf(values.to_numpy())
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"column {col!r} has {int(bad.sum())} infinite value(s), the first at row {row} "
+                             f"({values.iloc[row]}); every value must be finite. Fix or remove those rows.")
+
+
 def _check_constant(x: np.ndarray, columns, has_intercept: bool, where: str) -> None:
     for j, name in enumerate(columns):
         col = x[:, j]
@@ -279,6 +292,7 @@ def build_spec(formula: str, data: Any, family: str, dpars: Mapping[str, Any], *
     variables = list(dict.fromkeys(spec.variables() + [v for d in dpar_specs.values() for v in d.variables()]
                                    + [c for k, c in columns.items() if c and k != "cens_upper"]))
     _check_columns(frame, variables + ([columns["cens_upper"]] if columns["cens_upper"] else []))
+    _check_infinite(frame, variables)
     frame = _handle_missing(frame, variables, na_action)
     if len(frame) == 0:
         raise ValueError("the data have no rows" + (" left after na_action='drop'" if na_action == "drop"

@@ -1,6 +1,13 @@
 """The README's catalog of bad inputs: each raises its documented error, before compiling.
 
 Keep this list and the table "Bad input and the error it gets" in README.md in step.
+
+"Before compiling" is checked with JAX's own monitoring events (``tests/_compiles.py``):
+every trace, lowering and compilation in the process counts, with JAX's in-memory caches
+and bhmjax's program caches emptied first, so work done earlier in the session is seen
+again. A row compiles nothing, except the rows in ``FOUND_BY_THE_MODEL_CHECK``: their
+error can only be seen by running the model on the data, and they may compile exactly
+one program, the model check's own.
 """
 
 from __future__ import annotations
@@ -12,7 +19,9 @@ import pandas as pd
 import pytest
 
 import bhmjax as bj
+from bhmjax import sampler
 from bhmjax._src import sampling
+from tests._compiles import compile_log, fresh_caches
 
 
 def normal_model(y):
@@ -91,9 +100,9 @@ CATALOG = [
     ("a model that is not callable", lambda: bj.sample("model", {"y": Y}, **S),
      TypeError, r"model must be a callable NumPyro model, got str"),
     ("an unknown chain method", lambda: bj.sample(normal_model, {"y": Y}, chain_method="gpu", **S),
-     ValueError, r"chain_method must be one of"),
+     ValueError, r"chain_method must be one of \('auto', 'parallel', 'vectorized', 'sequential'\), got 'gpu'"),
     ("an unknown init strategy", lambda: bj.sample(normal_model, {"y": Y}, init_strategy="zeros", **S),
-     ValueError, r"init_strategy must be one of"),
+     ValueError, r"init_strategy must be one of \[.*'uniform'\], .*got 'zeros'"),
     ("target_accept outside (0, 1)", lambda: bj.sample(normal_model, {"y": Y}, target_accept=1.0, **S),
      ValueError, r"target_accept must be in \(0, 1\), got 1.0"),
     ("observed data outside the support", lambda: bj.sample(counts, {"y": np.array([1, -2, 3])}, **S),
@@ -118,9 +127,9 @@ CATALOG = [
      ValueError, r"response 'y' must be 0 or 1 for the bernoulli family; row 0"),
     ("negative counts", lambda: bj.Model("y ~ x", DF.assign(y=-DF["k"]), family="poisson"),
      ValueError, r"response 'y' must hold non-negative integers for the poisson family; row 1 is -1"),
-    ("more successes than trials", lambda: bj.Model("k | trials(t) ~ x", DF.assign(t=DF["k"] - 1 + 1 * (DF["k"] == 0)),
+    ("more successes than trials", lambda: bj.Model("k | trials(t) ~ x", DF.assign(t=np.maximum(DF["k"] - 1, 1)),
                                                      family="binomial"),
-     ValueError, r"trials|successes"),
+     ValueError, r"response 'k' exceeds the trials 't' at row 2 \(2 successes of 1 trials; 18 such rows\)"),
     ("an unknown family", lambda: bj.Model("y ~ x", DF, family="gama"),
      ValueError, r"unknown family 'gama' \(did you mean 'gamma'\?\)"),
     ("a response outside the family's support", lambda: bj.Model("y ~ x", DF.assign(y=-1.0), family="gamma"),
@@ -146,7 +155,7 @@ CATALOG = [
      ValueError, r"priors\['sigma'\] has support Real\(\), but the parameter is positive"),
     ("a parameterization for an unknown grouping", lambda: bj.Model("y ~ x + (1 | g)", DF,
                                                                     parameterization={"h": "centered"}),
-     ValueError, r"parameterization names the grouping 'h'"),
+     ValueError, r"parameterization names the grouping 'h', which is not in the formula; groupings are \['g'\]"),
     ("columns of different lengths", lambda: bj.Model("y ~ x", {"y": [1.0, 2.0, 3.0], "x": [1.0, 2.0]}),
      ValueError, r"the columns of data have different lengths: \{'y': 3, 'x': 2\}"),
     ("a dataset with no rows", lambda: bj.Model("y ~ x + (1 | g)", DF.iloc[:0]),
@@ -163,13 +172,41 @@ CATALOG = [
 ]
 
 
+# Rows whose error shows only when the model runs on the data (bj.sample's model check).
+FOUND_BY_THE_MODEL_CHECK = {"arrays of mismatched length", "observed data outside the support"}
+MODEL_CHECK_PROGRAM = [("trace", "run"), ("lower", "jit(run)"), ("compile", "jit(run)")]
+
+
 @pytest.mark.parametrize("case", CATALOG, ids=[c[0] for c in CATALOG])
-def test_catalogued_bad_input_raises_its_documented_error(case):
-    _, thunk, exc, match = case
+def test_catalogued_bad_input_raises_its_documented_error(case, monkeypatch):
+    name, thunk, exc, match = case
     before = sampling.trace_counts()
-    with pytest.raises(exc, match=match):
-        thunk()
-    assert sampling.trace_counts() == before  # nothing was compiled
+    with fresh_caches(monkeypatch), compile_log() as compiled:
+        with pytest.raises(exc, match=match):
+            thunk()
+    assert sampling.trace_counts() == before
+    allowed = MODEL_CHECK_PROGRAM if name in FOUND_BY_THE_MODEL_CHECK else []
+    assert sorted(compiled) == sorted(allowed), f"{name!r} compiled {compiled} before raising"
+
+
+def test_compile_log_sees_work_done_earlier_in_the_process(monkeypatch):
+    """Negative control of the harness: work cached by an earlier call is seen again.
+
+    The model check and an eager operation run once outside; inside the harness both
+    show up (without ``fresh_caches`` neither would, being cached).
+    """
+    import jax.numpy as jnp
+
+    sampler.check_model(normal_model, {"y": Y}, {})
+    jnp.exp(jnp.asarray(Y))
+    with compile_log() as cached:
+        sampler.check_model(normal_model, {"y": Y}, {})
+        jnp.exp(jnp.asarray(Y))
+    assert cached == []
+    with fresh_caches(monkeypatch), compile_log() as seen:
+        sampler.check_model(normal_model, {"y": Y}, {})
+        jnp.exp(jnp.asarray(Y))
+    assert set(seen) >= {*MODEL_CHECK_PROGRAM, ("compile", "jit(exp)")}, seen
 
 
 def test_catalog_is_in_the_readme():
