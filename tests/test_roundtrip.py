@@ -93,7 +93,7 @@ def test_loaded_formula_fit_has_the_same_model(which, request):
     assert [g.centeredness for g in loaded.spec.structure.groups] == [g.centeredness for g in fit.spec.structure.groups]
     assert loaded.spec.fixed.columns == fit.spec.fixed.columns
     _same(loaded.spec.fixed.means, fit.spec.fixed.means)
-    from bhmjax._src.models import describe
+    from bhmjax._src.describe import describe
 
     assert describe(loaded.spec, 1) == describe(fit.spec, 1)  # priors (user ones too), forms and shapes
     for k, v in fit.draws.items():
