@@ -29,8 +29,33 @@ from bhmjax._src.families.base import Family
 __all__ = ["CATEGORIES", "OrderedPrior", "encode_categories", "category_dpars"]
 
 
+class _OrderedLogistic(dist.OrderedLogistic):
+    """NumPyro's ordered logistic with a log density that keeps its precision in both tails.
+
+    ``log P(y = k) = log(s(c_k - eta) - s(c_(k-1) - eta))`` (``s`` the logistic, ``c_0 = -inf``,
+    ``c_K = inf``): the difference of two probabilities near 1 rounds to 0 in float32 (a
+    -inf log density where NUTS starts), so above the median it is taken as
+    ``s(eta - c_(k-1)) - s(eta - c_k)`` instead, each in log space.
+    """
+
+    def log_prob(self, value):
+        value = jnp.asarray(value).astype(jnp.int32)
+        eta, cut = self.predictor, self.cutpoints  # (...,), (..., K - 1) after NumPyro's promotion
+        inf = jnp.full(cut.shape[:-1] + (1,), jnp.inf, cut.dtype)
+        bounds = jnp.broadcast_to(jnp.concatenate([-inf, cut, inf], axis=-1), jnp.shape(eta) + (cut.shape[-1] + 2,))
+        upper = jnp.take_along_axis(bounds, (value + 1)[..., None], axis=-1)[..., 0] - eta
+        lower = jnp.take_along_axis(bounds, value[..., None], axis=-1)[..., 0] - eta
+        # lower tail: log s(upper) + log(1 - s(lower) / s(upper)); upper tail: the mirror image
+        log_hi, log_lo = jax.nn.log_sigmoid(upper), jax.nn.log_sigmoid(lower)
+        log_hi_m, log_lo_m = jax.nn.log_sigmoid(-lower), jax.nn.log_sigmoid(-upper)
+        above = lower + upper > 0
+        first = jnp.where(above, log_hi_m, log_hi)
+        gap = jnp.minimum(jnp.where(above, log_lo_m - log_hi_m, log_lo - log_hi), -1e-30)
+        return first + jnp.where(gap > -0.6931472, jnp.log(-jnp.expm1(gap)), jnp.log1p(-jnp.exp(gap)))
+
+
 def _cumulative(eta, params, trials):
-    return dist.OrderedLogistic(eta, params["Intercept"])
+    return _OrderedLogistic(eta, params["Intercept"])
 
 
 def _cumulative_probs(eta, params):
