@@ -5,7 +5,9 @@ from __future__ import annotations
 import itertools
 from typing import Mapping, Sequence
 
-__all__ = ["axis_labels", "flat_names"]
+__all__ = ["axis_labels", "flat_names", "quote_label"]
+
+_SPECIAL = frozenset(",[]'\"")
 
 
 def axis_labels(name: str, shape: tuple[int, ...], coords: Mapping[str, Sequence],
@@ -33,5 +35,15 @@ def flat_names(name: str, shape: tuple[int, ...], coords: Mapping[str, Sequence]
     """Row names for every scalar of a site, in C order (matching ``reshape(-1)``)."""
     if not shape:
         return [name]
-    labels = axis_labels(name, shape, coords, dims)
+    labels = [[quote_label(v) for v in axis] for axis in axis_labels(name, shape, coords, dims)]
     return [f"{name}[{','.join(combo)}]" for combo in itertools.product(*labels)]
+
+
+def quote_label(label: str) -> str:
+    """``label`` as written inside a name's brackets: quoted (Python's repr) when it holds
+    a comma, bracket or quote or has surrounding blanks, so ``r_g['x,y',Intercept]``
+    cannot be read as three labels; other labels are written as they are.
+    """
+    if _SPECIAL.intersection(label) or label != label.strip():
+        return repr(label)
+    return label
