@@ -57,7 +57,7 @@ def fingerprint(model: Callable, arrays: Mapping[str, np.ndarray], static: Mappi
         h.update(a.tobytes())
     h.update(repr(sorted(static.items())).encode())
     shaping = ("chains", "warmup", "seed", "chain_method", "target_accept", "max_tree_depth",
-               "dense_mass", "thin", "keep", "drop", "x64", "every")
+               "dense_mass", "thin", "keep", "drop", "x64", "every", "parameterization")
     h.update(repr([(k, settings.get(k)) for k in shaping]).encode())
     return h.hexdigest()
 

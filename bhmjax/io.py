@@ -1,4 +1,4 @@
-"""Saving and loading fits, and conversion to ArviZ.
+"""Saving and loading fits (conversion to ArviZ lives in :mod:`bhmjax.arviz`).
 
 The file format (``format_version`` 2) is a standard zip archive that ``numpy.load``
 reads as an ``.npz``:
@@ -31,7 +31,7 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Mapping
 
 import numpy as np
 
@@ -40,14 +40,15 @@ from bhmjax.records import model_entry, restore_model
 if TYPE_CHECKING:  # pragma: no cover
     from bhmjax.fit import Fit
 
-__all__ = ["FORMAT_VERSION", "FitFileError", "load", "save", "to_arviz",
-           "pointwise_log_likelihood", "observed_data", "read_meta"]
+__all__ = ["FORMAT_VERSION", "FitFileError", "load", "save", "pointwise_log_likelihood", "observed_data",
+           "read_meta"]
 
 FORMAT_NAME = "bhmjax.fit"
 FORMAT_VERSION = 2
 _TRAILER_PREFIX = b"bhmjax-sha256:"
 _TRAILER_LEN = len(_TRAILER_PREFIX) + 64
 _MAX_LOGLIK_VALUES = 20_000_000  # "auto" stores the pointwise log-likelihood below this size
+_HASH_CHUNK = 16 * 2**20
 
 
 class FitFileError(ValueError):
@@ -80,13 +81,6 @@ def _versions() -> dict[str, str]:
 
     return {"bhmjax": getattr(bhmjax, "__version__", "unknown"), "jax": jax.__version__,
             "numpyro": numpyro.__version__, "numpy": np.__version__}
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    # np.require keeps 0-d arrays 0-d (np.ascontiguousarray would make them shape (1,)).
-    buf = _io.BytesIO()
-    np.lib.format.write_array(buf, np.require(array, requirements="C"), allow_pickle=False)
-    return buf.getvalue()
 
 
 def _storable(value: Any) -> np.ndarray | None:
@@ -138,27 +132,53 @@ def _meta(fit: "Fit", arrays: Mapping[str, np.ndarray], scalars: Mapping[str, An
     }
 
 
-def _encode(meta: dict, arrays: Mapping[str, np.ndarray], compress: bool) -> bytes:
-    buf = _io.BytesIO()
+def _encode_into(f: BinaryIO, meta: dict, arrays: Mapping[str, np.ndarray], compress: bool) -> None:
+    """Write the zip to the seekable file ``f`` array by array, then the checksum trailer.
+
+    Each array streams through ``np.lib.format.write_array`` in chunks of 16 MiB, and the
+    SHA-256 is computed by reading the file back in chunks: memory stays at one chunk
+    whatever the size of the fit (draws that are memory maps are never loaded whole).
+    """
     method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    with zipfile.ZipFile(buf, "w", compression=method, allowZip64=True) as zf:
+    with zipfile.ZipFile(f, "w", compression=method, allowZip64=True) as zf:
         zf.writestr("meta.json", json.dumps(meta, indent=1))  # keep site order
         for name, array in arrays.items():
-            zf.writestr(f"{name}.npy", _npy_bytes(array))
-    body = buf.getvalue()
-    if body[-2:] != b"\x00\x00":  # pragma: no cover - zipfile always ends in an empty comment
+            array = np.require(array, requirements="C")  # 0-d arrays stay 0-d (not shape (1,))
+            with zf.open(f"{name}.npy", "w", force_zip64=array.nbytes > 2**30) as entry:
+                np.lib.format.write_array(entry, array, allow_pickle=False)
+    end = f.seek(0, os.SEEK_END)
+    f.seek(end - 2)
+    if f.read(2) != b"\x00\x00":  # pragma: no cover - zipfile always ends in an empty comment
         raise RuntimeError("unexpected zip layout: the archive already has a comment")
-    head = body[:-2] + _TRAILER_LEN.to_bytes(2, "little")
-    return head + _TRAILER_PREFIX + hashlib.sha256(head).hexdigest().encode()
+    f.seek(end - 2)
+    f.write(_TRAILER_LEN.to_bytes(2, "little"))
+    f.seek(0)
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
+        digest.update(chunk)
+    f.write(_TRAILER_PREFIX + digest.hexdigest().encode())
 
 
-def _write_atomic(path: Path, payload: bytes) -> None:
-    """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+def _encode(meta: dict, arrays: Mapping[str, np.ndarray], compress: bool) -> bytes:
+    """The whole file as bytes (for small files such as checkpoints; fits stream: :func:`_encode_into`)."""
+    buf = _io.BytesIO()
+    _encode_into(buf, meta, arrays, compress)
+    return buf.getvalue()
+
+
+def _write_atomic(path: Path, payload: bytes | Callable[[BinaryIO], None]) -> None:
+    """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``.
+
+    ``payload`` is the bytes, or a function that writes them into the open (seekable) file.
+    """
     folder = path.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
+        with os.fdopen(fd, "w+b") as f:
+            if callable(payload):
+                payload(f)
+            else:
+                f.write(payload)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -221,7 +241,8 @@ def save(fit: "Fit", path: str | os.PathLike, *, log_likelihood: bool | str = "a
     model, model_arrays = model_entry(fit.model, fit.spec)
     arrays, scalars = _collect_arrays(fit, log_likelihood)
     arrays |= {f"model/{k}": v for k, v in model_arrays.items()}
-    _write_atomic(path, _encode(_meta(fit, arrays, scalars, model), arrays, compress))
+    meta = _meta(fit, arrays, scalars, model)
+    _write_atomic(path, lambda f: _encode_into(f, meta, arrays, compress))  # streamed: memory of one chunk
     return path
 
 
@@ -373,12 +394,17 @@ def observed_data(fit: "Fit") -> dict[str, np.ndarray]:
 def pointwise_log_likelihood(fit: "Fit") -> dict[str, np.ndarray]:
     """Pointwise log-likelihood of each observed site, shape (chains, draws, *obs_shape).
 
-    Computed with ``numpyro.infer.log_likelihood`` from the latent draws; returns the
-    stored values for a loaded fit, and ``{}`` when neither is available.
+    Computed with ``numpyro.infer.log_likelihood`` from the latent draws (a formula fit:
+    from its linear predictor, in row chunks); returns the stored values for a loaded
+    fit, and ``{}`` when neither is available.
     """
     stored = getattr(fit, "extras", {}).get("log_likelihood")
     if stored is not None:
         return dict(stored)
+    if getattr(fit, "spec", None) is not None and hasattr(fit.spec, "structure"):
+        from bhmjax.predict import log_likelihood
+
+        return {"y": log_likelihood(fit)}  # formula fits: chunked over rows, from the linear predictor
     if fit.model is None:
         return {}
     from numpyro.infer import log_likelihood as numpyro_log_likelihood
@@ -394,77 +420,3 @@ def pointwise_log_likelihood(fit: "Fit") -> dict[str, np.ndarray]:
     with x64_mode(fit.settings.get("x64", False)):
         out = numpyro_log_likelihood(fit.model, samples, batch_ndims=2, **fit.data)
     return {k: np.asarray(v) for k, v in out.items()}
-
-
-# --------------------------------------------------------------------------- ArviZ
-
-
-_STAT_NAMES = {"diverging": "diverging", "energy": "energy", "step_size": "step_size",
-               "tree_depth": "tree_depth", "num_steps": "n_steps", "accept_prob": "acceptance_rate"}
-
-
-def _import_arviz():
-    try:
-        import arviz as az
-    except ImportError as err:
-        raise ImportError("to_arviz needs ArviZ, an optional extra of bhmjax: pip install bhmjax[arviz]") from err
-    return az
-
-
-def _labels(fit: "Fit", groups: Mapping[str, Mapping[str, np.ndarray]]) -> tuple[dict, dict]:
-    """ArviZ dims and coords: fit.dims/coords where lengths agree, else 1-D site names."""
-    dims, coords = {}, {}
-    for values in groups.values():
-        for site, x in values.items():
-            shape = np.shape(x)[2:]
-            site_dims = list(fit.dims.get(site, ()))[:len(shape)]
-            site_dims += [f"{site}_dim_{i}" for i in range(len(site_dims), len(shape))]
-            for axis, dim in enumerate(site_dims):
-                labels = fit.coords.get(dim)
-                if labels is None and len(shape) == 1 and fit.names.get(site):
-                    labels = [n if n is not None else f"{site}[{i}]" for i, n in enumerate(fit.names[site])]
-                if labels is not None and len(labels) == shape[axis] and len(set(map(str, labels))) == len(labels):
-                    coords.setdefault(dim, [_jsonable(v) for v in labels])
-            if shape:
-                dims[site] = site_dims
-    return dims, coords
-
-
-def to_arviz(fit: "Fit", *, posterior_predictive: Mapping[str, np.ndarray] | np.ndarray | None = None,
-             log_likelihood: bool = True) -> Any:
-    """An ArviZ ``InferenceData`` of the fit.
-
-    Groups: ``posterior``; ``sample_stats`` with ArviZ's names (``diverging``, ``energy``,
-    ``step_size``, ``tree_depth``, ``n_steps``, ``acceptance_rate``, ``lp``);
-    ``observed_data`` and ``log_likelihood`` of the model's observed sites (from the model,
-    or as stored in a saved file); ``posterior_predictive`` when given (a dict of
-    (chains, draws, *obs_shape) arrays, or one array for the single observed site) or
-    stored. Dims and coords come from ``fit.dims`` and ``fit.coords``.
-
-    Raises
-    ------
-    ImportError
-        When ArviZ is not installed (``pip install bhmjax[arviz]``).
-    """
-    az = _import_arviz()
-    extras = getattr(fit, "extras", {})
-    observed = observed_data(fit)
-    groups: dict[str, dict[str, np.ndarray]] = {"posterior": dict(fit.draws)}
-    stats = {new: np.asarray(fit.stats[old]) for old, new in _STAT_NAMES.items() if old in fit.stats}
-    if "potential_energy" in fit.stats:
-        stats["lp"] = -np.asarray(fit.stats["potential_energy"])
-    if log_likelihood:
-        groups["log_likelihood"] = pointwise_log_likelihood(fit)
-    pp = posterior_predictive if posterior_predictive is not None else extras.get("posterior_predictive")
-    if pp is not None and not isinstance(pp, Mapping):
-        if len(observed) != 1:
-            raise ValueError(f"posterior_predictive given as one array, but the model has {len(observed)} "
-                             f"observed sites {list(observed)}; pass a dict of arrays by site name.")
-        pp = {next(iter(observed)): pp}
-    if pp:
-        groups["posterior_predictive"] = {k: np.asarray(v) for k, v in pp.items()}
-    dims, coords = _labels(fit, {**groups, "observed_data": {k: np.asarray(v)[None, None] for k, v in observed.items()}})
-    kwargs = {k: v for k, v in groups.items() if v}
-    return az.from_dict(**kwargs, sample_stats=stats, observed_data=observed or None,
-                        coords=coords, dims=dims,
-                        attrs={"inference_library": "bhmjax", **{k: str(v) for k, v in _versions().items()}})

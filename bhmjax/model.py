@@ -12,7 +12,7 @@ from bhmjax._src.families import get_family
 from bhmjax._src.formula import build_fixed, build_group, parse_formula
 from bhmjax._src.models import GroupStructure, ModelSpec, ModelStructure, build_model, describe
 from bhmjax._src.priors import default_priors, resolve_priors
-from bhmjax._src.reparam import as_centeredness
+from bhmjax._src.reparam import PER_GROUP, as_centeredness, data_key
 from bhmjax.fit import Fit
 from bhmjax.records import ModelSource, from_record, to_record
 
@@ -157,10 +157,12 @@ class Model:
         ``bhmjax._src.reparam``): one value for every term, a sequence with one value
         per column of the term (``(1.0, 0.0)`` for ``(1 + x | g)``), or a dict per
         grouping (``{"county": "centered", "state": (1.0, 0.5)}``; others
-        non-centered). ``"auto"`` learns one value per column with a short SVI
-        pre-pass before the first fit (Gorinova, Moore and Hoffman 2020); the values
-        are in ``model.centeredness``, ``describe()`` and ``fit.spec``, its seconds
-        in ``fit.timings["reparam"]``.
+        non-centered). ``"auto"`` learns one value per group and column with a short
+        SVI pre-pass before the first fit (Gorinova, Moore and Hoffman 2020): a group
+        with many informative rows gets 1, a group with a few rows 0. The values are
+        in ``model.centeredness`` (arrays (G, K)), ``describe()`` and
+        ``fit.settings["parameterization"]``, the pre-pass seconds in
+        ``fit.timings["reparam"]`` and ``fit.settings["reparam"]``.
     priors : dict, optional
         NumPyro distributions overriding defaults: "Intercept", "b" or a slope's
         column name, "sd", "sd_<g>" or "sd_<g>__<column>", "cor"/"cor_<g>" (an LKJ
@@ -178,7 +180,7 @@ class Model:
     >>> g = np.repeat(np.arange(5), 4); y = rng.normal(g * 0.5, 1.0)
     >>> model = bj.Model("y ~ 1 + (1 | g)", data={"y": y, "g": g})
     >>> fit = model.fit(chains=2, warmup=200, draws=200, progress=False)
-    >>> "sd_g__Intercept" in fit.summary().index
+    >>> "sd_g[Intercept]" in fit.summary().index
     True
     """
 
@@ -243,6 +245,8 @@ class Model:
                               priors=priors, structure=structure, source=source)
         self.num_rows = len(frame)
         self._arrays = {"y": y, "X": x, "trials": n_trials, "Z": z, "codes": codes}
+        self.reparam_info = None
+        self._per_group: dict[str, np.ndarray] = {}  # learned (G, K) centeredness of PER_GROUP terms
 
     # ------------------------------------------------------------------ the model
 
@@ -265,6 +269,9 @@ class Model:
             out[f"G_{i}"] = g.encoding.num_groups
         for site, prior in self.spec.priors.items():
             out.update({k: np.asarray(v, dtype=f) for k, v in prior.arrays(site).items()})
+        for g in self.spec.structure.groups:
+            if g.centeredness == PER_GROUP:
+                out[data_key(g.name)] = self._per_group[g.name].astype(f)
         return out
 
     @property
@@ -296,7 +303,16 @@ class Model:
     # ------------------------------------------------------------------ names
 
     def names(self) -> tuple[dict, dict, dict]:
-        """``names``, ``coords`` and ``dims`` for :func:`bhmjax.sample` (brms-style rows)."""
+        """``names``, ``coords`` and ``dims`` for :func:`bhmjax.sample`, in ArviZ's terms.
+
+        Slopes ``b`` lie over ``coef`` (the design's columns), group effects ``r_<g>``
+        over the levels ``<g>`` and the terms ``<g>__term``, group sds over
+        ``<g>__sd_term`` (the same terms);
+        a correlation matrix shows its upper triangle. Rows read ``b[floor]``,
+        ``sd_county[Intercept]``, ``cor_county[Intercept, floor]``,
+        ``r_county[AITKIN, Intercept]``, as ArviZ names them. Sampler-only sites
+        (``Intercept_c``, ``z_<g>``, ``theta_<g>``, ``L_<g>``) are hidden.
+        """
         s = self.spec.structure
         names: dict[str, list] = {}
         coords: dict[str, list] = {}
@@ -304,19 +320,22 @@ class Model:
         if s.intercept:
             names["Intercept_c"] = [None]
         if s.slopes:
-            names["b"] = list(s.slopes)
+            coords["coef"], dims["b"] = list(s.slopes), ["coef"]
         for g, design in zip(s.groups, self.spec.groups):
             cols, k, n_groups = g.columns, len(g.columns), design.encoding.num_groups
-            names[f"sd_{g.name}"] = [f"sd_{g.name}__{c}" for c in cols]
+            term, sd_term = f"{g.name}__term", f"{g.name}__sd_term"
+            coords[g.name] = [str(v) for v in design.encoding.labels]
+            coords[term] = coords[sd_term] = list(cols)
+            # sd_g has a dim of its own: ArviZ 1.3's summary mislabels rows of a variable whose
+            # dims come in another order than their first appearance in the group (g__term, g)
+            dims[f"sd_{g.name}"], dims[f"r_{g.name}"] = [sd_term], [g.name, term]
             if g.correlated:
-                names[f"cor_{g.name}"] = [f"cor_{g.name}__{cols[i]}__{cols[j]}" if i < j else None
+                dims[f"cor_{g.name}"] = [sd_term, sd_term]
+                names[f"cor_{g.name}"] = [f"cor_{g.name}[{cols[i]}, {cols[j]}]" if i < j else None
                                           for i in range(k) for j in range(k)]
                 names[f"L_{g.name}"] = [None] * (k * k)
             names[f"z_{g.name}"] = [None] * (n_groups * k)  # sampler variables, when present
             names[f"theta_{g.name}"] = [None] * (n_groups * k)
-            coords[g.name] = [str(v) for v in design.encoding.labels]
-            coords[f"{g.name}__column"] = list(cols)
-            dims[f"r_{g.name}"] = [g.name, f"{g.name}__column"]
         return names, coords, dims
 
     # ------------------------------------------------------------------ fitting
@@ -364,13 +383,21 @@ class Model:
         fit.draws = {**{k: fit.draws[k] for k in order if k in fit.draws}, **fit.draws}
         fit.spec = self.spec
         fit.timings["reparam"] = reparam_s
+        fit.settings["parameterization"] = {k: np.asarray(v).tolist() if isinstance(v, np.ndarray) else list(v)
+                                            for k, v in self.centeredness.items()}
+        if self.reparam_info is not None:
+            fit.settings["reparam"] = {"requested": "auto", "seconds": self.reparam_info.seconds,
+                                       "text": self.reparam_info.describe()}
         return fit
 
     @property
-    def centeredness(self) -> dict[str, tuple[float, ...]]:
-        """Per grouping, the centeredness of each column; ``"auto"`` ones are learned on first use."""
+    def centeredness(self) -> dict[str, tuple[float, ...] | np.ndarray]:
+        """Per grouping, the centeredness of each column (a tuple), or of each group and column
+        (an array (G, K), where learned values differ between groups); ``"auto"`` ones are
+        learned on first use."""
         self._learn_centeredness()
-        return {g.name: g.centeredness for g in self.spec.structure.groups}
+        return {g.name: self._per_group[g.name] if g.centeredness == PER_GROUP else g.centeredness
+                for g in self.spec.structure.groups}
 
     def _learn_centeredness(self) -> float:
         """Run the SVI pre-pass of ``parameterization="auto"`` once; its seconds (0 when done)."""
@@ -387,6 +414,8 @@ class Model:
         arrays, static = data_lib.split_data(self.reduced_data(data) or data)
         self.reparam_info = learn_centeredness(jax.random.PRNGKey(0), self.spec.structure, arrays, static)
         structure = with_centeredness(self.spec.structure, self.reparam_info.centeredness)
+        self._per_group = {g.name: self.reparam_info.centeredness[g.name] for g in structure.groups
+                           if g.centeredness == PER_GROUP}
         self.spec = dataclasses.replace(self.spec, structure=structure)
         return self.reparam_info.seconds
 
@@ -437,11 +466,25 @@ class Model:
     def describe(self, verbose: bool = True) -> str:
         """Priors, parameter shapes and groups per term; printed unless ``verbose=False``."""
         text = describe(self.spec, self.num_rows)
-        if getattr(self, "reparam_info", None) is not None:
+        if self.reparam_info is not None:
             text += "\n\n" + self.reparam_info.describe()
         if verbose:
             print(text)
         return text
+
+    def _repr_html_(self) -> str:
+        from bhmjax.display import card
+
+        s = self.spec
+        lines = [("family", s.family.name), ("rows", f"{self.num_rows:,}"),
+                 ("population terms", ", ".join((["Intercept"] if s.fixed.intercept else []) + list(s.fixed.columns))
+                  or "none")]
+        for g, gs in zip(s.groups, s.structure.groups):
+            cent = "auto (learned on first fit)" if gs.centeredness is None else \
+                ", ".join(f"{c:g}" for c in gs.centeredness)
+            lines.append((f"group {g.name}", f"{g.encoding.num_groups:,} levels; terms {', '.join(g.columns)}; "
+                          f"centeredness {cent}"))
+        return card(f"bhmjax Model: {s.formula.text}", lines, note="model.describe() lists every prior")
 
     def __repr__(self) -> str:
         groups = ", ".join(f"{g.name}: {g.encoding.num_groups}" for g in self.spec.groups)

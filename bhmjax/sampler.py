@@ -170,6 +170,7 @@ def sample(
     every: int = 200,
     out: str | os.PathLike | None = None,
     sampler: str = "nuts",
+    parameterization: Any = None,
 ) -> Fit:
     """Sample the posterior of a NumPyro model with jit-compiled NUTS across chains.
 
@@ -239,6 +240,18 @@ def sample(
         acceptance over chains (default 0.651 when left at 0.8); ``chain_method``,
         ``max_tree_depth``, ``dense_mass``, ``checkpoint`` and ``out`` do not apply.
         ``tree_depth`` in the stats is the NUTS depth with the same leapfrog steps.
+    parameterization : None, "auto", "centered", "noncentered" or dict
+        None runs the model as written. Otherwise every eligible site (a latent
+        Normal, StudentT, Cauchy, Laplace, Logistic, Gumbel or SoftLaplace site whose
+        parameters depend on another latent, through plates, expand and to_event) gets
+        a centeredness: "centered" (1, the site as written), "noncentered" (0), or
+        "auto": one value per element (per group), learned by a short SVI pre-pass
+        (Gorinova, Moore and Hoffman 2020). A dict gives per site "auto", a float in
+        [0, 1] or an array of the site's shape (sites not named stay as written). NUTS
+        runs the model through NumPyro's ``LocScaleReparam``; the draws hold the
+        original sites (the internal ``<site>_decentered`` ones are not stored). The
+        values are in ``fit.settings["parameterization"]``, the pre-pass seconds and a
+        description in ``fit.settings["reparam"]``. See ``bhmjax._src.locscale``.
 
     Returns
     -------
@@ -284,9 +297,16 @@ def sample(
                     every=every if checkpoint is not None else None)
     labels = dict(coords=dict(coords or {}), dims={k: tuple(v) for k, v in (dims or {}).items()},
                   names={k: list(v) for k, v in (names or {}).items()})
+    with x64_mode(x64):
+        check_model(model, arrays, static)
+        run_model, run_arrays, reparam = _reparameterized(model, arrays, static, parameterization, seed)
+    settings.update(reparam)
+    if reparam.get("reparam"):
+        internal = [s for s in reparam["reparam"]["internal_sites"] if keep is None or s not in keep]
+        settings["drop"] = list(drop) + [s for s in internal if s not in drop]
     if sampler != "nuts":
         return _chees_fit(model, arrays, static, settings, labels, init_strategy, sampler=sampler,
-                          checkpoint=checkpoint, out=out)
+                          checkpoint=checkpoint, out=out, run=(run_model, run_arrays))
     config = _config(settings, init_strategy)
     settings["chain_method"] = sampling.resolve_chain_method(chain_method, chains)[0]
     folder = None if checkpoint is None else Path(checkpoint)
@@ -298,16 +318,45 @@ def sample(
                 f"(model {meta['model']}); choose a new checkpoint folder or delete the old one.")
         return resume(folder, model=model, progress=progress)
     with x64_mode(x64):
-        check_model(model, arrays, static)
         buffer_len = every if folder is not None else sampling.default_buffer_len(warmup, draws, progress, chunk_size)
-        writer = _writer_for(model, arrays, static, config, chains, draws, buffer_len, out, folder)
-        run, runner = sampling.prepare(jax.random.PRNGKey(seed), model, arrays, static, config,
+        writer = _writer_for(run_model, run_arrays, static, config, chains, draws, buffer_len, out, folder)
+        run, runner = sampling.prepare(jax.random.PRNGKey(seed), run_model, run_arrays, static, config,
                                        num_chains=chains, chain_method=chain_method, buffer_len=buffer_len)
         return _drive(model, run, runner, config, settings, labels, arrays, static, folder, progress,
                       writer=writer)
 
 
-def _chees_fit(model, arrays, static, settings, labels, init_strategy, *, sampler, checkpoint, out) -> Fit:
+def _reparameterized(model: Callable, arrays: Mapping[str, Any], static: Mapping[str, Any], parameterization: Any,
+                     seed: int) -> tuple[Callable, dict, dict]:
+    """The model and data NUTS runs for ``parameterization`` and the settings that record it.
+
+    None leaves the model as written. Otherwise :func:`bhmjax._src.locscale.reparameterize`
+    (the values it records in ``settings["parameterization"]`` rebuild the same run model
+    in :func:`resume` and :func:`extend`, without a new pre-pass).
+    """
+    if parameterization is None:
+        return model, dict(arrays), {"parameterization": None}
+    from bhmjax._src import locscale
+
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
+    run_model, run_arrays, info = locscale.reparameterize(key, model, arrays, static, parameterization)
+    if not info.sites:
+        warnings.warn(info.describe(), UserWarning, stacklevel=3)
+    return run_model, run_arrays, {
+        "parameterization": info.record(),
+        "reparam": {"kind": "sites", "requested": info.requested, "seconds": info.seconds,
+                    "internal_sites": list(info.internal), "text": info.describe()}}
+
+
+def _rerun_model(model: Callable, arrays: Mapping[str, Any], static: Mapping[str, Any],
+                 settings: Mapping[str, Any]) -> tuple[Callable, dict]:
+    """The run model and data of a finished or checkpointed ``bj.sample`` run, from its settings."""
+    if (settings.get("reparam") or {}).get("kind") != "sites":
+        return model, dict(arrays)
+    return _reparameterized(model, arrays, static, settings["parameterization"], settings["seed"])[:2]
+
+
+def _chees_fit(model, arrays, static, settings, labels, init_strategy, *, sampler, checkpoint, out, run) -> Fit:
     """``sampler="chees"``: many chains of ChEES-HMC (``bhmjax._src.chees``) as an ordinary Fit."""
     from bhmjax._src import chees
 
@@ -325,8 +374,7 @@ def _chees_fit(model, arrays, static, settings, labels, init_strategy, *, sample
                                    init_strategy) else _config(settings, init_strategy).init_fn(),
                                thinning=settings["thin"], keep=_config(settings).keep, drop=tuple(settings["drop"]))
     with x64_mode(settings["x64"]):
-        check_model(model, arrays, static)
-        result = chees.run_chees(jax.random.PRNGKey(settings["seed"]), model, arrays, static, config,
+        result = chees.run_chees(jax.random.PRNGKey(settings["seed"]), run[0], run[1], static, config,
                                  num_chains=settings["chains"], num_draws=settings["draws"])
     stats = dict(result.stats)
     stats["tree_depth"] = tree_depth(stats["num_steps"])
@@ -425,13 +473,14 @@ def resume(checkpoint: str | os.PathLike, *, model: Callable | None = None, prog
     info = meta["run"]
     labels = {k: meta["labels"].get(k, {}) for k in ("coords", "dims", "names")}
     with x64_mode(settings["x64"]):
-        program = sampling.build_program(model, static, config, arrays)
+        run_model, run_arrays = _rerun_model(model, arrays, static, settings)
+        program = sampling.build_program(run_model, static, config, run_arrays)
         keys = jax.ShapeDtypeStruct((info["num_chains"], 2), np.uint32)
         shapes = jax.eval_shape(program.init, keys, {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
-                                                     for k, v in arrays.items()})
+                                                     for k, v in run_arrays.items()})
         leaves = [jnp.asarray(stored[f"state/{i:04d}"]) for i in range(info["num_leaves"])]
         state = jax.tree.unflatten(jax.tree.structure(shapes), leaves)
-        run, runner = sampling.prepare(None, model, arrays, static, config, num_chains=info["num_chains"],
+        run, runner = sampling.prepare(None, run_model, run_arrays, static, config, num_chains=info["num_chains"],
                                        chain_method=info["method"], buffer_len=settings["every"], state=state)
         compile_s = run.timings["compile"]
         run.warmup_done, run.draws_done = list(info["warmup_done"]), list(info["draws_done"])
@@ -457,7 +506,8 @@ def extend(fit: Fit, draws: int, *, progress: bool = False) -> Fit:
     config = _config(settings)
     with x64_mode(settings["x64"]):
         buffer_len = sampling.default_buffer_len(0, draws, progress, settings.get("every"))
-        run, runner = sampling.prepare(None, fit.model, arrays, static, config, num_chains=fit.num_chains,
+        run_model, run_arrays = _rerun_model(fit.model, arrays, static, settings)
+        run, runner = sampling.prepare(None, run_model, run_arrays, static, config, num_chains=fit.num_chains,
                                        chain_method=settings["chain_method"], buffer_len=buffer_len,
                                        state=fit.state)
         run.warmup_done = [config.num_warmup] * len(run.states)

@@ -54,6 +54,6 @@ def test_labels_with_commas_or_brackets_make_unambiguous_names():
     fit = bj.Fit(draws=draws, stats={"diverging": np.zeros((1, 3), bool)}, timings={}, num_grad_evals={},
                  settings={}, coords={"g": labels, "term": ["Intercept", "x"]}, dims={"r_g": ["g", "term"]})
     names = fit.param_names()
-    assert names[:4] == ["r_g['x,y',Intercept]", "r_g['x,y',x]", "r_g[x,Intercept]", "r_g[x,x]"]
-    assert "r_g['a[1]',x]" in names and "r_g[\"it's\",Intercept]" in names and "r_g[' pad',x]" in names
+    assert names[:4] == ["r_g['x,y', Intercept]", "r_g['x,y', x]", "r_g[x, Intercept]", "r_g[x, x]"]
+    assert "r_g['a[1]', x]" in names and "r_g[\"it's\", Intercept]" in names and "r_g[' pad', x]" in names
     assert len(set(names)) == len(names) and names[-1] == "mu"

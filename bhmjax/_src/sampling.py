@@ -344,6 +344,29 @@ def _chunks(total: int, size: int):
         done += n
 
 
+def _tqdm():
+    """tqdm's widget bar in a Jupyter kernel that has ipywidgets, its text bar anywhere else.
+
+    (``tqdm.auto`` warns and prints nothing useful in a kernel without ipywidgets; the text
+    bar redraws in place there too.)
+    """
+    import sys
+
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is not None and "IPKernelApp" in getattr(shell, "config", {}):
+        try:
+            import ipywidgets  # noqa: F401
+            from tqdm.notebook import tqdm
+
+            return tqdm
+        except ImportError:
+            pass
+    from tqdm.std import tqdm
+
+    return tqdm
+
+
 @dataclass
 class _Progress:
     """A tqdm bar (or nothing) advanced chunk by chunk from the host."""
@@ -355,9 +378,7 @@ class _Progress:
 
     def __enter__(self):
         if self.enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=self.total, desc=self.desc, leave=True, dynamic_ncols=True)
+            self.bar = _tqdm()(total=self.total, desc=self.desc, leave=True, dynamic_ncols=True)
         return self
 
     def update(self, n: int, phase: str) -> None:
