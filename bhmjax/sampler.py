@@ -57,8 +57,11 @@ def _check_program(model: Callable, arrays: Mapping[str, Any], static: Mapping[s
         for name, site in tr.items():
             if site["type"] != "sample":
                 continue
+            support = getattr(site["fn"], "support", None)
             sites[name] = {"is_observed": bool(site.get("is_observed")), "value_shape": jnp.shape(site["value"]),
-                           "dist_shape": tuple(site["fn"].shape()), "dist": type(site["fn"]).__name__}
+                           "dist_shape": tuple(site["fn"].shape()), "dist": type(site["fn"]).__name__,
+                           "discrete": bool(getattr(support, "is_discrete", False))
+                           and (site.get("infer") or {}).get("enumerate") is None}
             try:
                 log_densities[name] = site["fn"].log_prob(site["value"])
             except Exception:  # noqa: BLE001 - a site we cannot evaluate is left to the sampler
@@ -103,6 +106,12 @@ def check_model(model: Callable, arrays: Mapping[str, np.ndarray], static: Mappi
         if name in log_densities:
             _check_log_density(name, site, np.asarray(log_densities[name]))
         if not site["is_observed"]:
+            if site["discrete"]:
+                raise ValueError(
+                    f"site {name!r} is a discrete latent variable ({site['dist']}): NUTS moves only "
+                    "continuous parameters. Sum it out of the model (e.g. a mixture: "
+                    "dist.MixtureSameFamily), or pass its values as observed data."
+                )
             continue
         value_shape, dist_shape = site["value_shape"], site["dist_shape"]
         try:

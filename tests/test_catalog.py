@@ -21,6 +21,7 @@ import pytest
 import bhmjax as bj
 from bhmjax import sampler
 from bhmjax._src import sampling
+from bhmjax.design import new_design  # what fit.predict checks new rows with
 from tests._compiles import compile_log, fresh_caches
 
 
@@ -77,6 +78,11 @@ def load_with_another_model():
     with tempfile.TemporaryDirectory() as folder:
         path = _hand_made_fit(normal_model, mu=0.5).save(f"{folder}/f.bhm", log_likelihood=False)
         bj.load(path, model=counts)
+
+
+def discrete_latent(y):
+    z = numpyro.sample("z", dist.Bernoulli(0.5))
+    numpyro.sample("y", dist.Normal(2.0 * z, 1.0), obs=y)
 
 
 CATALOG = [
@@ -144,6 +150,17 @@ CATALOG = [
      ValueError, r"the columns of data have different lengths: \{'y': 3, 'x': 2\}"),
     ("a dataset with no rows", lambda: bj.Model("y ~ x + (1 | g)", DF.iloc[:0]),
      ValueError, r"the data have no rows"),
+    ("duplicated column names", lambda: bj.Model("y ~ x + (1 | g)", pd.concat([DF, DF[["x"]]], axis=1)),
+     ValueError, r"data has the column 'x' more than once; every column needs its own name"),
+    ("a discrete latent site", lambda: bj.sample(discrete_latent, {"y": Y}, **S),
+     ValueError, r"site 'z' is a discrete latent variable \(BernoulliProbs\): NUTS moves only continuous"),
+    ("a group label of another type than in training",
+     lambda: new_design(bj.Model("y ~ x + (1 | k)", DF).spec, DF.assign(k=DF["k"].astype(str)), groups="new"),
+     TypeError, r"'k' has the label '0' \(str\), which is not a fitted label, but 0 \(int\) is: the labels' "
+                r"types differ"),
+    ("a predictor level never seen in training", lambda: new_design(bj.Model("y ~ x + g", DF).spec, DF.assign(g="z")),
+     ValueError, r"column 'g' of new_data has 1 level\(s\) not seen in training: 'z'. In the population terms, "
+                 r"the model has coefficients only for the levels \['a', 'b'\]"),
     ("saving a fit whose prior the file cannot hold", save_unstorable_prior,
      TypeError, r"cannot store the prior priors\['sd_g'\] = MyPrior: its class .*MyPrior is not one of "
                 r"numpyro.distributions"),
