@@ -134,6 +134,8 @@ def fit_once(cell: dict, seed: int):
     if model == "eight_schools":
         if param == "auto":
             raise Unavailable("eight schools is a hand-written NumPyro model: it has no automatic form")
+        if param == "marginalized":
+            raise Unavailable("eight schools has a known sd per school: no shared residual sd to integrate with")
         fn = eight_schools_cp if param == "centered" else eight_schools_ncp
         data = eight_schools_data()
         if kwargs["x64"]:
@@ -145,7 +147,11 @@ def fit_once(cell: dict, seed: int):
     else:
         formula, family = FORMULAS[model]
         frame = regime_data(model, cell["G"], cell["rows"], cell["noise_ratio"], cell.get("data_seed", 0))
-    return bj.Model(formula, frame, family=family, parameterization=param).fit(**kwargs)
+    if param == "marginalized":  # the group effects integrated out (gaussian only), drawn after sampling
+        if family != "gaussian":
+            raise Unavailable(f"the {family} family's group effects cannot be integrated out exactly")
+        return bj.Model(formula, frame, family=family).fit(marginalize=True, **kwargs)
+    return bj.Model(formula, frame, family=family, parameterization=param).fit(marginalize=False, **kwargs)
 
 
 def measured_draws(fit) -> dict[str, np.ndarray]:

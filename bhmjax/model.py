@@ -369,10 +369,15 @@ class Model:
         sampling precision. Call ``build_model(marginal_structure(...))`` on it, as
         :meth:`fit` does.
         """
+        from bhmjax._src import reduce as exact
+
         marginal = self._marginal(marginalize)
         structure = marginalize_lib.marginal_structure(self.spec.structure, marginal)
         data = standardize.standardize(self.model_data(x64=True), structure, self.spec.family)
-        reduced = self.reduced_data(data) if reduce else None
+        if marginal is not None and len(structure.groups) == 1 and reduce:  # every group's rows as k pseudo rows
+            reduced = exact.block_gaussian_data(data, structure.intercept)
+        else:
+            reduced = self.reduced_data(data) if reduce else None
         if reduce is True and reduced is None:
             raise ValueError("reduce=True, but this model has no exact reduction that pays: it needs the "
                              "gaussian family and far fewer cells of group levels than rows, or the "

@@ -89,7 +89,8 @@ def fits():
     # Informative enough that the centered form converges in 2 x 400 warmup (with rows=6,
     # noise=2 it is a funnel whose R-hat depends on the seed under any adaptation).
     data = slopes(rows=10, noise=1.5)
-    out = {p: bj.Model("y ~ 1 + x + (1 + x | g)", data, parameterization=p).fit(seed=i, **SETTINGS)
+    out = {p: bj.Model("y ~ 1 + x + (1 + x | g)", data, parameterization=p).fit(seed=i, marginalize=False,
+                                                                                 **SETTINGS)
            for i, p in enumerate(["centered", "noncentered", "auto"])}
     return out
 

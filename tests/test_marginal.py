@@ -14,6 +14,8 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
+import numpyro.distributions as dist
 import pytest
 
 import bhmjax as bj
@@ -141,3 +143,190 @@ def test_draws_are_the_exact_gaussian_conditional(q):
         assert np.all(np.abs(draws[:, j].mean(axis=0) - mean) < 4.5 * se), (j, draws[:, j].mean(axis=0), mean)
         np.testing.assert_allclose(np.cov(draws[:, j].T).reshape(q, q), var, rtol=0.03,
                                    atol=0.03 * np.sqrt(np.outer(np.diag(var), np.diag(var))).max())
+
+
+# ---------------------------------------------------------------- formula models
+
+
+def unequal_slopes(seed=0, groups=24, crossed=False):
+    """``y ~ 1 + x + (1 + x | g)`` with groups of 1 to 80 rows (plus a crossed ``h`` of 6 levels)."""
+    rng = np.random.default_rng(seed)
+    sizes = np.concatenate([[1, 1, 2, 80, 60], rng.integers(1, 30, groups - 5)])
+    g = np.repeat(np.arange(groups), sizes)
+    x = rng.normal(size=g.size)
+    r = rng.normal(size=(groups, 2)) @ np.array([[0.8, 0.0], [0.2, 0.4]]).T
+    y = 1.0 + 0.5 * x + r[g, 0] + r[g, 1] * x + rng.normal(0, 0.9, g.size)
+    frame = {"y": y, "x": x, "g": g}
+    if crossed:
+        frame["h"] = rng.integers(0, 6, g.size)
+        frame["y"] = y + rng.normal(0, 0.7, 6)[frame["h"]]
+    return frame
+
+
+SMALL = dict(chains=2, warmup=150, draws=60, progress=False)
+
+
+def test_marginalize_option_chooses_and_refuses():
+    frame = unequal_slopes(crossed=True)
+    model = bj.Model("y ~ 1 + x + (1 + x | g) + (1 | h)", frame)
+    assert model._marginal("auto") == "g" and model._marginal(True) == "g" and model._marginal(False) is None
+    text = model.describe(verbose=False)
+    assert "integrated out (marginalize='auto'): r_g (24 groups x 2 columns)" in text
+    assert "integrated out: nothing (marginalize=False)" in model.describe(verbose=False, marginalize=False)
+    with pytest.raises(ValueError, match="marginalize must be 'auto', True or False, got 'g'"):
+        model.fit(marginalize="g", **SMALL)
+    counts = dict(frame, y=(frame["y"] > 1).astype(int))
+    bern = bj.Model("y ~ 1 + (1 | g)", counts, family="bernoulli")
+    with pytest.raises(ValueError, match="marginalize=True, but the bernoulli family's group effects are not "
+                                         "Gaussian"):
+        bern.fit(marginalize=True, **SMALL)
+    assert bern._marginal("auto") is None
+    assert "integrated out: nothing (the bernoulli family" in bern.describe(verbose=False)
+
+
+def test_marginalized_fit_is_a_complete_fit():
+    """r_g drawn for every stored draw; settings, predictions (new groups too), LOO of rows and ArviZ."""
+    frame = unequal_slopes(crossed=True)
+    model = bj.Model("y ~ 1 + x + (1 + x | g) + (1 | h)", frame)
+    fit = model.fit(seed=3, **SMALL)
+    assert fit.settings["marginalized"]["group"] == "g" and fit.settings["marginalized"]["site"] == "r_g"
+    assert "z_g" not in fit.draws and "z_h" in fit.draws
+    assert fit.draws["r_g"].shape == (2, 60, 24, 2) and np.isfinite(fit.draws["r_g"]).all()
+    assert "r_g[3,x]" in fit.summary().index
+    pred = fit.predict({"x": [0.0, 1.0], "g": [0, 99], "h": [1, 2]}, groups="new", seed=1)
+    assert pred.draws.shape == (2, 60, 2) and np.isfinite(pred.draws).all()
+    ll = fit.log_likelihood()
+    assert ll.shape == (2, 60, len(frame["y"]))  # the rows, not the marginal blocks
+    idata = fit.to_arviz()
+    assert idata.log_likelihood["y"].shape == (2, 60, len(frame["y"]))
+    assert idata.posterior["r_g"].shape == (2, 60, 24, 2)
+    again = model.fit(seed=3, **SMALL)
+    np.testing.assert_array_equal(again.draws["r_g"], fit.draws["r_g"])  # deterministic given the seed
+
+
+def test_draw_keys_follow_the_draw_index_not_the_chunk():
+    """Completing the last draws alone (first_draw=k, tiny chunks) gives the same r_g: extensions and
+    the engine's per-chunk hook draw what one call would."""
+    from bhmjax.marginal import complete_fit
+
+    frame = unequal_slopes()
+    fit = bj.Model("y ~ 1 + x + (1 + x | g)", frame).fit(seed=4, **SMALL)
+    part = bj.Fit(draws={k: v[:, 45:] for k, v in fit.draws.items() if k != "r_g"},
+                  stats={k: v[:, 45:] for k, v in fit.stats.items()}, timings={}, num_grad_evals={},
+                  settings=dict(fit.settings), data=fit.data, model=fit.model, spec=fit.spec,
+                  sampled_data=fit.sampled_data)
+    complete_fit(part, fit.spec, first_draw=45, max_bytes=1)
+    # equal up to float32 rounding (programs vectorized over 1 and over 120 draws round differently)
+    np.testing.assert_allclose(part.draws["r_g"], fit.draws["r_g"][:, 45:], rtol=1e-5, atol=1e-6)
+    longer = fit.extend(5)
+    assert longer.draws["r_g"].shape == (2, 65, 24, 2) and np.isfinite(longer.draws["r_g"]).all()
+
+
+# ---------------------------------------------------------------- statistics
+
+HYPER = ["Intercept", "x", "sd_g__Intercept", "sd_g__x", "cor_g__Intercept__x", "sigma", "sd_h__Intercept"]
+GROUPS = ["r_g[0,Intercept]", "r_g[1,x]", "r_g[3,Intercept]", "r_g[3,x]", "r_g[4,x]", "r_h[2,Intercept]"]
+
+
+@pytest.fixture(scope="module")
+def marginal_and_sampled():
+    frame = unequal_slopes(seed=5, crossed=True)
+    model = bj.Model("y ~ 1 + x + (1 + x | g) + (1 | h)", frame)
+    settings = dict(chains=4, warmup=1000, draws=1000, progress=False, target_accept=0.9)
+    return model.fit(seed=1, **settings), model.fit(seed=2, marginalize=False, **settings)
+
+
+@pytest.mark.slow
+def test_marginalized_and_sampled_fits_agree(marginal_and_sampled):
+    """Every hyperparameter and the effects of groups of 1, 1, 80 and 60 rows (and a crossed level):
+    |mean_m - mean_s| / joint MCSE < 4, after both fits converged."""
+    from ._stats import agreement_z
+
+    marg, sampled = marginal_and_sampled
+    for fit in (marg, sampled):
+        table = fit.summary().loc[HYPER + GROUPS]
+        assert table["r_hat"].max() < 1.02 and table["ess_bulk"].min() > 150, table
+    names_m, x_m = marg.flat_draws()
+    names_s, x_s = sampled.flat_draws()
+    pick = HYPER + GROUPS
+    z = agreement_z(x_m[..., [names_m.index(k) for k in pick]].astype(np.float64),
+                    x_s[..., [names_s.index(k) for k in pick]].astype(np.float64))
+    assert (z < 4).all(), dict(zip(pick, z.round(2)))
+    sd_m = x_m[..., [names_m.index(k) for k in pick]].std(axis=(0, 1))
+    sd_s = x_s[..., [names_s.index(k) for k in pick]].std(axis=(0, 1))
+    np.testing.assert_allclose(sd_m, sd_s, rtol=0.12)
+
+
+class NoLogDet(bj.MarginalNormalGroups):
+    """The broken twin: the marginal density without its log-determinant term."""
+
+    def log_prob(self, value):
+        _, quad, perp = marginal.marginal_terms(value - self.loc, self.basis, self.tril, self.sigma)
+        return -0.5 * (value.shape[-1] * jnp.log(2 * jnp.pi * self.sigma**2) + quad + perp)
+
+
+def sbc_model(likelihood):
+    """Hand-written varying intercepts and slopes with the effects integrated out by ``likelihood``."""
+    def model(y, x, codes, coords, root):
+        a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+        b = numpyro.sample("b", dist.Normal(0.0, 1.0))
+        sd = numpyro.sample("sd", dist.HalfNormal(1.0).expand([2]).to_event(1))
+        chol = numpyro.sample("L", dist.LKJCholesky(2, 2.0))
+        sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+        numpyro.sample("y", likelihood(a + b * x, bj.GroupBasis(codes, coords, root), sd, sigma, chol), obs=y)
+
+    return model
+
+
+marginal_model, broken_model = sbc_model(bj.MarginalNormalGroups), sbc_model(NoLogDet)
+
+
+def sbc_datasets(n, seed=6):
+    rng = np.random.default_rng(seed)
+    sizes = np.arange(1, 9)
+    codes = np.repeat(np.arange(8), sizes)
+    data, truths = [], []
+    for _ in range(n):
+        a, b = rng.normal(size=2)
+        sd, sigma = np.abs(rng.normal(size=2)), abs(rng.normal())
+        rho = 2 * rng.beta(2.0, 2.0) - 1  # LKJ(2) for a 2 x 2 correlation
+        tril = sd[:, None] * np.linalg.cholesky(np.array([[1.0, rho], [rho, 1.0]]))
+        r = rng.normal(size=(8, 2)) @ tril.T
+        x = rng.normal(size=codes.size)
+        y = a + b * x + r[codes, 0] + r[codes, 1] * x + sigma * rng.normal(size=codes.size)
+        basis = bj.group_basis(np.column_stack([np.ones_like(x), x]), codes, 8)
+        data.append({"y": y, "x": x, **basis._asdict()})
+        truths.append({"a": a, "b": b, "sd0": sd[0], "sd1": sd[1], "sigma": sigma, "r00": r[0, 0], "r71": r[7, 1]})
+    return data, truths
+
+
+def sbc_ranks(fits, truths, thin=4):
+    out = {k: [] for k in truths[0]}
+    for fit, truth in zip(fits, truths):
+        r = bj.marginal_effects(fit, seed=1)
+        draws = {"a": fit.draws["a"], "b": fit.draws["b"], "sd0": fit.draws["sd"][..., 0],
+                 "sd1": fit.draws["sd"][..., 1], "sigma": fit.draws["sigma"], "r00": r[..., 0, 0], "r71": r[..., 7, 1]}
+        for k, v in draws.items():
+            out[k].append(int(np.sum(np.asarray(v)[:, ::thin] < truth[k])))
+    return out
+
+
+def uniform_p(ranks, max_rank, bins=10):
+    from scipy import stats as sps
+
+    return sps.chisquare(np.histogram(ranks, bins=bins, range=(0, max_rank + 1))[0]).pvalue
+
+
+@pytest.mark.slow
+def test_simulation_based_calibration_of_the_marginal_sampler():
+    """SBC (Talts et al. 2018), 200 datasets from the prior: ranks of the true hyperparameters and
+    of two groups' effects (1 and 8 rows) among the posterior draws are uniform; the twin without
+    the log-determinant is rejected."""
+    data, truths = sbc_datasets(200)
+    opts = dict(chains=2, warmup=150, draws=100, batch_size=25, devices=None, seed=7)
+    max_rank = 2 * 100 // 4
+    ranks = sbc_ranks(bj.fit_many(marginal_model, data, **opts), truths)
+    p = {k: uniform_p(v, max_rank) for k, v in ranks.items()}
+    assert min(p.values()) > 1e-3, p
+    broken = sbc_ranks(bj.fit_many(broken_model, data[:100], **opts), truths[:100])
+    assert min(uniform_p(v, max_rank) for v in broken.values()) < 1e-3

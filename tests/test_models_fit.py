@@ -75,7 +75,7 @@ def fit_family(family: str, parameterization="noncentered"):
         frame, truth, r = simulate(family)
         formula = "y | trials(n) ~ 1 + x + (1 + x | g)" if family == "binomial" else "y ~ 1 + x + (1 + x | g)"
         model = bj.Model(formula, frame, family=family, parameterization=parameterization)
-        _FITS[key] = (model.fit(seed=1, **SETTINGS), truth, r)
+        _FITS[key] = (model.fit(seed=1, marginalize=False, **SETTINGS), truth, r)  # group effects sampled
     return _FITS[key]
 
 
@@ -137,7 +137,7 @@ def test_radon_varying_slopes(posteriordb):
     df = _radon(posteriordb)
     model = bj.Model("log_radon ~ 1 + floor_measure + (1 + floor_measure | county)", df)
     fit = model.fit(chains=4, warmup=1000, draws=1000, seed=0, progress=False, target_accept=0.9,
-                    chain_method="sequential")
+                    chain_method="sequential", marginalize=False)
     table = fit.summary()
     assert int(fit.stats["diverging"].sum()) == 0
     assert table["r_hat"].max() < 1.01, table.sort_values("r_hat").tail()

@@ -44,7 +44,9 @@ import numpy as np
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
-__all__ = ["GroupBasis", "group_basis", "basis_data", "basis_of", "scale_tril", "marginal_terms", "marginal_loglik",
+from bhmjax._src.smallmat import cholesky, solve_lower, solve_upper_t
+
+__all__ = ["GroupBasis", "group_basis", "block_basis", "basis_data", "basis_of", "scale_tril", "marginal_terms", "marginal_loglik",
            "draw_group_effects", "MarginalNormalGroups"]
 
 
@@ -106,6 +108,19 @@ def group_basis(z: np.ndarray, codes: np.ndarray, num_groups: int, rtol: float =
     return GroupBasis(codes=codes.astype(np.int32), coords=coords.astype(dtype), root=root.astype(dtype))
 
 
+def block_basis(z: np.ndarray, num_groups: int, block: int) -> GroupBasis:
+    """The basis of rows laid out in blocks (``reduce.gaussian_blocks``): group ``j`` owns rows
+    ``j k .. j k + k - 1`` whose first ``q`` carry ``R_j`` (upper triangular) and the rest zeros,
+    so row ``j k + a`` has coordinates ``e_a`` (a < q) or 0."""
+    z = np.asarray(z)
+    q = z.shape[1]
+    root = z.reshape(num_groups, block, q)[:, :q, :]
+    coords = np.zeros((num_groups, block, q), z.dtype)
+    coords[:, np.arange(q), np.arange(q)] = 1.0
+    codes = np.repeat(np.arange(num_groups, dtype=np.int32), block)
+    return GroupBasis(codes=codes, coords=coords.reshape(-1, q), root=np.ascontiguousarray(root))
+
+
 def basis_data(basis: GroupBasis) -> dict:
     """The basis as model data: ``marginal:codes``, ``marginal:coords``, ``marginal:root``."""
     return {f"marginal:{k}": v for k, v in basis._asdict().items()}
@@ -116,35 +131,7 @@ def basis_of(data) -> GroupBasis:
     return GroupBasis(*(data[f"marginal:{k}"] for k in GroupBasis._fields))
 
 
-# ---------------------------------------------------------------- q x q algebra, written out
-
-def _cholesky(a):
-    """Lower Cholesky factor of nested lists ``a[i][j]`` of (...,) arrays (positive definite)."""
-    q = len(a)
-    low = [[None] * q for _ in range(q)]
-    for j in range(q):
-        low[j][j] = jnp.sqrt(a[j][j] - sum(low[j][k] ** 2 for k in range(j)))
-        for i in range(j + 1, q):
-            low[i][j] = (a[i][j] - sum(low[i][k] * low[j][k] for k in range(j))) / low[j][j]
-    return low
-
-
-def _solve_lower(low, b):
-    """``x`` with ``low @ x = b`` (forward substitution), vectors as lists of arrays."""
-    x = []
-    for i in range(len(b)):
-        x.append((b[i] - sum(low[i][k] * x[k] for k in range(i))) / low[i][i])
-    return x
-
-
-def _solve_upper_t(low, b):
-    """``x`` with ``low^T @ x = b`` (back substitution)."""
-    q = len(b)
-    x = [None] * q
-    for i in reversed(range(q)):
-        x[i] = (b[i] - sum(low[k][i] * x[k] for k in range(i + 1, q))) / low[i][i]
-    return x
-
+# ---------------------------------------------------------------- q x q algebra, written out (smallmat.py)
 
 def _weights(root, tril, sigma):
     """``W = R T / sigma`` as nested lists of (G,) arrays."""
@@ -158,13 +145,20 @@ def scale_tril(sd: jax.Array, chol_corr: jax.Array | None = None) -> jax.Array:
     return jnp.diag(sd) if chol_corr is None else sd[:, None] * chol_corr
 
 
-def _project(residual, basis: GroupBasis, num_groups: int):
+def _project(residual, basis: GroupBasis, num_groups: int, block: int | None = None):
     """Coordinates ``c`` (G, q) of the residual in each group's basis and ``sum |e_perp|^2``.
 
-    One step of iterative refinement: with large group effects ``|e|`` is far above
-    ``|e_perp|`` and the rounding error ``delta`` of a long float32 sum ``c`` would add
-    ``|delta|^2`` to ``|e_perp|^2``; projecting the first ``e_perp`` again recovers ``-delta``.
+    Rows in blocks (:func:`block_basis`): the first ``q`` rows of each block are the
+    coordinates, the others lie outside every span. Otherwise one step of iterative
+    refinement: with large group effects ``|e|`` is far above ``|e_perp|`` and the rounding
+    error ``delta`` of a long float32 sum ``c`` would add ``|delta|^2`` to ``|e_perp|^2``;
+    projecting the first ``e_perp`` again recovers ``-delta``.
     """
+    if block is not None:
+        q = basis.root.shape[-1]
+        blocks = residual.reshape(num_groups, block)
+        return blocks[:, :q], jnp.sum(blocks[:, q:] ** 2)
+
     def coordinates(v):
         return jax.ops.segment_sum(basis.coords * v[:, None], basis.codes, num_segments=num_groups)
 
@@ -177,21 +171,23 @@ def _project(residual, basis: GroupBasis, num_groups: int):
     return c + delta, jnp.sum(outside(perp, delta) ** 2)
 
 
-def marginal_terms(residual: jax.Array, basis: GroupBasis, tril: jax.Array, sigma: jax.Array):
+def marginal_terms(residual: jax.Array, basis: GroupBasis, tril: jax.Array, sigma: jax.Array,
+                   block: int | None = None):
     """The parts of :func:`marginal_loglik`: ``sum_j log|K_j|``, ``sum_j c~_j^T K_j^{-1} c~_j``
     and ``|e_perp|^2 / sigma^2``, each of shape ()."""
     num_groups, q = basis.root.shape[0], basis.root.shape[-1]
-    c, ee_perp = _project(residual, basis, num_groups)
+    c, ee_perp = _project(residual, basis, num_groups, block)
     w = _weights(basis.root, tril, sigma)
     k = [[float(a == b) + sum(w[a][m] * w[b][m] for m in range(q)) for b in range(q)] for a in range(q)]
-    low = _cholesky(k)
-    v = _solve_lower(low, [c[:, a] / sigma for a in range(q)])
+    low = cholesky(k)
+    v = solve_lower(low, [c[:, a] / sigma for a in range(q)])
     logdet = 2.0 * sum(jnp.sum(jnp.log(low[a][a])) for a in range(q))
     quad = sum(jnp.sum(x**2) for x in v)
     return logdet, quad, ee_perp / sigma**2
 
 
-def marginal_loglik(residual: jax.Array, basis: GroupBasis, tril: jax.Array, sigma: jax.Array) -> jax.Array:
+def marginal_loglik(residual: jax.Array, basis: GroupBasis, tril: jax.Array, sigma: jax.Array,
+                    block: int | None = None) -> jax.Array:
     """``log N(residual | 0, sigma^2 I + Z Sigma Z^T)`` over every row, group effects integrated out.
 
     Parameters
@@ -200,18 +196,20 @@ def marginal_loglik(residual: jax.Array, basis: GroupBasis, tril: jax.Array, sig
     basis : GroupBasis of the rows
     tril : (q, q) ``T``, the lower-triangular scale of the effects (:func:`scale_tril`)
     sigma : () residual sd
+    block : int, optional
+        Rows laid out in blocks of ``block`` per group (:func:`block_basis`).
 
     Returns
     -------
     () the log density.
     """
-    logdet, quad, perp = marginal_terms(residual, basis, tril, sigma)
+    logdet, quad, perp = marginal_terms(residual, basis, tril, sigma, block)
     n = residual.shape[0]
     return -0.5 * (n * jnp.log(2.0 * jnp.pi * sigma**2) + logdet + perp + quad)
 
 
 def draw_group_effects(key: jax.Array, residual: jax.Array, basis: GroupBasis, tril: jax.Array,
-                       sigma: jax.Array) -> jax.Array:
+                       sigma: jax.Array, block: int | None = None) -> jax.Array:
     """One exact draw of every group's effects given the rest, shape (G, q).
 
     ``r_j | y ~ Normal(Sigma Z_j^T V_j^{-1} e_j, (Sigma^{-1} + Z_j^T Z_j / sigma^2)^{-1})``,
@@ -219,14 +217,14 @@ def draw_group_effects(key: jax.Array, residual: jax.Array, basis: GroupBasis, t
     ``L L^T = I + W_j^T W_j``, ``eps_j ~ Normal(0, I)``.
     """
     num_groups, q = basis.root.shape[0], basis.root.shape[-1]
-    c, _ = _project(residual, basis, num_groups)
+    c, _ = _project(residual, basis, num_groups, block)
     w = _weights(basis.root, tril, sigma)
     p = [[float(a == b) + sum(w[m][a] * w[m][b] for m in range(q)) for b in range(q)] for a in range(q)]
-    low = _cholesky(p)
+    low = cholesky(p)
     wc = [sum(w[m][a] * c[:, m] / sigma for m in range(q)) for a in range(q)]
     eps = jax.random.normal(key, (q, num_groups), dtype=residual.dtype)
-    y = _solve_lower(low, wc)
-    a = jnp.stack(_solve_upper_t(low, [y[i] + eps[i] for i in range(q)]), axis=-1)
+    y = solve_lower(low, wc)
+    a = jnp.stack(solve_upper_t(low, [y[i] + eps[i] for i in range(q)]), axis=-1)
     return a @ tril.T
 
 
@@ -251,6 +249,9 @@ class MarginalNormalGroups(dist.Distribution):
     sigma : () residual sd
     chol_corr : (q, q), optional
         Cholesky factor of the effects' correlation (None: independent effects).
+    block : int, optional
+        The rows are laid out in blocks of ``block`` per group (``bhmjax._src.reduce.gaussian_blocks``
+        and :func:`block_basis`): no scatter or gather.
 
     Examples
     --------
@@ -276,9 +277,11 @@ class MarginalNormalGroups(dist.Distribution):
     arg_constraints = {"loc": constraints.real_vector, "sigma": constraints.positive}
     support = constraints.real_vector
     pytree_data_fields = ("loc", "basis", "tril", "sigma")
+    pytree_aux_fields = ("block",)
 
-    def __init__(self, loc, basis: GroupBasis, sd, sigma, chol_corr=None, *, validate_args=None):
-        self.loc, self.basis, self.sigma = loc, GroupBasis(*basis), sigma
+    def __init__(self, loc, basis: GroupBasis, sd, sigma, chol_corr=None, *, block: int | None = None,
+                 validate_args=None):
+        self.loc, self.basis, self.sigma, self.block = loc, GroupBasis(*basis), sigma, block
         self.tril = scale_tril(jnp.asarray(sd), chol_corr)
         super().__init__(batch_shape=(), event_shape=jnp.shape(loc)[-1:], validate_args=validate_args)
 
@@ -287,11 +290,11 @@ class MarginalNormalGroups(dist.Distribution):
         return self.basis.root.shape[0]
 
     def log_prob(self, value):
-        return marginal_loglik(value - self.loc, self.basis, self.tril, self.sigma)
+        return marginal_loglik(value - self.loc, self.basis, self.tril, self.sigma, self.block)
 
     def group_effects(self, key, value) -> jax.Array:
         """One exact draw of the group effects (G, q) given the observed ``value``."""
-        return draw_group_effects(key, value - self.loc, self.basis, self.tril, self.sigma)
+        return draw_group_effects(key, value - self.loc, self.basis, self.tril, self.sigma, self.block)
 
     def sample(self, key, sample_shape=()):
         key_r, key_e = jax.random.split(key)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from numpyro import handlers
 
-from bhmjax._src.marginal import basis_data, group_basis
+from bhmjax._src.marginal import basis_data, block_basis, group_basis
 from bhmjax._src.models import ModelStructure
 
 __all__ = ["MARGINALIZE", "why_not", "choose", "marginal_structure", "add_basis", "effects_generator",
@@ -74,11 +74,15 @@ def add_basis(data: Mapping[str, Any], structure: ModelStructure) -> dict:
     """Model data with ``marginal:codes``, ``marginal:coords`` and ``marginal:root`` of the grouping.
 
     Built in float64 from the (possibly reduced) rows of ``data`` (see :func:`group_basis`),
-    returned in the dtype of ``data["y"]``.
+    or read off rows in blocks (``marginal:block``, see :func:`block_basis`); returned in the
+    dtype of ``data["y"]``.
     """
     i = [g.name for g in structure.groups].index(structure.marginal)
     f = np.asarray(data["y"]).dtype
-    basis = group_basis(data[f"Z_{i}"], data[f"codes_{i}"], int(data[f"G_{i}"]), dtype=f)
+    if "marginal:block" in data:  # rows in blocks per group (reduce.block_gaussian_data)
+        basis = block_basis(np.asarray(data[f"Z_{i}"], f), int(data[f"G_{i}"]), int(data["marginal:block"]))
+    else:
+        basis = group_basis(data[f"Z_{i}"], data[f"codes_{i}"], int(data[f"G_{i}"]), dtype=f)
     return {**data, **basis_data(basis)}
 
 

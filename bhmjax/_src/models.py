@@ -196,7 +196,8 @@ def _glmm(s: ModelStructure, data: Mapping[str, Any]) -> None:
     else:  # gaussian rows with one grouping's effects integrated out
         g = next(g for g in s.groups if g.name == s.marginal)
         sd, chol = _scales(g, data)
-        likelihood = marginal.MarginalNormalGroups(eta, marginal.basis_of(data), sd, params["sigma"], chol)
+        likelihood = marginal.MarginalNormalGroups(eta, marginal.basis_of(data), sd, params["sigma"], chol,
+                                                   block=data.get("marginal:block"))
     numpyro.sample("y", likelihood, obs=data.get("y"))
     if "reduction:rss" in data:  # rows compressed to pseudo rows (see reduce.py): the rest of the sum
         var = params["sigma"] ** 2
