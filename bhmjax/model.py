@@ -322,6 +322,9 @@ class Model:
         names.update(sample_kwargs.pop("names", None) or {})
         coords.update(sample_kwargs.pop("coords", None) or {})
         dims.update(sample_kwargs.pop("dims", None) or {})
+        wanted = sample_kwargs.get("keep")
+        if marginal is not None and wanted is not None:  # the draws of r_<g> replay the model: store every site
+            sample_kwargs["keep"] = None
         x64 = bool(sample_kwargs.get("x64", False))
         data = self.model_data(x64=x64)
         sampled, reduced = self.sampling_data(x64=x64, reduce=reduce, marginalize=marginal is not None)
@@ -339,7 +342,11 @@ class Model:
                                             "scale": float(self.spec.family.scale(self._arrays["y"]))}
         if marginal is not None:
             fit.settings["marginalized"] = marginalize_lib.record(structure, self._num_groups()[marginal])
+        if marginal is not None and wanted is not None:
+            fit.settings["keep"] = list(wanted)
         complete_fit(fit, self.spec)
+        if marginal is not None and wanted is not None:
+            fit.draws = {k: v for k, v in fit.draws.items() if k in wanted}
         order = ["Intercept", "b", *self.spec.family.params]
         for g in self.spec.structure.groups:
             order += [f"sd_{g.name}", f"cor_{g.name}", f"r_{g.name}"]

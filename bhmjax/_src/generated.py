@@ -38,7 +38,7 @@ def _pad(x: np.ndarray, size: int) -> np.ndarray:
 
 
 def apply_generate(key: jax.Array, generate: Callable, draws: Mapping[str, np.ndarray],
-                   arrays: Mapping[str, Any], *, first_draw: int = 0,
+                   arrays: Mapping[str, Any], *, draw_index: np.ndarray | None = None,
                    max_bytes: int = 256 * 2**20) -> dict[str, np.ndarray]:
     """``generate`` for every stored draw, outputs stacked as ``(chains, draws, *shape)``.
 
@@ -53,8 +53,9 @@ def apply_generate(key: jax.Array, generate: Callable, draws: Mapping[str, np.nd
         The site values ``generate`` reads.
     arrays : dict
         Model data (traced arrays).
-    first_draw : int
-        Index of the first draw (an extension of a run continues its draw index).
+    draw_index : (draws,) int, optional
+        Each stored draw's index within its run (default ``0, 1, ...``): an extension
+        continues the index, a thinned selection keeps the draws' own.
     max_bytes : int
         Bound on one chunk's working memory: its outputs and per-draw temporaries
         (taken as three times the model data).
@@ -69,7 +70,8 @@ def apply_generate(key: jax.Array, generate: Callable, draws: Mapping[str, np.nd
     work = 3 * sum(int(np.asarray(v).nbytes) for v in jax.tree.leaves(dict(arrays)))
     size = int(max(1, min(total, max_bytes // max(1, out_bytes + work))))
     chain_of = np.repeat(np.arange(num_chains), num_draws).astype(np.int32)
-    draw_of = (np.tile(np.arange(num_draws), num_chains) + int(first_draw)).astype(np.int32)
+    index = np.arange(num_draws) if draw_index is None else np.asarray(draw_index)
+    draw_of = np.tile(index, num_chains).astype(np.int32)
     out = {k: np.empty((total, *s.shape), s.dtype) for k, s in shapes.items()}
     arrays = {k: jnp.asarray(v) for k, v in arrays.items()}
     for start in range(0, total, size):
