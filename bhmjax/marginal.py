@@ -42,14 +42,15 @@ def _values(fit: "Fit", arrays, static) -> tuple[dict[str, np.ndarray], list[str
     return {k: np.asarray(fit.draws[k]) for k in sites if k in fit.draws}, [k for k in sites if k not in fit.draws]
 
 
-def _generate(fit: "Fit", generate, *, seed: int, draw_index: np.ndarray | None,
+def _generate(fit: "Fit", generate, *, seed: int, select: np.ndarray | None, draw_index: np.ndarray | None,
               max_bytes: int) -> dict[str, np.ndarray]:
+    """``generate`` for the fit's draws at positions ``select`` (all by default), keyed by ``draw_index``."""
     data = fit.data if fit.sampled_data is None else fit.sampled_data
     arrays, static = data_lib.split_data(data)
     with x64_mode(fit.settings.get("x64", False)):
         values, missing = _values(fit, arrays, static)
-        if draw_index is not None:
-            values = {k: v[:, draw_index] for k, v in values.items()}
+        if select is not None:
+            values = {k: v[:, select] for k, v in values.items()}
         try:
             return generated.apply_generate(_key(seed), generate, values, arrays, draw_index=draw_index,
                                             max_bytes=max_bytes)
@@ -94,7 +95,7 @@ def marginal_effects(fit: "Fit", site: str = "y", *, draws: int | None = None, s
     generate = marginalize.effects_generator(fit.model, static, "effects", site)
     index = None if draws is None else _draw_index(fit.num_draws, draws)
     seed = fit.settings.get("seed", 0) if seed is None else seed
-    return _generate(fit, generate, seed=seed, draw_index=index, max_bytes=max_bytes)["effects"]
+    return _generate(fit, generate, seed=seed, select=index, draw_index=index, max_bytes=max_bytes)["effects"]
 
 
 def _draw_index(total: int, draws: int) -> np.ndarray:
@@ -116,7 +117,7 @@ def complete_fit(fit: "Fit", spec: Any, *, first_draw: int = 0, max_bytes: int =
         _, static = data_lib.split_data(data)
         generate = marginalize.effects_generator(fit.model, static, done["site"])
         index = first_draw + np.arange(fit.num_draws)
-        fit.draws.update(_generate(fit, generate, seed=fit.settings["seed"], draw_index=index,
+        fit.draws.update(_generate(fit, generate, seed=fit.settings["seed"], select=None, draw_index=index,
                                    max_bytes=max_bytes))
     shift = fit.settings.get("standardized")
     if shift is not None and shift.get("loc") is not None and "Intercept_c" in fit.draws \

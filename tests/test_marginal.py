@@ -145,6 +145,22 @@ def test_draws_are_the_exact_gaussian_conditional(q):
                                    atol=0.03 * np.sqrt(np.outer(np.diag(var), np.diag(var))).max())
 
 
+@pytest.mark.parametrize("q", [1, 2, 3])
+def test_tril_normal_equals_multivariate_normal(q):
+    """The centered correlated effects' density written out (smallmat.TrilNormal) is NumPyro's MVN."""
+    from bhmjax._src.smallmat import TrilNormal
+
+    rng = np.random.default_rng(q)
+    *_, tril = random_case(rng, q, [1], True)
+    loc, value = rng.normal(size=q), rng.normal(size=(7, q))
+    ours = TrilNormal(jnp.asarray(loc), jnp.asarray(tril), 7).log_prob(jnp.asarray(value))
+    ref = dist.MultivariateNormal(loc, scale_tril=tril).log_prob(value)
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), rtol=1e-5)
+    draws = TrilNormal(jnp.asarray(loc), jnp.asarray(tril), 7).sample(jax.random.PRNGKey(0), (4000,))
+    np.testing.assert_allclose(np.cov(np.asarray(draws).reshape(-1, q).T).reshape(q, q), tril @ tril.T,
+                               atol=0.1 * np.abs(tril @ tril.T).max())
+
+
 # ---------------------------------------------------------------- formula models
 
 
@@ -182,6 +198,30 @@ def test_marginalize_option_chooses_and_refuses():
         bern.fit(marginalize=True, **SMALL)
     assert bern._marginal("auto") is None
     assert "integrated out: nothing (the bernoulli family" in bern.describe(verbose=False)
+
+
+@pytest.mark.parametrize("formula", ["y ~ 1 + x + (1 + x | g)", "y ~ 1 + x + (1 | g)", "y ~ 1 + (1 + x || g)",
+                                     "y ~ 0 + x + (1 + x | g)"])
+def test_rows_in_blocks_have_the_row_density(formula):
+    """Each group's rows as k rotated pseudo rows (no scatter) give the marginal density of the rows."""
+    from numpyro.infer.util import log_density
+
+    from bhmjax._src.marginalize import marginal_structure
+    from bhmjax._src.models import build_model
+
+    model = bj.Model(formula, unequal_slopes())
+    fn = build_model(marginal_structure(model.spec.structure, "g"))
+    s = model.spec.structure
+    params = {"Intercept_c": 0.3, "b": np.array([0.4]), "sd_g": np.array([0.9, 0.5])[:len(s.groups[0].columns)],
+              "L_g": np.array([[1.0, 0.0], [0.3, np.sqrt(0.91)]]), "sigma": 0.8}
+    params = {k: v for k, v in params.items() if (k != "Intercept_c" or s.intercept) and (k != "b" or s.slopes)
+              and (k != "L_g" or s.groups[0].correlated)}
+    with x64_mode(True):
+        blocks, reduced = model.sampling_data(x64=True, marginalize=True)
+        rows, _ = model.sampling_data(x64=True, marginalize=True, reduce=False)
+        assert reduced and blocks["N"] == 24 * blocks["marginal:block"] < rows["N"]
+        a, b = log_density(fn, (), blocks, params)[0], log_density(fn, (), rows, params)[0]
+    assert abs(float(a) - float(b)) < 1e-10 * abs(float(b))
 
 
 def test_marginalized_fit_is_a_complete_fit():
@@ -330,3 +370,14 @@ def test_simulation_based_calibration_of_the_marginal_sampler():
     assert min(p.values()) > 1e-3, p
     broken = sbc_ranks(bj.fit_many(broken_model, data[:100], **opts), truths[:100])
     assert min(uniform_p(v, max_rank) for v in broken.values()) < 1e-3
+
+
+def test_automatic_parameterization_learns_only_the_sampled_groupings():
+    """parameterization="auto" with a crossed grouping: the SVI pre-pass runs on the marginal model and
+    learns h's centeredness; g is integrated out, so nothing is learned (or spent) for it."""
+    frame = unequal_slopes(crossed=True)
+    model = bj.Model("y ~ 1 + (1 | g) + (1 | h)", frame, parameterization="auto")
+    fit = model.fit(seed=2, **SMALL)
+    learned = {g.name: g.centeredness for g in model.spec.structure.groups}
+    assert learned["g"] is None and learned["h"] is not None and 0 <= learned["h"][0] <= 1
+    assert fit.settings["marginalized"]["group"] == "g" and fit.timings["reparam"] > 0
