@@ -90,7 +90,7 @@ def large(schemes=("hybrid", "stan")) -> list[dict]:
     rows = []
     for scheme in schemes:
         fit = model.fit(chains=4, warmup=1000, draws=1000, seed=0, progress=False, chain_method="sequential",
-                        adaptation=scheme)
+                        adaptation=scheme, marginalize=False)
         ess = ess_stats(comparable(fit.draws))["min_ess_bulk"]
         rows.append({"model": "slopes_G2000_N100000", "adaptation": scheme, "min_ess_bulk": ess,
                      "warmup_gradients": fit.num_grad_evals["warmup"],

@@ -385,10 +385,16 @@ def observed_data(fit: "Fit") -> dict[str, np.ndarray]:
     stored = getattr(fit, "extras", {}).get("observed_data")
     if stored is not None:
         return dict(stored)
+    if _formula_fit(fit):  # its rows are in fit.data (the sampler may have run on other data)
+        return {"y": np.asarray(fit.data["y"])}
     if fit.model is None:
         return {}
     return {k: np.asarray(s["value"]) for k, s in _model_trace(fit).items()
             if s["type"] == "sample" and s.get("is_observed")}
+
+
+def _formula_fit(fit: "Fit") -> bool:
+    return getattr(getattr(fit, "spec", None), "structure", None) is not None and "y" in fit.data
 
 
 def pointwise_log_likelihood(fit: "Fit") -> dict[str, np.ndarray]:
@@ -401,10 +407,10 @@ def pointwise_log_likelihood(fit: "Fit") -> dict[str, np.ndarray]:
     stored = getattr(fit, "extras", {}).get("log_likelihood")
     if stored is not None:
         return dict(stored)
-    if getattr(fit, "spec", None) is not None and hasattr(fit.spec, "structure"):
+    if _formula_fit(fit):  # the rows given each draw, group effects included (also when integrated out)
         from bhmjax.predict import log_likelihood
 
-        return {"y": log_likelihood(fit)}  # formula fits: chunked over rows, from the linear predictor
+        return {"y": log_likelihood(fit)}  # chunked over rows, from the linear predictor
     if fit.model is None:
         return {}
     from numpyro.infer import log_likelihood as numpyro_log_likelihood

@@ -8,6 +8,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from bhmjax._src import marginalize as marginalize_lib
+from bhmjax._src import standardize
 from bhmjax._src.families import get_family
 from bhmjax._src.formula import build_fixed, build_group, parse_formula
 from bhmjax._src.models import GroupStructure, ModelSpec, ModelStructure, build_model, describe
@@ -364,33 +366,55 @@ class Model:
         and ``fit.settings["reduction"]`` records ``kind``, ``rows`` and ``pseudo_rows``
         (the rows the likelihood evaluates; for counts also ``cells``, the same number).
 
+        ``marginalize`` ("auto", True or False): "auto" integrates out the group effects of
+        the grouping with the most levels when the family is gaussian (exact there; see
+        ``bhmjax._src.marginal``), True insists (``ValueError`` when it cannot), False
+        samples every group effect. NUTS then runs on the other parameters only, and
+        ``r_<g>`` is drawn exactly for every stored draw, so summaries, predictions, LOO
+        and export are those of a sampled fit; ``fit.settings["marginalized"]`` says what
+        was integrated out. Gaussian models sample on a standardized response
+        (``fit.settings["standardized"]``, see ``bhmjax._src.standardize``); every site is
+        reported on the data's scale.
+
         Returns a :class:`~bhmjax.Fit` whose ``spec`` is this model's :class:`ModelSpec`.
         """
+        from bhmjax.marginal import complete_fit
         from bhmjax.sampler import sample
 
-        reparam_s = self._learn_centeredness()
+        reduce = sample_kwargs.pop("reduce", "auto")
+        if reduce not in ("auto", True, False):
+            raise ValueError(f"reduce must be 'auto', True or False, got {reduce!r}")
+        marginal = self._marginal(sample_kwargs.pop("marginalize", "auto"))
+        reparam_s = self._learn_centeredness(marginal)
         names, coords, dims = self.names()
         names.update(sample_kwargs.pop("names", None) or {})
         coords.update(sample_kwargs.pop("coords", None) or {})
         dims.update(sample_kwargs.pop("dims", None) or {})
-        reduce = sample_kwargs.pop("reduce", "auto")
-        if reduce not in ("auto", True, False):
-            raise ValueError(f"reduce must be 'auto', True or False, got {reduce!r}")
-        data = self.model_data(x64=bool(sample_kwargs.get("x64", False)))
-        reduced = self.reduced_data(data) if reduce else None
-        if reduce is True and reduced is None:
-            raise ValueError("reduce=True, but this model has no exact reduction that pays: it needs the "
-                             "gaussian family and far fewer cells of group levels than rows, or the "
-                             "bernoulli, binomial or poisson family and far fewer cells of identical "
-                             "covariates and group levels than rows.")
-        fit = sample(self.numpyro_model, data if reduced is None else reduced, names=names, coords=coords,
-                     dims=dims, **sample_kwargs)
-        if reduced is not None:  # the posterior is the row-level one; keep the rows for LOO and predictions
-            fit.data, fit.sampled_data = data, reduced
+        wanted = sample_kwargs.get("keep")
+        if marginal is not None and wanted is not None:  # the draws of r_<g> replay the model: store every site
+            sample_kwargs["keep"] = None
+        x64 = bool(sample_kwargs.get("x64", False))
+        data = self.model_data(x64=x64)
+        sampled, reduced = self.sampling_data(x64=x64, reduce=reduce, marginalize=marginal is not None)
+        structure = marginalize_lib.marginal_structure(self.spec.structure, marginal)
+        fit = sample(build_model(structure), sampled, names=names, coords=coords, dims=dims, **sample_kwargs)
+        fit.data, fit.sampled_data = data, sampled  # the rows' posterior: LOO and predictions use the rows
+        if reduced:
             kind = "gaussian" if self.spec.family.name == "gaussian" else "counts"
-            fit.settings["reduction"] = {"kind": kind, "rows": self.num_rows, "pseudo_rows": reduced["N"]}
+            fit.settings["reduction"] = {"kind": kind, "rows": self.num_rows, "pseudo_rows": sampled["N"]}
             if kind == "counts":
-                fit.settings["reduction"]["cells"] = reduced["N"]
+                fit.settings["reduction"]["cells"] = sampled["N"]
+        if "response:loc" in sampled or any(k.startswith("scale:") for k in sampled):
+            loc = sampled.get("response:loc")
+            fit.settings["standardized"] = {"loc": None if loc is None else float(self._response_loc()),
+                                            "scale": float(self.spec.family.scale(self._arrays["y"]))}
+        if marginal is not None:
+            fit.settings["marginalized"] = marginalize_lib.record(structure, self._num_groups()[marginal])
+        if marginal is not None and wanted is not None:
+            fit.settings["keep"] = list(wanted)
+        complete_fit(fit, self.spec)
+        if marginal is not None and wanted is not None:
+            fit.draws = {k: v for k, v in fit.draws.items() if k in wanted}
         order = ["Intercept", "b", *self.spec.family.params]
         for g in self.spec.structure.groups:
             order += [f"sd_{g.name}", f"cor_{g.name}", f"r_{g.name}"]
@@ -404,6 +428,48 @@ class Model:
                                        "text": self.reparam_info.describe()}
         return fit
 
+    def _num_groups(self) -> dict[str, int]:
+        return {g.name: g.encoding.num_groups for g in self.spec.groups}
+
+    def _response_loc(self) -> float:
+        return float(np.mean(self._arrays["y"]))
+
+    def _marginal(self, marginalize: Any) -> str | None:
+        """The grouping ``fit(marginalize=...)`` integrates out, or None."""
+        return marginalize_lib.choose(self.spec.structure, self._num_groups(), marginalize)
+
+    def sampling_data(self, *, x64: bool = False, reduce: Any = "auto",
+                      marginalize: Any = "auto") -> tuple[dict[str, Any], bool]:
+        """The data the sampler runs on, and whether the rows were reduced.
+
+        The model data, standardized for gaussian models (``bhmjax._src.standardize``),
+        reduced to exact sufficient statistics where ``reduce`` asks and it pays (see
+        :meth:`reduced_data`), with the basis of the integrated grouping when
+        ``marginalize`` picks one (see :meth:`fit`); built in float64, returned in the
+        sampling precision. Call ``build_model(marginal_structure(...))`` on it, as
+        :meth:`fit` does.
+        """
+        from bhmjax._src import reduce as exact
+
+        marginal = self._marginal(marginalize)
+        structure = marginalize_lib.marginal_structure(self.spec.structure, marginal)
+        data = standardize.standardize(self.model_data(x64=True), structure, self.spec.family)
+        if marginal is not None and len(structure.groups) == 1 and reduce:  # every group's rows as k pseudo rows
+            reduced = exact.block_gaussian_data(data, structure.intercept)
+        else:
+            reduced = self.reduced_data(data) if reduce else None
+        if reduce is True and reduced is None:
+            raise ValueError("reduce=True, but this model has no exact reduction that pays: it needs the "
+                             "gaussian family and far fewer cells of group levels than rows, or the "
+                             "bernoulli, binomial or poisson family and far fewer cells of identical "
+                             "covariates and group levels than rows.")
+        out = data if reduced is None else reduced
+        if marginal is not None:
+            out = marginalize_lib.add_basis(out, structure)
+        f = np.float64 if x64 else np.float32
+        out = {k: v.astype(f) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v for k, v in out.items()}
+        return out, reduced is not None
+
     @property
     def centeredness(self) -> dict[str, tuple[float, ...] | np.ndarray]:
         """Per grouping, the centeredness of each column (a tuple), or of each group and column
@@ -413,9 +479,13 @@ class Model:
         return {g.name: self._per_group[g.name] if g.centeredness == PER_GROUP else g.centeredness
                 for g in self.spec.structure.groups}
 
-    def _learn_centeredness(self) -> float:
-        """Run the SVI pre-pass of ``parameterization="auto"`` once; its seconds (0 when done)."""
-        if all(g.centeredness is not None for g in self.spec.structure.groups):
+    def _learn_centeredness(self, marginal: str | None = None) -> float:
+        """Run the SVI pre-pass of ``parameterization="auto"`` once; its seconds (0 when done).
+
+        With ``marginal`` (a grouping integrated out), on that model: only the sampled
+        groupings are learned.
+        """
+        if all(g.centeredness is not None for g in self.spec.structure.groups if g.name != marginal):
             return 0.0
         import dataclasses
 
@@ -424,9 +494,10 @@ class Model:
         from bhmjax._src import data as data_lib
         from bhmjax._src.autoreparam import learn_centeredness, with_centeredness
 
-        data = self.model_data()
-        arrays, static = data_lib.split_data(self.reduced_data(data) or data)
-        self.reparam_info = learn_centeredness(jax.random.PRNGKey(0), self.spec.structure, arrays, static)
+        data, _ = self.sampling_data(marginalize=marginal is not None)
+        arrays, static = data_lib.split_data(data)
+        structure = marginalize_lib.marginal_structure(self.spec.structure, marginal)
+        self.reparam_info = learn_centeredness(jax.random.PRNGKey(0), structure, arrays, static)
         structure = with_centeredness(self.spec.structure, self.reparam_info.centeredness)
         self._per_group = {g.name: self.reparam_info.centeredness[g.name] for g in structure.groups
                            if g.centeredness == PER_GROUP}
@@ -477,10 +548,16 @@ class Model:
 
     # ------------------------------------------------------------------ description
 
-    def describe(self, verbose: bool = True) -> str:
-        """Priors, parameter shapes and groups per term; printed unless ``verbose=False``."""
+    def describe(self, verbose: bool = True, marginalize: Any = "auto") -> str:
+        """Priors, parameter shapes and groups per term, and what ``fit(marginalize=...)``
+        integrates out; printed unless ``verbose=False``."""
         text = describe(self.spec, self.num_rows)
-        if self.reparam_info is not None:
+        text += "\n\n" + marginalize_lib.describe(self.spec.structure, self._marginal(marginalize),
+                                                  self._num_groups(), marginalize)
+        if self.spec.family.name in standardize.STANDARDIZED_FAMILIES:
+            text += ("\nsampled on a standardized response (y minus its mean, coordinates in units of its sd); "
+                     "every site is reported on the data's scale.")
+        if getattr(self, "reparam_info", None) is not None:
             text += "\n\n" + self.reparam_info.describe()
         if verbose:
             print(text)

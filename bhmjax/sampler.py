@@ -515,6 +515,11 @@ def extend(fit: Fit, draws: int, *, progress: bool = False) -> Fit:
                          thinning=config.thinning, progress=progress)
     more = _fit_of(run, fit.model, settings, dict(coords=fit.coords, dims=fit.dims, names=fit.names),
                    arrays, static)
+    if fit.spec is not None:  # draws a formula fit adds after sampling (bhmjax.marginal), continuing the draw index
+        from bhmjax.marginal import complete_fit
+
+        more.sampled_data, more.data = fit.sampled_data, fit.data
+        complete_fit(more, fit.spec, first_draw=fit.num_draws)
     join = lambda a, b: {k: np.concatenate([a[k], b[k]], axis=1) for k in a}  # noqa: E731
     timings = {k: fit.timings[k] + more.timings.get(k, 0.0) for k in fit.timings}
     grads = {k: fit.num_grad_evals[k] + more.num_grad_evals[k] for k in fit.num_grad_evals}

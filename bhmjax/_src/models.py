@@ -40,10 +40,12 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
+from bhmjax._src import marginal
 from bhmjax._src.families import FAMILIES, Family
 from bhmjax._src.formula import FixedDesignSpec, FormulaSpec, GroupDesignSpec
 from bhmjax._src.priors import Prior, VectorPrior, make_vector
 from bhmjax._src.reparam import data_key, group_effects
+from bhmjax._src.standardize import on_sampler_scale
 
 __all__ = ["GroupStructure", "ModelStructure", "ModelSpec", "build_model", "describe", "linear_predictor"]
 
@@ -86,6 +88,7 @@ class ModelStructure:
     intercept_prior: Prior | None
     b_prior: VectorPrior | None
     family_priors: tuple[tuple[str, Prior], ...]
+    marginal: str | None = None  # the grouping whose effects are integrated out (see ``marginal.py``)
 
 
 @dataclass(frozen=True, eq=False)
@@ -145,24 +148,35 @@ def _population(s: ModelStructure, data: Mapping[str, Any]):
     eta = jnp.zeros((data["N"],))
     b, coefs = None, {}
     if s.slopes:
-        b = numpyro.sample("b", _vector("b", s.b_prior, data))
+        b = numpyro.sample("b", on_sampler_scale("b", _vector("b", s.b_prior, data), data))
         x = data["X"] - data["X_mean"] if s.intercept else data["X"]
         eta = eta + x @ b
         coefs.update({name: b[j] for j, name in enumerate(s.slopes)})
     if s.intercept:
-        a = numpyro.sample("Intercept_c", _scalar("Intercept", s.intercept_prior, data))
-        coefs["Intercept"] = numpyro.deterministic("Intercept", a - data["X_mean"] @ b if s.slopes else a)
+        prior = _scalar("Intercept", s.intercept_prior, data)
+        a = numpyro.sample("Intercept_c", on_sampler_scale("Intercept_c", prior, data,
+                                                           shift=s.intercept_prior.kind == "user"))
+        coefs["Intercept"] = a - data["X_mean"] @ b if s.slopes else a
+        # standardized data (standardize.py) are shifted by response:loc; the site is on the user's scale
+        numpyro.deterministic("Intercept", coefs["Intercept"] + data.get("response:loc", 0.0))
         eta = eta + a * data.get("Intercept_col", 1.0)  # a pseudo feature in reduced data
     return eta, coefs
 
 
-def _group(i: int, g: GroupStructure, data: Mapping[str, Any], coefs: Mapping[str, Any]):
-    sd = numpyro.sample(f"sd_{g.name}", _vector(f"sd_{g.name}", g.sd_prior, data))
+def _scales(g: GroupStructure, data: Mapping[str, Any]):
+    """The term's sds (K,) and, for correlated terms, the Cholesky factor of its correlation."""
+    sd = numpyro.sample(f"sd_{g.name}", on_sampler_scale(f"sd_{g.name}", _vector(f"sd_{g.name}", g.sd_prior, data),
+                                                         data))
     chol = None
     if g.correlated:
         conc = data[f"prior:cor_{g.name}:concentration"]
         chol = numpyro.sample(f"L_{g.name}", dist.LKJCholesky(len(g.columns), conc))
         numpyro.deterministic(f"cor_{g.name}", chol @ chol.T)
+    return sd, chol
+
+
+def _group(i: int, g: GroupStructure, data: Mapping[str, Any], coefs: Mapping[str, Any]):
+    sd, chol = _scales(g, data)
     # Centre the group coefficients on the matching population ones (textbook centered form).
     loc = (jnp.stack([jnp.asarray(coefs.get(c, 0.0), sd.dtype) for c in g.columns])
            if any(c in coefs for c in g.columns) else None)
@@ -174,14 +188,23 @@ def _glmm(s: ModelStructure, data: Mapping[str, Any]) -> None:
     family: Family = FAMILIES[s.family]
     eta, coefs = _population(s, data)
     for i, g in enumerate(s.groups):
-        eta = eta + _group(i, g, data, coefs)
-    params = {name: numpyro.sample(name, _scalar(name, prior, data)) for name, prior in s.family_priors}
+        if g.name != s.marginal:
+            eta = eta + _group(i, g, data, coefs)
+    params = {name: numpyro.sample(name, on_sampler_scale(name, _scalar(name, prior, data), data))
+              for name, prior in s.family_priors}
     trials = data.get("trials")
     if s.family == "bernoulli" and trials is not None:  # rows summed into counts per cell (reduce.py)
         family = FAMILIES["binomial"]
     if "reduction:offset" in data:  # Poisson counts summed per cell: rate times the cell's rows
         eta = eta + data["reduction:offset"]
-    numpyro.sample("y", family.likelihood(eta, params, trials), obs=data.get("y"))
+    if s.marginal is None:
+        likelihood = family.likelihood(eta, params, trials)
+    else:  # gaussian rows with one grouping's effects integrated out
+        g = next(g for g in s.groups if g.name == s.marginal)
+        sd, chol = _scales(g, data)
+        likelihood = marginal.MarginalNormalGroups(eta, marginal.basis_of(data), sd, params["sigma"], chol,
+                                                   block=data.get("marginal:block"))
+    numpyro.sample("y", likelihood, obs=data.get("y"))
     if "reduction:rss" in data:  # rows compressed to pseudo rows (see reduce.py): the rest of the sum
         var = params["sigma"] ** 2
         numpyro.factor("y_reduction", -0.5 * data["reduction:rss"] / var
