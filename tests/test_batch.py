@@ -32,7 +32,7 @@ from bhmjax import stream
 from bhmjax._src import batch as core
 from bhmjax._src import sampling
 from bhmjax._src.precision import x64_mode
-from tests._stats import agreement_z
+from tests._stats import agreement_z, sbc_rank, uniform_p
 
 WARMUP, DRAWS, CHAINS = 150, 100, 2
 OPTS = dict(chains=CHAINS, warmup=WARMUP, draws=DRAWS, x64=True, batch_size=16, min_groups=8,
@@ -189,26 +189,14 @@ SBC_DRAWS, SBC_BINS = 49, 10  # ranks 0..49: 50 values, 5 per bin
 SBC_SIZES = [(10, 3), (16, 5), (24, 6), (12, 8)]  # (rows, groups): buckets (16, 8) and (32, 8)
 
 
-def sbc_ranks(fits, truths, site, thin=4) -> np.ndarray:
-    """Rank of each true value among SBC_DRAWS thinned draws (chains concatenated), 0..SBC_DRAWS."""
-    def rank(i):
-        draws = fits[i].draws[site][:, ::thin].reshape(-1)[:SBC_DRAWS]
-        return int(np.sum(draws < truths[i]))
-    return np.array([rank(i) for i in range(len(truths))])
-
-
-def uniform_p(ranks, num_draws=SBC_DRAWS, bins=SBC_BINS) -> float:
-    """Chi-square p-value of uniform ranks; every bin holds the same number of integer ranks."""
-    values = num_draws + 1
-    assert values % bins == 0, "bins must split the integer ranks evenly"
-    counts = np.bincount(ranks, minlength=values).reshape(bins, values // bins).sum(axis=1)
-    return float(sps.chisquare(counts).pvalue)
+def sbc_ranks(fits, truths, site) -> np.ndarray:
+    return np.array([sbc_rank(fits[i].draws[site], truths[i], SBC_DRAWS) for i in range(len(truths))])
 
 
 def test_sbc_bins_hold_equal_numbers_of_ranks():
     """Negative control of the histogram: exactly uniform integer ranks give p = 1, while 51
     ranks in 10 bins of width 5.1 (the old binning) would see a pattern that is not there."""
-    assert uniform_p(np.repeat(np.arange(SBC_DRAWS + 1), 4)) == pytest.approx(1.0)
+    assert uniform_p(np.repeat(np.arange(SBC_DRAWS + 1), 4), SBC_DRAWS) == pytest.approx(1.0)
     ranks = np.repeat(np.arange(51), 400)  # 20,400 exactly uniform ranks: the first bin holds 6/51 of them
     assert sps.chisquare(np.histogram(ranks, bins=10, range=(0, 51))[0]).pvalue < 1e-3
 
@@ -233,12 +221,12 @@ def test_simulation_based_calibration():
     fits = bj.fit_many(vi_model, data, seed=5, **OPTS)
     assert len(fits.buckets) == 2
     for site in ("mu", "tau"):
-        p = uniform_p(sbc_ranks(fits, truths[site], site))
+        p = uniform_p(sbc_ranks(fits, truths[site], site), SBC_DRAWS)
         assert p > 1e-3, (site, p)
     for j, site in enumerate(("mu", "tau")):  # the prior of one parameter 3x too narrow
         narrow = [dict(d, prior_sd=np.where(np.arange(2) == j, 1 / 3, 1.0)) for d in data[:64]]
         bad = bj.fit_many(vi_model, narrow, seed=5, **OPTS)
-        p = uniform_p(sbc_ranks(bad, truths[site][:64], site))
+        p = uniform_p(sbc_ranks(bad, truths[site][:64], site), SBC_DRAWS)
         assert p < 1e-4, (site, p)
 
 

@@ -21,6 +21,7 @@ import pytest
 import bhmjax as bj
 from bhmjax._src import marginal
 from bhmjax._src.precision import x64_mode
+from tests._stats import sbc_rank, uniform_p
 
 
 def dense_loglik(residual, z, codes, cov, sigma) -> float:
@@ -340,21 +341,18 @@ def sbc_datasets(n, seed=6):
     return data, truths
 
 
-def sbc_ranks(fits, truths, thin=4):
+SBC_DRAWS = 49  # ranks 0..49 among the first 49 of 50 thinned draws: 5 per bin
+
+
+def sbc_ranks(fits, truths):
     out = {k: [] for k in truths[0]}
     for fit, truth in zip(fits, truths):
         r = bj.marginal_effects(fit, seed=1)
         draws = {"a": fit.draws["a"], "b": fit.draws["b"], "sd0": fit.draws["sd"][..., 0],
                  "sd1": fit.draws["sd"][..., 1], "sigma": fit.draws["sigma"], "r00": r[..., 0, 0], "r71": r[..., 7, 1]}
         for k, v in draws.items():
-            out[k].append(int(np.sum(np.asarray(v)[:, ::thin] < truth[k])))
+            out[k].append(sbc_rank(v, truth[k], SBC_DRAWS))
     return out
-
-
-def uniform_p(ranks, max_rank, bins=10):
-    from scipy import stats as sps
-
-    return sps.chisquare(np.histogram(ranks, bins=bins, range=(0, max_rank + 1))[0]).pvalue
 
 
 @pytest.mark.slow
@@ -364,12 +362,11 @@ def test_simulation_based_calibration_of_the_marginal_sampler():
     the log-determinant is rejected."""
     data, truths = sbc_datasets(200)
     opts = dict(chains=2, warmup=150, draws=100, batch_size=25, devices=None, seed=7)
-    max_rank = 2 * 100 // 4
     ranks = sbc_ranks(bj.fit_many(marginal_model, data, **opts), truths)
-    p = {k: uniform_p(v, max_rank) for k, v in ranks.items()}
+    p = {k: uniform_p(v, SBC_DRAWS) for k, v in ranks.items()}
     assert min(p.values()) > 1e-3, p
     broken = sbc_ranks(bj.fit_many(broken_model, data[:100], **opts), truths[:100])
-    assert min(uniform_p(v, max_rank) for v in broken.values()) < 1e-3
+    assert min(uniform_p(v, SBC_DRAWS) for v in broken.values()) < 1e-3
 
 
 def test_automatic_parameterization_learns_only_the_sampled_groupings():
