@@ -67,6 +67,11 @@ class Fit:
     sampled_data : dict, optional
         The data the sampler ran on where it differs from ``data`` (the exact
         reduction of a formula model); ``extend`` continues on it.
+    config : RunConfig, optional
+        The config the run ran under (``settings`` shows it); ``extend`` continues with it.
+    internal : tuple of str
+        Sites that are sampler internals (a non-centered twin, an unconstrained
+        factor): stored, but not parameters a user reads.
     """
 
     draws: dict[str, np.ndarray]
@@ -83,6 +88,16 @@ class Fit:
     state: Any = None
     extras: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
     sampled_data: dict[str, Any] | None = field(default=None, repr=False)
+    config: Any = field(default=None, repr=False)
+    internal: tuple[str, ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        for site, names in self.names.items():
+            if site in self.draws:
+                size = int(np.prod(np.shape(self.draws[site])[2:], dtype=int))
+                if len(names) != size:
+                    raise ValueError(f"names[{site!r}] has {len(names)} entries but site {site!r} has "
+                                     f"{size} values per draw (shape {np.shape(self.draws[site])[2:]}).")
 
     # ------------------------------------------------------------------ shape
 
@@ -109,7 +124,7 @@ class Fit:
         """Row names of every scalar of ``site`` in C order (None: hidden)."""
         shape = self.draws[site].shape[2:]
         names = self.names.get(site)
-        if names is not None and len(names) == int(np.prod(shape, dtype=int)):
+        if names is not None:  # lengths are checked when the Fit is built
             return list(names)
         return list(flat_names(site, shape, self.coords, self.dims))
 

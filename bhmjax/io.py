@@ -65,12 +65,16 @@ def _jsonable(value: Any) -> Any:
 
 
 def _versions() -> dict[str, str]:
+    from importlib import metadata
+
     import jax
     import numpyro
 
-    import bhmjax
-
-    return {"bhmjax": getattr(bhmjax, "__version__", "unknown"), "jax": jax.__version__,
+    try:  # the installed distribution's version (the package face re-exports it; io sits below it)
+        version = metadata.version("bhmjax")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return {"bhmjax": version, "jax": jax.__version__,
             "numpyro": numpyro.__version__, "numpy": np.__version__}
 
 
@@ -106,6 +110,11 @@ def _collect_arrays(fit: "Fit", log_lik: bool | str) -> tuple[dict[str, np.ndarr
             arrays[f"data/{k}"] = array
         elif isinstance(v, (str, bool, int, float)) or v is None:
             scalars[k] = v
+        else:
+            import warnings
+
+            warnings.warn(f"data[{k!r}] ({type(v).__name__}) cannot be stored without pickle, so the saved fit "
+                          "leaves it out; a loaded fit cannot re-run the model with it.", UserWarning, stacklevel=3)
     extras = {g: dict(v) for g, v in getattr(fit, "extras", {}).items()}
     if fit.model is not None:
         extras.setdefault("observed_data", observed_data(fit))
@@ -364,10 +373,6 @@ def pointwise_log_likelihood(fit: "Fit") -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- ArviZ
 
 
-_STAT_NAMES = {"diverging": "diverging", "energy": "energy", "step_size": "step_size",
-               "tree_depth": "tree_depth", "num_steps": "n_steps", "accept_prob": "acceptance_rate"}
-
-
 def _import_arviz():
     try:
         import arviz as az
@@ -415,9 +420,9 @@ def to_arviz(fit: "Fit", *, posterior_predictive: Mapping[str, np.ndarray] | np.
     extras = getattr(fit, "extras", {})
     observed = observed_data(fit)
     groups: dict[str, dict[str, np.ndarray]] = {"posterior": dict(fit.draws)}
-    stats = {new: np.asarray(fit.stats[old]) for old, new in _STAT_NAMES.items() if old in fit.stats}
-    if "potential_energy" in fit.stats:
-        stats["lp"] = -np.asarray(fit.stats["potential_energy"])
+    from bhmjax._src import stats as sampler_stats
+
+    stats = sampler_stats.to_arviz(fit.stats)
     if log_likelihood:
         groups["log_likelihood"] = pointwise_log_likelihood(fit)
     pp = posterior_predictive if posterior_predictive is not None else extras.get("posterior_predictive")

@@ -286,7 +286,7 @@ class Model:
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, **sample_kwargs) -> Fit:
+    def fit(self, *, reduce: Any = "auto", **sample_kwargs) -> Fit:
         """Sample the posterior with :func:`bhmjax.sample` (same keyword arguments).
 
         ``reduce`` ("auto", True or False) picks the exact data reduction of
@@ -298,38 +298,38 @@ class Model:
 
         Returns a :class:`~bhmjax.Fit` whose ``spec`` is this model's :class:`ModelSpec`.
         """
-        from bhmjax.sampler import sample
+        from bhmjax import runner
+        from bhmjax._src import data as data_lib
 
-        reparam_s = self._learn_centeredness()
-        names, coords, dims = self.names()
-        names.update(sample_kwargs.pop("names", None) or {})
-        coords.update(sample_kwargs.pop("coords", None) or {})
-        dims.update(sample_kwargs.pop("dims", None) or {})
-        reduce = sample_kwargs.pop("reduce", "auto")
         if reduce not in ("auto", True, False):
             raise ValueError(f"reduce must be 'auto', True or False, got {reduce!r}")
-        data = self.model_data(x64=bool(sample_kwargs.get("x64", False)))
+        config, labels, sinks = runner.request_options(sample_kwargs, "Model.fit()")
+        reparam_s = self._learn_centeredness()
+        names, coords, dims = self.names()
+        internal = tuple(k for k, v in names.items() if all(n is None for n in v))
+        names.update(labels["names"]), coords.update(labels["coords"]), dims.update(labels["dims"])
+        data = self.model_data(x64=config.x64)
         reduced = self.reduced_data(data) if reduce else None
         if reduce is True and reduced is None:
             raise ValueError("reduce=True, but this model has no exact reduction that pays: it needs the "
                              "gaussian family and far fewer cells of group levels than rows, or the "
                              "bernoulli, binomial or poisson family and far fewer cells of identical "
                              "covariates and group levels than rows.")
-        fit = sample(self.numpyro_model, data if reduced is None else reduced, names=names, coords=coords,
-                     dims=dims, **sample_kwargs)
-        if reduced is not None:  # the posterior is the row-level one; keep the rows for LOO and predictions
-            fit.data, fit.sampled_data = data, reduced
+        reduction = None
+        if reduced is not None:  # the posterior is the row-level one; the fit keeps the rows for LOO and predictions
             kind = "gaussian" if self.spec.family.name == "gaussian" else "counts"
-            fit.settings["reduction"] = {"kind": kind, "rows": self.num_rows, "pseudo_rows": reduced["N"]}
+            reduction = {"kind": kind, "rows": self.num_rows, "pseudo_rows": reduced["N"]}
             if kind == "counts":
-                fit.settings["reduction"]["cells"] = reduced["N"]
+                reduction["cells"] = reduced["N"]
         order = ["Intercept", "b", *self.spec.family.params]
         for g in self.spec.structure.groups:
             order += [f"sd_{g.name}", f"cor_{g.name}", f"r_{g.name}"]
-        fit.draws = {**{k: fit.draws[k] for k in order if k in fit.draws}, **fit.draws}
-        fit.spec = self.spec
-        fit.timings["reparam"] = reparam_s
-        return fit
+        arrays, static = data_lib.split_data(data if reduced is None else reduced)
+        data_lib.check_data(arrays)
+        return runner.execute(runner.RunRequest(
+            model=self.numpyro_model, arrays=arrays, static=static, config=config, coords=coords, dims=dims,
+            names=names, data=None if reduced is None else data, spec=self.spec, reduction=reduction,
+            order=tuple(order), timings={"reparam": reparam_s}, internal=internal, **sinks))
 
     @property
     def centeredness(self) -> dict[str, tuple[float, ...]]:

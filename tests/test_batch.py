@@ -18,7 +18,7 @@ from scipy import stats as sps
 import bhmjax as bj
 from bhmjax import stream
 from bhmjax._src import batch as core
-from bhmjax._src import sampling
+from bhmjax._src import engine, sampling
 from bhmjax._src.precision import x64_mode
 
 WARMUP, DRAWS, CHAINS = 150, 100, 2
@@ -46,15 +46,20 @@ def dataset(rng, rows, num_groups, used=None, prior_sd=(1.0, 1.0)):
 
 def single_fit(data, index, warmup, draws, seed=0):
     """The reference: one dataset, the same padded program, unbatched (one chain after another)."""
+    from bhmjax._src.config import build_config
+    from bhmjax._src.trace import model_trace
+
     arrays, static = bj._src.data.split_data(data)
     spec = core.PadSpec(rows=("y", "group"), groups=(("num_groups", ("group",)),), min_groups=8)
     padded, padded_static = core.pad(arrays, static, spec, core.bucket_of(arrays, static, spec))
-    config = sampling.NutsConfig(num_warmup=warmup)
-    key = jax.random.fold_in(jax.random.PRNGKey(seed), index)
-    run, runner = sampling.prepare(key, core.masked_model(vi_model), padded, padded_static, config,
-                                   num_chains=CHAINS, chain_method="sequential", buffer_len=draws)
-    sampling.advance(run, runner, num_warmup=warmup, num_draws=draws, thinning=1)
-    return sampling.result_of(run).draws
+    config = build_config(chains=CHAINS, warmup=warmup, draws=draws, x64=True)
+    model = core.masked_model(vi_model)
+    program = sampling.nuts_program(model, padded_static, config, model_trace(model, padded, padded_static))
+    keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), index), CHAINS)
+    run = engine.prepare(program, engine.Layout("sequential", CHAINS), padded, keys=keys, buffer_len=draws)
+    memory = engine.MemorySink()
+    engine.advance(run, warmup=warmup, draws=draws, thin=1, sinks=(memory,))
+    return memory.draws()[0]
 
 
 def test_batched_equals_loop_of_single_fits():

@@ -1,0 +1,381 @@
+"""From a run request to a complete Fit: the one path every entry point takes.
+
+``bj.sample``, ``bj.Model.fit``, ``bj.resume`` and ``Fit.extend`` build a
+:class:`RunRequest` (what to run, the config, how to label and keep the result) and
+call :func:`execute`; ``bj.fit_many`` runs its buckets through the same driver
+(:mod:`bhmjax._src.engine`). Data flow one way: request -> config -> driver -> sinks
+-> :func:`make_fit`; nothing patches a Fit after it is built.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import jax
+import numpy as np
+
+from bhmjax import checkpoint as ckpt
+from bhmjax import stream
+from bhmjax._src import engine
+from bhmjax._src.config import RunConfig, build_config, check_keywords
+from bhmjax._src.precision import x64_mode
+from bhmjax._src.stats import STATS
+from bhmjax._src.trace import ModelTrace, check_initial_point, model_trace
+from bhmjax.fit import Fit
+
+__all__ = ["Progress", "RunRequest", "execute", "extend", "make_fit", "request_options", "resume_checkpoint"]
+
+CONFIG_OPTIONS = ("sampler", "chains", "warmup", "draws", "seed", "chain_method", "target_accept", "max_tree_depth",
+                  "dense_mass", "adaptation", "init_strategy", "thin", "keep", "drop", "x64", "parameterization",
+                  "chunk_size", "every")
+LABEL_OPTIONS = ("coords", "dims", "names")
+SINK_OPTIONS = ("checkpoint", "out", "progress")
+
+
+@dataclass(frozen=True, eq=False)
+class RunRequest:
+    """Everything a run needs and everything its Fit holds.
+
+    Attributes
+    ----------
+    model : callable
+        The NumPyro model the sampler runs, called as ``model(**arrays, **static)``.
+    arrays, static : dict
+        The data it runs on: arrays (traced) and Python scalars (compiled in).
+    config : RunConfig
+    coords, dims, names : dict
+        Labels of the draws (see :class:`~bhmjax.Fit`).
+    data : dict, optional
+        The data the Fit holds when they differ from the sampled ones (a formula
+        model's rows, where the sampler ran on an exact reduction).
+    spec : object, optional
+        A formula model's specification.
+    reduction : dict, optional
+        What the exact reduction did (``fit.settings["reduction"]``).
+    order : tuple of str
+        Sites first in ``fit.draws``, in this order.
+    timings : dict
+        Seconds spent before sampling (``{"reparam": s}``).
+    internal : tuple of str
+        Sampler-internal sites (non-centered twins, unconstrained factors), hidden from summaries.
+    record : object, optional
+        A formula model's record (:mod:`bhmjax.records`), so a checkpoint rebuilds the model.
+    checkpoint, out : path, optional
+        Sinks on disk (see :func:`bhmjax.sample`).
+    progress : bool
+    generate : callable, optional
+        ``generate(key, values, arrays) -> {name: array}``, run for every stored draw
+        inside the compiled chunk; its outputs are stored like sites.
+    """
+
+    model: Callable
+    arrays: dict
+    static: dict
+    config: RunConfig
+    coords: dict = field(default_factory=dict)
+    dims: dict = field(default_factory=dict)
+    names: dict = field(default_factory=dict)
+    data: dict | None = None
+    spec: Any = None
+    reduction: dict | None = None
+    order: tuple[str, ...] = ()
+    timings: dict = field(default_factory=dict)
+    internal: tuple[str, ...] = ()
+    record: Any = None
+    checkpoint: Path | None = None
+    out: Path | None = None
+    progress: bool = True
+    generate: Callable | None = None
+
+
+def request_options(options: Mapping[str, Any], where: str) -> tuple[RunConfig, dict, dict]:
+    """Split keyword arguments into the config, the labels and the sink options (unknown names refused)."""
+    check_keywords(options, CONFIG_OPTIONS + LABEL_OPTIONS + SINK_OPTIONS, where)
+    config = build_config(**{k: v for k, v in options.items() if k in CONFIG_OPTIONS})
+    labels = {"coords": dict(options.get("coords") or {}),
+              "dims": {k: tuple(v) for k, v in (options.get("dims") or {}).items()},
+              "names": {k: list(v) for k, v in (options.get("names") or {}).items()}}
+    sinks = {"checkpoint": None if options.get("checkpoint") is None else Path(options["checkpoint"]),
+             "out": None if options.get("out") is None else Path(options["out"]),
+             "progress": bool(options.get("progress", True))}
+    if sinks["checkpoint"] is not None and sinks["out"] is not None:
+        raise ValueError("out= and checkpoint= cannot be combined: a checkpoint keeps the draws in its "
+                         "folder already. Use one of them.")
+    return config, labels, sinks
+
+
+# ---------------------------------------------------------------- the model actually run
+
+
+def model_to_run(request: RunRequest) -> tuple[Callable, dict | None]:
+    """The model the sampler runs and what was done to it (``fit.settings["parameterization"]``).
+
+    This is where the user layer transforms a model before sampling (``parameterization=``);
+    with ``parameterization=None`` the model runs as written.
+    """
+    if request.config.parameterization is None:
+        return request.model, None
+    raise ValueError(
+        f"parameterization={request.config.parameterization!r} for a NumPyro model needs the automatic "
+        "reparameterization of hand-written models, which this version of bhmjax does not include yet; "
+        "write the model in the form you want, or use bj.Model(..., parameterization=...) for formula models.")
+
+
+# ---------------------------------------------------------------- executing
+
+
+def program_of(model: Callable, static: Mapping[str, Any], config: RunConfig, trace: ModelTrace):
+    """The chain program of ``config.sampler`` for ``model``."""
+    if config.sampler == "chees":
+        from bhmjax._src.chees import chees_program
+
+        return chees_program(model, static, config, trace)
+    from bhmjax._src.sampling import nuts_program
+
+    return nuts_program(model, static, config, trace)
+
+
+def _check_labels(request: RunRequest, trace: ModelTrace) -> None:
+    """Names, coords and dims that do not fit the sites they label are refused before sampling."""
+    shapes = {n: s.shape for n, s in trace.sites.items()}
+    for site, names in request.names.items():
+        if site in shapes and len(names) != int(np.prod(shapes[site], dtype=int)):
+            raise ValueError(f"names[{site!r}] has {len(names)} entries but site {site!r} has shape "
+                             f"{shapes[site]} ({int(np.prod(shapes[site], dtype=int))} values); give one name per "
+                             "value in C order.")
+    for site, dims in request.dims.items():
+        if site not in shapes:
+            continue
+        if len(dims) > len(shapes[site]):
+            raise ValueError(f"dims[{site!r}] names {len(dims)} axes but site {site!r} has shape {shapes[site]}.")
+        for axis, dim in enumerate(dims):
+            labels = request.coords.get(dim)
+            if labels is not None and len(labels) != shapes[site][axis]:
+                raise ValueError(f"coords[{dim!r}] has {len(labels)} labels but axis {axis} of site {site!r} "
+                                 f"(dims {list(dims)}) has length {shapes[site][axis]}.")
+
+
+def _buffer_len(config: RunConfig, progress: bool, folder: Path | None) -> int:
+    """Steps per compiled call: ``every`` with a checkpoint, else one call per phase or ~20 progress updates."""
+    if folder is not None:
+        return config.every
+    if config.chunk_size is not None:
+        return config.chunk_size
+    total = config.warmup + config.draws
+    return max(1, total // 20) if progress else max(config.warmup, config.draws)
+
+
+def execute(request: RunRequest) -> Fit:
+    """Run ``request`` (or resume its checkpoint) and return its complete Fit."""
+    folder = request.checkpoint
+    if folder is not None and ckpt.exists(folder):
+        return resume_checkpoint(folder, request=request)
+    model, reparam = model_to_run(request)
+    request = replace(request, model=model)
+    config = request.config
+    lock = None if folder is None else ckpt.Owner.acquire(folder)  # also proves the folder writable, early
+    try:
+        with x64_mode(config.x64):
+            trace = model_trace(model, request.arrays, request.static)
+            _check_labels(request, trace)
+            program = program_of(model, request.static, config, trace)
+            buffer_len = _buffer_len(config, request.progress, folder)
+            shapes = _stored_shapes(trace, request, program)
+            stream.check_memory(shapes, chains=config.chains, draws=config.draws, buffer_len=buffer_len,
+                                streaming=request.out is not None)
+            writer = None if request.out is None else stream.DrawWriter(
+                request.out, shapes, config.chains, config.draws, jax.numpy.result_type(float), program.stats)
+            keys = jax.random.split(config.root_key(), config.chains)
+            check_initial_point(model, request.arrays, request.static, config.init_fn(),
+                                engine.init_keys(keys[0])[0], repr(config.to_dict()["init_strategy"]), trace)
+            layout = engine.resolve_layout(config.chain_method, config.chains, program.ensemble)
+            run = engine.prepare(program, layout, request.arrays, keys=keys, buffer_len=buffer_len,
+                                 generate=request.generate)
+            return drive(request, run, engine.MemorySink(), writer=writer, lock=lock,
+                         facts={"parameterization": reparam} if reparam else {})
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _stored_shapes(trace: ModelTrace, request: RunRequest, program) -> dict[str, tuple]:
+    """``site -> (shape, dtype)`` of everything stored per draw (sites and generated quantities)."""
+    shapes = {n: (s.shape, s.dtype) for n, s in trace.stored(request.config.keep, request.config.drop).items()}
+    if request.generate is not None:
+        values = {n: jax.ShapeDtypeStruct(s, d) for n, (s, d) in shapes.items()}
+        arrays = {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype) for k, v in request.arrays.items()}
+        out = jax.eval_shape(request.generate, jax.random.PRNGKey(0), values, arrays)
+        shapes |= {n: (tuple(v.shape), np.dtype(v.dtype)) for n, v in out.items()}
+    return shapes
+
+
+def drive(request: RunRequest, run: engine.Run, memory: engine.MemorySink, *, writer=None, lock=None,
+          facts: Mapping[str, Any] | None = None) -> Fit:
+    """Advance ``run`` to the request's targets through its sinks; Ctrl-C keeps the draws so far."""
+    config = request.config
+    sinks = [writer if writer is not None else memory]
+    saver = None
+    if request.checkpoint is not None:
+        saver = ckpt.CheckpointSink(request.checkpoint, request, memory, lock)
+        sinks.append(saver)
+    with Progress(request.progress, _steps_left(run, config), "sample") as bar:
+        try:
+            engine.advance(run, warmup=config.warmup, draws=config.draws, thin=config.thin, sinks=tuple(sinks),
+                           progress=bar.update)
+        except KeyboardInterrupt:
+            if run.draws_done == 0:
+                raise
+            where = f"; bj.resume({str(request.checkpoint)!r}) continues the run" if saver is not None else ""
+            warnings.warn(f"sampling interrupted: keeping the {run.draws_done} draws per chain made so far{where}.",
+                          RuntimeWarning, stacklevel=4)
+    facts = dict(facts or {})
+    if run.program.report is not None:
+        facts["adapted"] = run.program.report(run.host_state().kernel)
+    if saver is not None:
+        facts["checkpoint"] = saver.status()
+    if writer is not None:
+        values, stats = writer.finish({"settings": config.to_dict()})
+        facts["out"] = str(writer.path)
+    else:
+        values, stats = memory.draws()
+    return make_fit(request, values, stats, timings=run.timings, grads={k: int(np.sum(v)) for k, v in run.grads.items()},
+                    state=run.host_state(), chain_method=run.layout.method, facts=facts)
+
+
+def _steps_left(run: engine.Run, config: RunConfig) -> int:
+    return max(0, config.warmup - run.warmup_done) + max(0, config.draws - run.draws_done) * config.thin
+
+
+def make_fit(request: RunRequest, values: Mapping[str, np.ndarray], stats: Mapping[str, np.ndarray], *,
+             timings: Mapping[str, float], grads: Mapping[str, int], state: Any, chain_method: str,
+             facts: Mapping[str, Any]) -> Fit:
+    """The Fit of a run: draws (chain, draw, ...) in the request's site order, labels, data, settings."""
+    config = request.config
+    first = [k for k in request.order if k in values]
+    draws = {**{k: values[k] for k in first}, **values}
+    stats = {k: stats[k] for k in STATS if k in stats}
+    settings = {**config.to_dict(), "requested_chain_method": config.chain_method, "chain_method": chain_method,
+                "draws": int(next(iter(stats.values())).shape[1]), **facts}
+    if request.reduction is not None:
+        settings["reduction"] = dict(request.reduction)
+    sampled = {**request.arrays, **request.static}
+    return Fit(draws=draws, stats=dict(stats), timings={**timings, **request.timings}, num_grad_evals=dict(grads),
+               settings=settings, coords=dict(request.coords), dims=dict(request.dims), names=dict(request.names),
+               data=sampled if request.data is None else dict(request.data), model=request.model, spec=request.spec,
+               state=state, sampled_data=None if request.data is None else sampled, config=config,
+               internal=tuple(request.internal))
+
+
+def resume_checkpoint(folder: Path, *, request: RunRequest | None = None, model: Callable | None = None,
+                      progress: bool = True) -> Fit:
+    """Continue the run checkpointed in ``folder`` (``request``: the run asked for now, which must match)."""
+    meta, stored = ckpt.read(folder)
+    if request is None:
+        request = _request_of(folder, meta, stored, model, progress)
+    ckpt.check_matches(folder, meta, request)
+    config = request.config
+    lock = ckpt.Owner.acquire(folder)
+    try:
+        with x64_mode(config.x64):
+            trace = model_trace(request.model, request.arrays, request.static)
+            program = program_of(request.model, request.static, config, trace)
+            layout = engine.Layout(**{k: tuple(v) if isinstance(v, list) else v
+                                      for k, v in meta["run"]["layout"].items()})
+            state = ckpt.restore_state(meta, stored, program, layout, request.arrays)
+            run = engine.prepare(program, layout, request.arrays, state=state,
+                                 buffer_len=_buffer_len(config, request.progress, folder), generate=request.generate)
+            ckpt.restore_progress(run, meta)
+            return drive(request, run, engine.MemorySink(ckpt.restore_pieces(stored)), lock=lock)
+    finally:
+        lock.release()
+
+
+def _request_of(folder: Path, meta: Mapping[str, Any], stored: Mapping[str, np.ndarray], model: Callable | None,
+                progress: bool) -> RunRequest:
+    """The request a checkpoint was written for (its model imported, or ``model`` checked against it)."""
+    from bhmjax._src.identity import model_identity
+
+    expected = meta["identity"]["model"]
+    if model is None:
+        model = ckpt.import_model(meta["reference"])
+    if model_identity(model) != expected:
+        raise ValueError(f"the checkpoint in {str(folder)!r} belongs to another model ({expected}); refusing to "
+                         f"resume with {model_identity(model)}.")
+    static = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["static"].items()}
+    rows = None
+    if meta["rows_static"] is not None:
+        rows = {**ckpt.group(stored, "rows/"), **meta["rows_static"]}
+    labels, extra = meta["labels"], meta["request"]
+    record = None if meta["record"] is None else (meta["record"], ckpt.group(stored, "record/"))
+    return RunRequest(model=model, arrays=ckpt.group(stored, "data/"), static=static,
+                      config=RunConfig.from_dict(meta["config"]), coords=labels["coords"],
+                      dims={k: tuple(v) for k, v in labels["dims"].items()}, names=labels["names"], data=rows,
+                      reduction=extra["reduction"], order=tuple(extra["order"]), timings=extra["timings"],
+                      internal=tuple(extra["internal"]), record=record, checkpoint=folder, progress=progress)
+
+
+def extend(fit: Fit, draws: int, *, progress: bool = False) -> Fit:
+    """``draws`` more draws per chain after ``fit``'s last, continuing its chains without new warmup."""
+    from bhmjax._src.config import positive_int
+
+    draws = positive_int("draws", draws)
+    if fit.model is None or fit.state is None or fit.config is None:
+        raise ValueError("this fit has no model or sampler state (a loaded fit?), so it cannot be "
+                         "extended; sample again, or resume from a checkpoint.")
+    sampled = fit.data if fit.sampled_data is None else fit.sampled_data
+    from bhmjax._src.data import split_data
+
+    arrays, static = split_data(sampled)
+    config = replace(fit.config, draws=fit.num_draws + draws)
+    request = RunRequest(model=fit.model, arrays=arrays, static=static, config=config, coords=fit.coords,
+                         dims=fit.dims, names=fit.names, data=None if fit.sampled_data is None else fit.data,
+                         spec=fit.spec, reduction=fit.settings.get("reduction"), order=tuple(fit.draws),
+                         internal=fit.internal, progress=progress)
+    facts = {k: fit.settings[k] for k in ("parameterization",) if k in fit.settings}
+    with x64_mode(config.x64):
+        trace = model_trace(fit.model, arrays, static)
+        program = program_of(fit.model, static, config, trace)
+        layout = engine.resolve_layout(fit.settings["requested_chain_method"], config.chains, program.ensemble)
+        run = engine.prepare(program, layout, arrays, state=fit.state,
+                             buffer_len=_buffer_len(replace(config, warmup=0), progress, None))
+        run.warmup_done, run.draws_done = config.warmup, fit.num_draws
+        run.grads = {k: np.zeros(layout.lanes, np.int64) + _spread(v, layout.lanes)
+                     for k, v in fit.num_grad_evals.items()}
+        run.timings = {k: float(fit.timings.get(k, 0.0)) for k in run.timings}
+        stored = {k: np.asarray(v) for k, v in fit.draws.items()}
+        memory = engine.MemorySink([(stored, {k: np.asarray(v) for k, v in fit.stats.items()})])
+        return drive(request, run, memory, facts=facts)
+
+
+def _spread(total: int, lanes: int) -> np.ndarray:
+    """A total split over lanes (only sums of per-lane gradient counts are reported)."""
+    out = np.zeros(lanes, np.int64)
+    out[0] = int(total)
+    return out
+
+
+class Progress:
+    """A tqdm bar (or nothing) advanced chunk by chunk from the host."""
+
+    def __init__(self, enabled: bool, total: int, desc: str) -> None:
+        self.enabled, self.total, self.desc, self.bar = enabled, total, desc, None
+
+    def __enter__(self):
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, desc=self.desc, leave=True, dynamic_ncols=True)
+        return self
+
+    def update(self, n: int, phase: str) -> None:
+        if self.bar is not None:
+            self.bar.set_description(f"{self.desc} [{phase}]")
+            self.bar.update(n)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
