@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import inspect
 import numbers
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -25,7 +27,8 @@ from bhmjax._src.stats import STATS
 from bhmjax._src.trace import model_trace
 from bhmjax.fit import Fit, hdi_columns
 from bhmjax.model import Model
-from bhmjax.runner import Progress, RunRequest, make_fit
+from bhmjax.checkpoint import Owner
+from bhmjax.runner import Progress, RunRequest, make_fit, run_request
 from bhmjax.stream import available_memory
 
 __all__ = ["FitCollection", "NotFitted", "fit_many"]
@@ -48,16 +51,30 @@ class _Dataset:
 
 @dataclass
 class _Bucket:
-    """Datasets sharing one padded shape: their results side by side (leading dataset axis)."""
+    """Datasets sharing one padded shape: their results, chunk by chunk (leading dataset axis)."""
 
     key: tuple
     members: list[int]
-    draws: dict
-    stats: dict
-    grads: dict
+    parts: list[tuple[dict, dict]]  # per chunk: draws and stats (datasets, chains, draws, ...)
+    grads: dict  # phase -> (members,)
     axes: dict
-    diagnostics: dict
     timings: dict
+    diagnostics: dict = field(default_factory=dict)
+
+    def locate(self, j: int) -> tuple[dict, dict, int]:
+        """The draws and stats of the chunk holding member ``j``, and its row there."""
+        for values, stats in self.parts:
+            n = len(next(iter(stats.values())))
+            if j < n:
+                return values, stats, j
+            j -= n
+        raise IndexError(j)
+
+    def summary(self, prob: float) -> dict:
+        """Per site, every member's summary statistics (vmapped over each chunk's datasets)."""
+        tables = [core.batch_summary(values, prob) for values, _ in self.parts]
+        return {site: {k: np.concatenate([t[site][k] for t in tables]) for k in tables[0][site]}
+                for site in tables[0]}
 
 
 MODEL_OPTIONS = ("parameterization", "priors", "trials", "na_action")  # passed to bj.Model
@@ -120,13 +137,14 @@ def _as_items(datasets) -> list[tuple[Any, Any]]:
 
 
 def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussian", chains: int = 4,
-             warmup: int = 1000, draws: int = 1000, seed: int = 0, thin: int = 1, target_accept: float = 0.8,
+             warmup: int = 1000, draws: int = 1000, seed: Any = 0, thin: int = 1, target_accept: float | None = None,
              max_tree_depth: int = 10, dense_mass: bool = False, adaptation: str = "auto",
-             init_strategy: str = "uniform",
+             init_strategy: Any = "uniform",
              keep: Sequence[str] | None = None, drop: Sequence[str] = (), x64: bool = False,
              rows: Sequence[str] | None = None, groups: Mapping[str, Sequence[str]] | None = None,
              devices: Any = "all", batch_size: int | None = None, min_rows: int = 8, min_groups: int = 2,
-             memory_fraction: float = 0.5, progress: bool = False, **model_kwargs) -> FitCollection:
+             memory_fraction: float = 0.5, progress: bool = False, checkpoint: str | os.PathLike | None = None,
+             out: str | os.PathLike | None = None, **model_kwargs) -> FitCollection:
     """Fit one model to many datasets in one compiled program per shape bucket.
 
     Parameters
@@ -149,6 +167,14 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
         Datasets per compiled call; default from the available memory.
     chains, warmup, draws, seed, thin, target_accept, max_tree_depth, dense_mass, adaptation,
     init_strategy, keep, drop, x64 : as in :func:`bhmjax.sample`.
+    checkpoint : path, optional
+        A folder holding one checkpoint per compiled call (``bucketBB-SSSSSS``, written
+        every ``draws`` steps, as :func:`bhmjax.sample` writes one): calling ``fit_many``
+        again with the same folder, datasets and settings continues each call where it
+        stopped and returns the finished ones as they are.
+    out : path, optional
+        Stream the draws to disk, one folder per compiled call; the fits' draws are
+        read-only memory maps of those files (see :mod:`bhmjax.stream`).
     **model_kwargs : passed to ``bj.Model`` (priors, parameterization, ...).
 
     Returns
@@ -169,9 +195,13 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
     if model_kwargs and not (isinstance(model, str) or hasattr(model, "spec")):
         raise TypeError(f"fit_many() passes {sorted(model_kwargs)} to bj.Model, but model is a NumPyro function; "
                         "those options apply to formula models only.")
+    if checkpoint is not None and out is not None:
+        raise ValueError("out= and checkpoint= cannot be combined: a checkpoint keeps the draws in its "
+                         "folder already. Use one of them.")
     config = build_config(chains=chains, warmup=warmup, draws=draws, seed=seed, thin=thin,
                           target_accept=target_accept, max_tree_depth=max_tree_depth, dense_mass=dense_mass,
-                          adaptation=adaptation, init_strategy=init_strategy, keep=keep, drop=drop, x64=x64)
+                          adaptation=adaptation, init_strategy=init_strategy, keep=keep, drop=drop, x64=x64,
+                          chunk_size=draws, every=draws)  # one call stores the draws; warmup in pieces of as many
     items = _as_items(datasets)
     if not items:
         raise ValueError("datasets is empty: there is nothing to fit.")
@@ -189,7 +219,8 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
         spec = core.PadSpec(spec.rows, spec.groups, spec.row_count, spec.observed, min_rows, min_groups)
     devs = _devices(devices)
     with x64_mode(config.x64):
-        buckets, info = _run_buckets(prepared, spec, config, devs, batch_size, memory_fraction, progress)
+        buckets, info = _run_buckets(prepared, spec, config, devs, batch_size, memory_fraction, progress,
+                                     checkpoint, out)
     return FitCollection(prepared, buckets, config, info)
 
 
@@ -227,20 +258,29 @@ def _chunk_size(per_dataset: int, count: int, ndev: int, batch_size, fraction: f
     return max(ndev, -(-size // ndev) * ndev)
 
 
-def _run_chunk(program, layout: engine.Layout, config, keys, stacked: dict) -> tuple[dict, dict, dict, dict]:
+def _bucket_request(wrapped, stacked, static, config, sub: str, checkpoint, out) -> RunRequest:
+    """The request of one call: ``D`` datasets x ``C`` chains, with its own checkpoint or stream folder."""
+    return RunRequest(model=wrapped, arrays=stacked, static=static, config=config, progress=False,
+                      checkpoint=None if checkpoint is None else Path(checkpoint) / sub,
+                      out=None if out is None else Path(out) / sub)
+
+
+def _run_chunk(request: RunRequest, trace, layout: engine.Layout, keys) -> tuple[dict, dict, dict, dict]:
     """One call of the driver on ``D`` datasets x ``C`` chains: draws and stats (D, C, draws, ...)."""
-    run = engine.prepare(program, layout, stacked, keys=keys, buffer_len=config.chunk_size or config.draws)
-    memory = engine.MemorySink()
-    engine.advance(run, warmup=config.warmup, draws=config.draws, thin=config.thin, sinks=(memory,))
-    values, stats = memory.draws()
+    lock = None if request.checkpoint is None else Owner.acquire(request.checkpoint)
+    try:
+        values, stats, run, _ = run_request(request, lock=lock, trace=trace, layout=layout, keys=keys)
+    finally:
+        if lock is not None:
+            lock.release()
     d, c = layout.lanes // layout.per_dataset, layout.per_dataset
-    per_dataset = lambda a: a.reshape(d, c, *a.shape[1:])  # noqa: E731
+    per_dataset = lambda a: a.reshape(d, c, *a.shape[1:])  # noqa: E731 - a view, also of a memory map
     grads = {k: v.reshape(d, c).sum(axis=1) for k, v in run.grads.items()}
     return ({k: per_dataset(v) for k, v in values.items()}, {k: per_dataset(v) for k, v in stats.items()}, grads,
             run.timings)
 
 
-def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress):
+def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, checkpoint, out):
     ok = [i for i, d in enumerate(prepared) if d.error is None]
     keys: dict[tuple, list[int]] = {}
     padded = {}
@@ -254,35 +294,37 @@ def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress):
     chains = config.chains
     buckets, info = [], {"compile_s": 0.0, "warmup_s": 0.0, "sampling_s": 0.0, "batch_sizes": []}
     with Progress(progress, len(ok), "fit_many") as bar:
-        for (model, b), members in keys.items():
+        for number, ((model, b), members) in enumerate(keys.items()):
             first_arrays, first_static = padded[members[0]]
             wrapped = model if spec is None else core.masked_model(model, spec.observed)
             trace = model_trace(wrapped, first_arrays, first_static)
-            program = nuts_program(wrapped, first_static, config, trace)
             size = _chunk_size(_per_dataset_bytes(trace, first_arrays, chains, config.draws), len(members), ndev,
                                batch_size, fraction)
             info["batch_sizes"].append(size)
             layout = engine.Layout("batched", size * chains, tuple(d.id for d in devs) if ndev > 1 else (), chains)
-            parts, compile_s = [], 0.0
+            parts, grads, compile_s = [], [], 0.0
             for start in range(0, len(members), size):
                 idx = members[start:start + size]
                 full = idx + [idx[-1]] * (size - len(idx))  # pad the dataset axis: one shape per bucket
                 stacked = {k: np.stack([padded[i][0][k] for i in full]) for k in first_arrays}
                 chain_keys = core.dataset_keys(root, full, chains).reshape(size * chains, -1)
-                values, stats, grads, timings = _run_chunk(program, layout, config, chain_keys, stacked)
+                request = _bucket_request(wrapped, stacked, first_static, config, f"bucket{number:02d}-{start:06d}",
+                                          checkpoint, out)
+                values, stats, g, timings = _run_chunk(request, trace, layout, chain_keys)
                 cut = lambda tree, n=len(idx): jax.tree.map(lambda a: a[:n], tree)  # noqa: E731
-                parts.append((cut(values), cut(stats), cut(grads)))
+                parts.append((cut(values), cut(stats)))
+                grads.append(cut(g))
                 compile_s += timings["compile"]
                 info["warmup_s"] += timings["warmup"]
                 info["sampling_s"] += timings["sampling"]
                 bar.update(len(idx), "sampling")
-            draws, stats, grads = (jax.tree.map(lambda *xs: np.concatenate(xs), *[p[j] for p in parts])
-                                   for j in range(3))
             info["compile_s"] += compile_s
             axes = {} if spec is None else core.group_axes(wrapped, first_arrays, first_static,
                                                            [g for g, _ in spec.groups])
-            buckets.append(_Bucket(b, members, draws, stats, grads, axes, core.batch_summary(draws),
-                                   {"compile": compile_s}))
+            bucket = _Bucket(b, members, parts, jax.tree.map(lambda *xs: np.concatenate(xs), *grads), axes,
+                             {"compile": compile_s})
+            bucket.diagnostics = bucket.summary(0.94)
+            buckets.append(bucket)
     info["buckets"] = [bk.key for bk in buckets]
     return buckets, info
 
@@ -371,10 +413,11 @@ class FitCollection:
             raise ValueError(f"dataset {d.label!r} was not fitted: {d.error}")
         b, j = self._where[i]
         bk = self._buckets[b]
-        draws = {k: _trim(v[j], bk.axes.get(k, {}), d.static, 2) for k, v in bk.draws.items()}
+        values, stats, row = bk.locate(j)
+        draws = {k: _trim(v[row], bk.axes.get(k, {}), d.static, 2) for k, v in values.items()}
         request = RunRequest(model=d.model, arrays=d.arrays, static=d.static, config=self.config, spec=d.spec,
                              order=tuple(d.order), internal=d.internal, **{k: dict(v) for k, v in d.labels.items()})
-        fit = make_fit(request, draws, {k: v[j] for k, v in bk.stats.items()},
+        fit = make_fit(request, draws, {k: v[row] for k, v in stats.items()},
                        timings={"compile": 0.0, "warmup": 0.0, "sampling": 0.0},
                        grads={k: int(v[j]) for k, v in bk.grads.items()}, state=None, chain_method="batched",
                        facts={"bucket": bk.key})
@@ -402,7 +445,7 @@ class FitCollection:
                 "mcse_sd": "mcse_sd", "ess_bulk": "ess_bulk", "ess_tail": "ess_tail", "r_hat": "r_hat"}
         frames = []
         for bk in self._buckets:
-            table = bk.diagnostics if prob == 0.94 else core.batch_summary(bk.draws, prob)
+            table = bk.diagnostics if prob == 0.94 else bk.summary(prob)
             for j, i in enumerate(bk.members):
                 fit, d = self[i], self._data[i]
                 names, values = [], {c: [] for c in cols}

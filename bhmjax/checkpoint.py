@@ -66,9 +66,10 @@ def import_model(reference: str) -> Callable:
 
 
 def identity(request) -> dict[str, Any]:
-    """The model identity, data digests and draw-shaping settings of a run request."""
+    """The model identity, data digests, draw-shaping settings and generated quantities of a run request."""
+    generate = None if request.generate is None else model_reference(request.generate)
     return {"model": model_identity(request.model), "data": data_digests(request.arrays, request.static),
-            "config": request.config.shaping()}
+            "config": request.config.shaping(), "generate": generate}
 
 
 def check_matches(folder: Path, meta: Mapping[str, Any], request) -> None:
@@ -77,6 +78,8 @@ def check_matches(folder: Path, meta: Mapping[str, Any], request) -> None:
     differ = []
     if mine["model"] != theirs["model"]:
         differ.append(f"the model (checkpoint: {theirs['model']}, now: {mine['model']})")
+    if mine["generate"] != theirs["generate"]:
+        differ.append(f"the generated quantities (checkpoint: {theirs['generate']}, now: {mine['generate']})")
     names = sorted(set(mine["data"]) | set(theirs["data"]))
     differ += [f"data[{k!r}]" for k in names if mine["data"].get(k) != theirs["data"].get(k)]
     for k in request.config.differences(theirs["config"]):

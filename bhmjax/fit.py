@@ -67,8 +67,9 @@ class Fit:
     sampled_data : dict, optional
         The data the sampler ran on where it differs from ``data`` (the exact
         reduction of a formula model); ``extend`` continues on it.
-    config : RunConfig, optional
-        The config the run ran under (``settings`` shows it); ``extend`` continues with it.
+    request : RunRequest, optional
+        What was run (model, data, config, labels, generated quantities); ``extend``
+        continues it. ``config`` is its config (``settings`` shows it).
     internal : tuple of str
         Sites that are sampler internals (a non-centered twin, an unconstrained
         factor): stored, but not parameters a user reads.
@@ -88,8 +89,13 @@ class Fit:
     state: Any = None
     extras: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
     sampled_data: dict[str, Any] | None = field(default=None, repr=False)
-    config: Any = field(default=None, repr=False)
+    request: Any = field(default=None, repr=False)
     internal: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def config(self):
+        """The RunConfig the run ran under (None for a loaded fit)."""
+        return None if self.request is None else self.request.config
 
     def __post_init__(self) -> None:
         for site, names in self.names.items():

@@ -299,15 +299,26 @@ class Model:
         Returns a :class:`~bhmjax.Fit` whose ``spec`` is this model's :class:`ModelSpec`.
         """
         from bhmjax import runner
+
+        config, labels, sinks = runner.request_options(sample_kwargs, "Model.fit()")
+        return runner.execute(self.run_request(config, reduce=reduce, **labels, **sinks))
+
+    def run_request(self, config, *, reduce: Any = "auto", coords=None, dims=None, names=None, checkpoint=None,
+                    out=None, progress: bool = True):
+        """What :meth:`fit` runs: a :class:`~bhmjax.runner.RunRequest` for ``config`` (a RunConfig).
+
+        Everything the Fit holds comes from here (spec, the rows, the reduced data the
+        sampler runs on, names, site order, pre-pass seconds), so a checkpoint resumed
+        from this model's record gives the Fit of an uninterrupted run.
+        """
+        from bhmjax import runner
         from bhmjax._src import data as data_lib
 
         if reduce not in ("auto", True, False):
             raise ValueError(f"reduce must be 'auto', True or False, got {reduce!r}")
-        config, labels, sinks = runner.request_options(sample_kwargs, "Model.fit()")
         reparam_s = self._learn_centeredness()
-        names, coords, dims = self.names()
-        internal = tuple(k for k, v in names.items() if all(n is None for n in v))
-        names.update(labels["names"]), coords.update(labels["coords"]), dims.update(labels["dims"])
+        model_names, model_coords, model_dims = self.names()
+        internal = tuple(k for k, v in model_names.items() if all(n is None for n in v))
         data = self.model_data(x64=config.x64)
         reduced = self.reduced_data(data) if reduce else None
         if reduce is True and reduced is None:
@@ -326,10 +337,12 @@ class Model:
             order += [f"sd_{g.name}", f"cor_{g.name}", f"r_{g.name}"]
         arrays, static = data_lib.split_data(data if reduced is None else reduced)
         data_lib.check_data(arrays)
-        return runner.execute(runner.RunRequest(
-            model=self.numpyro_model, arrays=arrays, static=static, config=config, coords=coords, dims=dims,
-            names=names, data=None if reduced is None else data, spec=self.spec, reduction=reduction,
-            order=tuple(order), timings={"reparam": reparam_s}, internal=internal, **sinks))
+        return runner.RunRequest(
+            model=self.numpyro_model, arrays=arrays, static=static, config=config,
+            coords={**model_coords, **(coords or {})}, dims={**model_dims, **(dims or {})},
+            names={**model_names, **(names or {})}, data=None if reduced is None else data, spec=self.spec,
+            reduction=reduction, order=tuple(order), timings={"reparam": reparam_s}, internal=internal,
+            checkpoint=checkpoint, out=out, progress=progress)
 
     @property
     def centeredness(self) -> dict[str, tuple[float, ...]]:

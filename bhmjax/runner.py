@@ -110,14 +110,16 @@ def request_options(options: Mapping[str, Any], where: str) -> tuple[RunConfig, 
 # ---------------------------------------------------------------- the model actually run
 
 
-def model_to_run(request: RunRequest) -> tuple[Callable, dict | None]:
-    """The model the sampler runs and what was done to it (``fit.settings["parameterization"]``).
+def model_to_run(request: RunRequest) -> tuple[Callable, dict | None, tuple[str, ...]]:
+    """The model the sampler runs, what was done to it, and the sites that transform added.
 
-    This is where the user layer transforms a model before sampling (``parameterization=``);
-    with ``parameterization=None`` the model runs as written.
+    This is where the user layer transforms a model before sampling (``parameterization=``):
+    the info goes to ``fit.settings["parameterization"]`` and the added sites (a
+    ``<site>_decentered`` twin) join ``fit.internal``. With ``parameterization=None`` the
+    model runs as written.
     """
     if request.config.parameterization is None:
-        return request.model, None
+        return request.model, None, ()
     raise ValueError(
         f"parameterization={request.config.parameterization!r} for a NumPyro model needs the automatic "
         "reparameterization of hand-written models, which this version of bhmjax does not include yet; "
@@ -169,39 +171,72 @@ def _buffer_len(config: RunConfig, progress: bool, folder: Path | None) -> int:
 
 
 def execute(request: RunRequest) -> Fit:
-    """Run ``request`` (or resume its checkpoint) and return its complete Fit."""
+    """Run ``request`` (or continue its checkpoint) and return its complete Fit."""
+    model, reparam, internal = model_to_run(request)
+    request = replace(request, model=model, internal=tuple(request.internal) + internal)
     folder = request.checkpoint
-    if folder is not None and ckpt.exists(folder):
-        return resume_checkpoint(folder, request=request)
-    model, reparam = model_to_run(request)
-    request = replace(request, model=model)
-    config = request.config
     lock = None if folder is None else ckpt.Owner.acquire(folder)  # also proves the folder writable, early
     try:
-        with x64_mode(config.x64):
-            trace = model_trace(model, request.arrays, request.static)
-            _check_labels(request, trace)
-            program = program_of(model, request.static, config, trace)
-            buffer_len = _buffer_len(config, request.progress, folder)
-            shapes = _stored_shapes(trace, request, program)
-            stream.check_memory(shapes, chains=config.chains, draws=config.draws, buffer_len=buffer_len,
-                                streaming=request.out is not None)
-            writer = None if request.out is None else stream.DrawWriter(
-                request.out, shapes, config.chains, config.draws, jax.numpy.result_type(float), program.stats)
-            keys = jax.random.split(config.root_key(), config.chains)
-            check_initial_point(model, request.arrays, request.static, config.init_fn(),
-                                engine.init_keys(keys[0])[0], repr(config.to_dict()["init_strategy"]), trace)
-            layout = engine.resolve_layout(config.chain_method, config.chains, program.ensemble)
-            run = engine.prepare(program, layout, request.arrays, keys=keys, buffer_len=buffer_len,
-                                 generate=request.generate)
-            return drive(request, run, engine.MemorySink(), writer=writer, lock=lock,
-                         facts={"parameterization": reparam} if reparam else {})
+        with x64_mode(request.config.x64):
+            values, stats, run, facts = run_request(request, lock=lock)
+        if reparam:
+            facts["parameterization"] = reparam
+        return make_fit(request, values, stats, timings=run.timings,
+                        grads={k: int(np.sum(v)) for k, v in run.grads.items()}, state=run.host_state(),
+                        chain_method=run.layout.method, facts=facts)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _stored_shapes(trace: ModelTrace, request: RunRequest, program) -> dict[str, tuple]:
+def run_request(request: RunRequest, *, lock: ckpt.Owner | None = None, trace: ModelTrace | None = None,
+                layout: engine.Layout | None = None, keys=None) -> tuple[dict, dict, engine.Run, dict]:
+    """Run ``request`` to its targets through its sinks (or continue its checkpoint).
+
+    ``trace``, ``layout`` and ``keys`` default to the request's own (fit_many passes a
+    dataset's trace, its batched layout and its chain keys). Returns the draws and
+    statistics (lanes, draws, ...), the run and the facts for ``fit.settings``.
+    """
+    config = request.config
+    if trace is None:
+        trace = model_trace(request.model, request.arrays, request.static)
+        _check_labels(request, trace)
+    program = program_of(request.model, request.static, config, trace)
+    buffer_len = _buffer_len(config, request.progress, request.checkpoint)
+    lanes = config.chains if layout is None else layout.lanes
+    shapes = _stored_shapes(trace, request)
+    stream.check_memory(shapes, chains=lanes, draws=config.draws, buffer_len=buffer_len,
+                        streaming=request.out is not None)
+    writer = None if request.out is None else stream.DrawWriter(
+        request.out, shapes, lanes, config.draws, jax.numpy.result_type(float), program.stats)
+    run, memory = _start(request, program, trace, layout, keys, buffer_len)
+    return _advance(request, run, memory, writer, lock)
+
+
+def _start(request: RunRequest, program, trace: ModelTrace, layout, keys, buffer_len: int):
+    """A fresh run (its first chain's start checked), or the one checkpointed in the request's folder."""
+    folder = request.checkpoint
+    if folder is not None and ckpt.exists(folder):
+        meta, stored = ckpt.read(folder)
+        ckpt.check_matches(folder, meta, request)
+        layout = engine.Layout(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["run"]["layout"].items()})
+        state = ckpt.restore_state(meta, stored, program, layout, request.arrays)
+        run = engine.prepare(program, layout, request.arrays, state=state, buffer_len=buffer_len,
+                             generate=request.generate)
+        ckpt.restore_progress(run, meta)
+        return run, engine.MemorySink(ckpt.restore_pieces(stored))
+    config = request.config
+    layout = layout or engine.resolve_layout(config.chain_method, config.chains, program.ensemble)
+    if keys is None:
+        keys = jax.random.split(config.root_key(), config.chains)
+    if not layout.per_dataset:  # the model check, where this run's first chain starts
+        check_initial_point(request.model, request.arrays, request.static, config.init_fn(),
+                            engine.init_keys(keys[0])[0], repr(config.to_dict()["init_strategy"]), trace)
+    run = engine.prepare(program, layout, request.arrays, keys=keys, buffer_len=buffer_len, generate=request.generate)
+    return run, engine.MemorySink()
+
+
+def _stored_shapes(trace: ModelTrace, request: RunRequest) -> dict[str, tuple]:
     """``site -> (shape, dtype)`` of everything stored per draw (sites and generated quantities)."""
     shapes = {n: (s.shape, s.dtype) for n, s in trace.stored(request.config.keep, request.config.drop).items()}
     if request.generate is not None:
@@ -212,8 +247,7 @@ def _stored_shapes(trace: ModelTrace, request: RunRequest, program) -> dict[str,
     return shapes
 
 
-def drive(request: RunRequest, run: engine.Run, memory: engine.MemorySink, *, writer=None, lock=None,
-          facts: Mapping[str, Any] | None = None) -> Fit:
+def _advance(request: RunRequest, run: engine.Run, memory: engine.MemorySink, writer, lock):
     """Advance ``run`` to the request's targets through its sinks; Ctrl-C keeps the draws so far."""
     config = request.config
     sinks = [writer if writer is not None else memory]
@@ -230,8 +264,8 @@ def drive(request: RunRequest, run: engine.Run, memory: engine.MemorySink, *, wr
                 raise
             where = f"; bj.resume({str(request.checkpoint)!r}) continues the run" if saver is not None else ""
             warnings.warn(f"sampling interrupted: keeping the {run.draws_done} draws per chain made so far{where}.",
-                          RuntimeWarning, stacklevel=4)
-    facts = dict(facts or {})
+                          RuntimeWarning, stacklevel=5)
+    facts: dict[str, Any] = {}
     if run.program.report is not None:
         facts["adapted"] = run.program.report(run.host_state().kernel)
     if saver is not None:
@@ -241,8 +275,7 @@ def drive(request: RunRequest, run: engine.Run, memory: engine.MemorySink, *, wr
         facts["out"] = str(writer.path)
     else:
         values, stats = memory.draws()
-    return make_fit(request, values, stats, timings=run.timings, grads={k: int(np.sum(v)) for k, v in run.grads.items()},
-                    state=run.host_state(), chain_method=run.layout.method, facts=facts)
+    return values, stats, run, facts
 
 
 def _steps_left(run: engine.Run, config: RunConfig) -> int:
@@ -265,32 +298,14 @@ def make_fit(request: RunRequest, values: Mapping[str, np.ndarray], stats: Mappi
     return Fit(draws=draws, stats=dict(stats), timings={**timings, **request.timings}, num_grad_evals=dict(grads),
                settings=settings, coords=dict(request.coords), dims=dict(request.dims), names=dict(request.names),
                data=sampled if request.data is None else dict(request.data), model=request.model, spec=request.spec,
-               state=state, sampled_data=None if request.data is None else sampled, config=config,
+               state=state, sampled_data=None if request.data is None else sampled, request=request,
                internal=tuple(request.internal))
 
 
-def resume_checkpoint(folder: Path, *, request: RunRequest | None = None, model: Callable | None = None,
-                      progress: bool = True) -> Fit:
-    """Continue the run checkpointed in ``folder`` (``request``: the run asked for now, which must match)."""
+def resume_checkpoint(folder: Path, *, model: Callable | None = None, progress: bool = True) -> Fit:
+    """Continue the run checkpointed in ``folder`` (its model imported by name, or ``model``)."""
     meta, stored = ckpt.read(folder)
-    if request is None:
-        request = _request_of(folder, meta, stored, model, progress)
-    ckpt.check_matches(folder, meta, request)
-    config = request.config
-    lock = ckpt.Owner.acquire(folder)
-    try:
-        with x64_mode(config.x64):
-            trace = model_trace(request.model, request.arrays, request.static)
-            program = program_of(request.model, request.static, config, trace)
-            layout = engine.Layout(**{k: tuple(v) if isinstance(v, list) else v
-                                      for k, v in meta["run"]["layout"].items()})
-            state = ckpt.restore_state(meta, stored, program, layout, request.arrays)
-            run = engine.prepare(program, layout, request.arrays, state=state,
-                                 buffer_len=_buffer_len(config, request.progress, folder), generate=request.generate)
-            ckpt.restore_progress(run, meta)
-            return drive(request, run, engine.MemorySink(ckpt.restore_pieces(stored)), lock=lock)
-    finally:
-        lock.release()
+    return execute(_request_of(folder, meta, stored, model, progress))
 
 
 def _request_of(folder: Path, meta: Mapping[str, Any], stored: Mapping[str, np.ndarray], model: Callable | None,
@@ -322,32 +337,27 @@ def extend(fit: Fit, draws: int, *, progress: bool = False) -> Fit:
     from bhmjax._src.config import positive_int
 
     draws = positive_int("draws", draws)
-    if fit.model is None or fit.state is None or fit.config is None:
+    if fit.request is None or fit.state is None:
         raise ValueError("this fit has no model or sampler state (a loaded fit?), so it cannot be "
                          "extended; sample again, or resume from a checkpoint.")
-    sampled = fit.data if fit.sampled_data is None else fit.sampled_data
-    from bhmjax._src.data import split_data
-
-    arrays, static = split_data(sampled)
     config = replace(fit.config, draws=fit.num_draws + draws)
-    request = RunRequest(model=fit.model, arrays=arrays, static=static, config=config, coords=fit.coords,
-                         dims=fit.dims, names=fit.names, data=None if fit.sampled_data is None else fit.data,
-                         spec=fit.spec, reduction=fit.settings.get("reduction"), order=tuple(fit.draws),
-                         internal=fit.internal, progress=progress)
-    facts = {k: fit.settings[k] for k in ("parameterization",) if k in fit.settings}
+    request = replace(fit.request, config=config, checkpoint=None, out=None, progress=progress)
     with x64_mode(config.x64):
-        trace = model_trace(fit.model, arrays, static)
-        program = program_of(fit.model, static, config, trace)
-        layout = engine.resolve_layout(fit.settings["requested_chain_method"], config.chains, program.ensemble)
-        run = engine.prepare(program, layout, arrays, state=fit.state,
-                             buffer_len=_buffer_len(replace(config, warmup=0), progress, None))
+        trace = model_trace(request.model, request.arrays, request.static)
+        program = program_of(request.model, request.static, config, trace)
+        layout = engine.resolve_layout(config.chain_method, config.chains, program.ensemble)
+        run = engine.prepare(program, layout, request.arrays, state=fit.state,
+                             buffer_len=_buffer_len(replace(config, warmup=0), progress, None),
+                             generate=request.generate)
         run.warmup_done, run.draws_done = config.warmup, fit.num_draws
-        run.grads = {k: np.zeros(layout.lanes, np.int64) + _spread(v, layout.lanes)
-                     for k, v in fit.num_grad_evals.items()}
+        run.grads = {k: _spread(v, layout.lanes) for k, v in fit.num_grad_evals.items()}
         run.timings = {k: float(fit.timings.get(k, 0.0)) for k in run.timings}
-        stored = {k: np.asarray(v) for k, v in fit.draws.items()}
-        memory = engine.MemorySink([(stored, {k: np.asarray(v) for k, v in fit.stats.items()})])
-        return drive(request, run, memory, facts=facts)
+        memory = engine.MemorySink([({k: np.asarray(v) for k, v in fit.draws.items()},
+                                     {k: np.asarray(v) for k, v in fit.stats.items()})])
+        values, stats, run, facts = _advance(request, run, memory, None, None)
+    facts |= {k: fit.settings[k] for k in ("parameterization",) if k in fit.settings}
+    return make_fit(request, values, stats, timings=run.timings, grads={k: int(np.sum(v)) for k, v in run.grads.items()},
+                    state=run.host_state(), chain_method=run.layout.method, facts=facts)
 
 
 def _spread(total: int, lanes: int) -> np.ndarray:

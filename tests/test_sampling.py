@@ -439,3 +439,45 @@ def test_saving_data_that_cannot_be_stored_says_so(y20, tmp_path):
                  settings=fit.settings, data={"y": y20, "ragged": (1, (2, 3))})
     with pytest.warns(UserWarning, match=r"data\['ragged'\] \(tuple\) cannot be stored"):
         odd.save(tmp_path / "fit.bhm")
+
+
+# ----------------------------------------------------------------- generated quantities (hook for #21)
+
+
+def replicate(key, values, arrays):
+    """A toy generated quantity: a draw of the mean's posterior predictive per row, and its key's first word."""
+    import jax
+
+    noise = jax.random.normal(key, arrays["y"].shape, values["mu"].dtype)
+    return {"y_rep": values["mu"] + noise, "key_word": key[1]}
+
+
+def test_generated_quantities_are_stored_per_draw_and_independent_of_chunks(y20, tmp_path):
+    import jax
+    from dataclasses import replace
+
+    from bhmjax import runner
+    from bhmjax._src.config import build_config
+
+    config = build_config(chains=2, warmup=100, draws=60, seed=4, chunk_size=60)
+    request = runner.RunRequest(model=normal_mean, arrays={"y": y20}, static={}, config=config,
+                                generate=replicate, progress=False)
+    fit = runner.execute(request)
+    assert fit.draws["y_rep"].shape == (2, 60, 20) and fit.draws["key_word"].dtype == np.uint32
+    for c in range(2):  # draw i of chain c uses fold_in(the chain's generated-quantities key, i)
+        for i in (0, 37):
+            key = jax.random.fold_in(fit.state.gen_key[c], i)
+            expected = fit.draws["mu"][c, i] + jax.random.normal(key, (20,))
+            np.testing.assert_allclose(fit.draws["y_rep"][c, i], expected, rtol=1e-6)
+    assert len(np.unique(fit.draws["key_word"])) == 120  # a fresh key for every chain and draw
+    chunked = runner.execute(replace(request, config=replace(config, chunk_size=7)))
+    streamed = runner.execute(replace(request, config=replace(config, chunk_size=13), out=tmp_path / "s"))
+    saved = runner.execute(replace(request, config=replace(config, every=25), checkpoint=tmp_path / "c"))
+    for other in (chunked, streamed, saved):
+        np.testing.assert_array_equal(np.asarray(other.draws["y_rep"]), fit.draws["y_rep"])
+    longer = runner.extend(fit, 20)
+    key = jax.random.fold_in(fit.state.gen_key[1], 70)  # the draw counter continues
+    np.testing.assert_allclose(longer.draws["y_rep"][1, 70], longer.draws["mu"][1, 70] + jax.random.normal(key, (20,)),
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="the generated quantities"):
+        runner.execute(replace(request, config=replace(config, every=25), checkpoint=tmp_path / "c", generate=None))

@@ -146,6 +146,7 @@ def masked_model(model: Callable, observed: tuple[str, ...] | None = None) -> Ca
             with RowMask(mask=_row_mask, observed=observed):
                 return model(**kwargs)
         wrapped.__name__ = wrapped.__qualname__ = f"masked_{getattr(model, '__name__', 'model')}"
+        wrapped.masked, wrapped.observed = model, observed  # its identity is the wrapped model's
         _WRAPPED[key] = wrapped
     return wrapped
 

@@ -402,13 +402,13 @@ def prepare(program: ChainProgram, layout: Layout, arrays: Mapping[str, np.ndarr
     device_arrays = place(dict(arrays), layout, per_lane)
     run_key = (program.key, layout, buffer_len, generate)
     if state is None:
-        keys = place(keys, layout, True) if not program.ensemble else jnp.asarray(keys)
+        keys = place(np.asarray(keys), layout, True) if not program.ensemble else jnp.asarray(keys)
         init = compiled("init", _init_fn(program, layout)[0], run_key + (program.init_key,), keys, device_arrays)
         state, valid = init(keys, device_arrays)
         _check_initial_points(valid)
     else:
         state = place(state, layout, True) if not program.ensemble else jax.tree.map(jnp.asarray, state)
-    one, yes = jnp.asarray(1, jnp.int32), jnp.asarray(True)
+    one, yes = np.int32(1), np.bool_(True)  # host scalars: replicated, on one host or many
     chunk = compiled("chunk", _chunk_fn(program, layout, generate, buffer_len), run_key,
                      state, device_arrays, one, one, yes)
     jax.block_until_ready(state)
@@ -436,7 +436,7 @@ def advance(run: Run, *, warmup: int, draws: int, thin: int, sinks: tuple = (),
     ``progress(steps, phase)``; an interruption (Ctrl-C) leaves ``run`` consistent at the
     last finished chunk.
     """
-    size, one, no = run.buffer_len, jnp.asarray(1, jnp.int32), jnp.asarray(False)
+    size, one, no = run.buffer_len, np.int32(1), np.bool_(False)
     while run.warmup_done < warmup:
         t = time.perf_counter()
         if run.program.warmup is not None:  # an ensemble whose adaptation runs in one call
@@ -449,17 +449,17 @@ def advance(run: Run, *, warmup: int, draws: int, thin: int, sinks: tuple = (),
             state = run.state._replace(kernel=kernel)
         else:
             n = min(size, warmup - run.warmup_done)
-            state, grads, _ = run.chunk(run.state, run.arrays, jnp.asarray(n, jnp.int32), one, no)
+            state, grads, _ = run.chunk(run.state, run.arrays, np.int32(n), one, no)
         run.grads["warmup"] = run.grads["warmup"] + _per_lane(grads, run.layout.lanes)
         jax.block_until_ready(state)
         run.timings["warmup"] += time.perf_counter() - t
         run.state, run.warmup_done = state, run.warmup_done + n
         _after_chunk(run, sinks, progress, None, n, "warmup")
-    thin_ = jnp.asarray(thin, jnp.int32)
+    thin_ = np.int32(thin)
     while run.draws_done < draws:
         n = min(size, draws - run.draws_done)
         t = time.perf_counter()
-        state, grads, buffer = run.chunk(run.state, run.arrays, jnp.asarray(n, jnp.int32), thin_, jnp.asarray(True))
+        state, grads, buffer = run.chunk(run.state, run.arrays, np.int32(n), thin_, np.bool_(True))
         buffer = jax.tree.map(lambda b: b[:, :n], to_host(buffer))
         run.grads["sampling"] = run.grads["sampling"] + _per_lane(grads, run.layout.lanes)
         run.timings["sampling"] += time.perf_counter() - t

@@ -66,7 +66,11 @@ def structure_digest(structure: Any) -> str:
 
 
 def model_identity(model: Callable) -> str:
-    """``formula:<digest of its structure>`` for formula models, ``function:module:qualname`` otherwise."""
+    """``formula:<digest of its structure>`` for formula models, ``function:module:qualname`` otherwise
+    (``masked[...]:`` before either for fit_many's row-masked wrapper)."""
+    inner = getattr(model, "masked", None)
+    if inner is not None:  # fit_many's row-masked wrapper (bhmjax._src.batch.masked_model)
+        return f"masked{list(model.observed or ())}:{model_identity(inner)}"
     structure = getattr(model, "structure", None)
     if structure is not None:
         return f"formula:{structure_digest(structure)}"
