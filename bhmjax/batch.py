@@ -7,6 +7,7 @@ over devices and running across hosts.
 from __future__ import annotations
 
 import inspect
+import json
 import numbers
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -269,7 +270,8 @@ def _run_chunk(request: RunRequest, trace, layout: engine.Layout, keys) -> tuple
     """One call of the driver on ``D`` datasets x ``C`` chains: draws and stats (D, C, draws, ...)."""
     lock = None if request.checkpoint is None else Owner.acquire(request.checkpoint)
     try:
-        values, stats, run, _ = run_request(request, lock=lock, trace=trace, layout=layout, keys=keys)
+        values, stats, run, _ = run_request(request, lock=lock, trace=trace, layout=layout, keys=keys,
+                                            keep_on_interrupt=False)
     finally:
         if lock is not None:
             lock.release()
@@ -278,6 +280,18 @@ def _run_chunk(request: RunRequest, trace, layout: engine.Layout, keys) -> tuple
     grads = {k: v.reshape(d, c).sum(axis=1) for k, v in run.grads.items()}
     return ({k: per_dataset(v) for k, v in values.items()}, {k: per_dataset(v) for k, v in stats.items()}, grads,
             run.timings)
+
+
+def _same_size_as_before(checkpoint, number: int, size: int) -> int:
+    """With a checkpoint folder, a bucket's datasets per call as the first run chose them (memory varies)."""
+    if checkpoint is None:
+        return size
+    path = Path(checkpoint) / "batch_sizes.json"
+    Path(checkpoint).mkdir(parents=True, exist_ok=True)
+    sizes = json.loads(path.read_text()) if path.is_file() else {}
+    sizes.setdefault(str(number), size)
+    path.write_text(json.dumps(sizes))
+    return int(sizes[str(number)])
 
 
 def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, checkpoint, out):
@@ -300,6 +314,7 @@ def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, c
             trace = model_trace(wrapped, first_arrays, first_static)
             size = _chunk_size(_per_dataset_bytes(trace, first_arrays, chains, config.draws), len(members), ndev,
                                batch_size, fraction)
+            size = _same_size_as_before(checkpoint, number, size)
             info["batch_sizes"].append(size)
             layout = engine.Layout("batched", size * chains, tuple(d.id for d in devs) if ndev > 1 else (), chains)
             parts, grads, compile_s = [], [], 0.0

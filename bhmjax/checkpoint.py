@@ -18,6 +18,7 @@ checkpoint on disk is the last good one (``fit.settings["checkpoint"]``).
 from __future__ import annotations
 
 import errno
+import hashlib
 import importlib
 import json
 import os
@@ -65,16 +66,20 @@ def import_model(reference: str) -> Callable:
 # ---------------------------------------------------------------- what identifies a run
 
 
-def identity(request) -> dict[str, Any]:
-    """The model identity, data digests, draw-shaping settings and generated quantities of a run request."""
+def fingerprint(request) -> dict[str, Any]:
+    """What identifies a run: the model's stable identity, a digest per data array, every draw-shaping
+    setting of the config and the generated quantities; ``digest`` hashes them all."""
     generate = None if request.generate is None else model_reference(request.generate)
-    return {"model": model_identity(request.model), "data": data_digests(request.arrays, request.static),
-            "config": request.config.shaping(), "generate": generate}
+    parts = {"model": model_identity(request.model), "data": data_digests(request.arrays, request.static),
+             "config": request.config.shaping(), "generate": generate}
+    return {**parts, "digest": hashlib.sha256(json.dumps(io._jsonable(parts), sort_keys=True).encode()).hexdigest()}
 
 
 def check_matches(folder: Path, meta: Mapping[str, Any], request) -> None:
     """Refuse to continue the checkpoint with another model, data or draw-shaping settings, naming them."""
-    mine, theirs = identity(request), meta["identity"]
+    mine, theirs = fingerprint(request), meta["fingerprint"]
+    if mine["digest"] == theirs["digest"]:
+        return
     differ = []
     if mine["model"] != theirs["model"]:
         differ.append(f"the model (checkpoint: {theirs['model']}, now: {mine['model']})")
@@ -193,7 +198,7 @@ def write(folder: Path, request, run: engine.Run, memory: engine.MemorySink) -> 
     entries |= {f"record/{k}": np.asarray(v) for k, v in record_arrays.items()}
     meta = {
         "format": io.FORMAT_NAME, "format_version": io.FORMAT_VERSION, "kind": "checkpoint",
-        "checkpoint_version": CHECKPOINT_VERSION, "versions": io._versions(), "identity": identity(request),
+        "checkpoint_version": CHECKPOINT_VERSION, "versions": io._versions(), "fingerprint": fingerprint(request),
         "reference": model_reference(request.model), "config": request.config.to_dict(),
         "static": io._jsonable(dict(request.static)),
         "rows_static": None if request.data is None else io._jsonable({k: v for k, v in rows.items() if _scalar(v)}),

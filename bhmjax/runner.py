@@ -10,7 +10,7 @@ call :func:`execute`; ``bj.fit_many`` runs its buckets through the same driver
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -28,9 +28,7 @@ from bhmjax.fit import Fit
 
 __all__ = ["Progress", "RunRequest", "execute", "extend", "make_fit", "request_options", "resume_checkpoint"]
 
-CONFIG_OPTIONS = ("sampler", "chains", "warmup", "draws", "seed", "chain_method", "target_accept", "max_tree_depth",
-                  "dense_mass", "adaptation", "init_strategy", "thin", "keep", "drop", "x64", "parameterization",
-                  "chunk_size", "every")
+CONFIG_OPTIONS = tuple(f.name for f in fields(RunConfig))
 LABEL_OPTIONS = ("coords", "dims", "names")
 SINK_OPTIONS = ("checkpoint", "out", "progress")
 
@@ -190,12 +188,15 @@ def execute(request: RunRequest) -> Fit:
 
 
 def run_request(request: RunRequest, *, lock: ckpt.Owner | None = None, trace: ModelTrace | None = None,
-                layout: engine.Layout | None = None, keys=None) -> tuple[dict, dict, engine.Run, dict]:
+                layout: engine.Layout | None = None, keys=None,
+                keep_on_interrupt: bool = True) -> tuple[dict, dict, engine.Run, dict]:
     """Run ``request`` to its targets through its sinks (or continue its checkpoint).
 
     ``trace``, ``layout`` and ``keys`` default to the request's own (fit_many passes a
-    dataset's trace, its batched layout and its chain keys). Returns the draws and
-    statistics (lanes, draws, ...), the run and the facts for ``fit.settings``.
+    dataset's trace, its batched layout and its chain keys). Ctrl-C keeps the draws made
+    so far unless ``keep_on_interrupt`` is False (then it propagates, after the last
+    checkpoint). Returns the draws and statistics (lanes, draws, ...), the run and the
+    facts for ``fit.settings``.
     """
     config = request.config
     if trace is None:
@@ -210,7 +211,7 @@ def run_request(request: RunRequest, *, lock: ckpt.Owner | None = None, trace: M
     writer = None if request.out is None else stream.DrawWriter(
         request.out, shapes, lanes, config.draws, jax.numpy.result_type(float), program.stats)
     run, memory = _start(request, program, trace, layout, keys, buffer_len)
-    return _advance(request, run, memory, writer, lock)
+    return _advance(request, run, memory, writer, lock, keep_on_interrupt)
 
 
 def _start(request: RunRequest, program, trace: ModelTrace, layout, keys, buffer_len: int):
@@ -219,7 +220,11 @@ def _start(request: RunRequest, program, trace: ModelTrace, layout, keys, buffer
     if folder is not None and ckpt.exists(folder):
         meta, stored = ckpt.read(folder)
         ckpt.check_matches(folder, meta, request)
-        layout = engine.Layout(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["run"]["layout"].items()})
+        saved = engine.Layout(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["run"]["layout"].items()})
+        if layout is None:  # the run's own layout, where its devices exist (draws do not depend on the devices)
+            present = {d.id for d in jax.devices()}
+            layout = saved if set(saved.devices) <= present else engine.resolve_layout(
+                request.config.chain_method, saved.lanes, program.ensemble)
         state = ckpt.restore_state(meta, stored, program, layout, request.arrays)
         run = engine.prepare(program, layout, request.arrays, state=state, buffer_len=buffer_len,
                              generate=request.generate)
@@ -247,7 +252,8 @@ def _stored_shapes(trace: ModelTrace, request: RunRequest) -> dict[str, tuple]:
     return shapes
 
 
-def _advance(request: RunRequest, run: engine.Run, memory: engine.MemorySink, writer, lock):
+def _advance(request: RunRequest, run: engine.Run, memory: engine.MemorySink, writer, lock,
+             keep_on_interrupt: bool = True):
     """Advance ``run`` to the request's targets through its sinks; Ctrl-C keeps the draws so far."""
     config = request.config
     sinks = [writer if writer is not None else memory]
@@ -260,7 +266,7 @@ def _advance(request: RunRequest, run: engine.Run, memory: engine.MemorySink, wr
             engine.advance(run, warmup=config.warmup, draws=config.draws, thin=config.thin, sinks=tuple(sinks),
                            progress=bar.update)
         except KeyboardInterrupt:
-            if run.draws_done == 0:
+            if run.draws_done == 0 or not keep_on_interrupt:
                 raise
             where = f"; bj.resume({str(request.checkpoint)!r}) continues the run" if saver is not None else ""
             warnings.warn(f"sampling interrupted: keeping the {run.draws_done} draws per chain made so far{where}.",
@@ -313,7 +319,7 @@ def _request_of(folder: Path, meta: Mapping[str, Any], stored: Mapping[str, np.n
     """The request a checkpoint was written for (its model imported, or ``model`` checked against it)."""
     from bhmjax._src.identity import model_identity
 
-    expected = meta["identity"]["model"]
+    expected = meta["fingerprint"]["model"]
     if model is None:
         model = ckpt.import_model(meta["reference"])
     if model_identity(model) != expected:

@@ -98,12 +98,27 @@ def test_explicit_target_accept_is_kept():
     assert bj.sample(varying_intercepts, data(), **SMALL).settings["target_accept"] == 0.651
 
 
-def test_chees_checkpoints_streams_and_resumes(tmp_path):
-    """ChEES runs through the same driver: a checkpoint and a stream give the plain run's draws."""
+def test_chees_checkpoints_streams_and_resumes(tmp_path, monkeypatch):
+    """ChEES runs through the same driver: a checkpoint, a stream and an interrupted run resumed
+    give the plain run's draws."""
+    from bhmjax import runner
+
     plain = bj.sample(varying_intercepts, data(), **SMALL)
-    ckpt = bj.sample(varying_intercepts, data(), checkpoint=tmp_path / "c", every=15, **SMALL)
     streamed = bj.sample(varying_intercepts, data(), out=tmp_path / "s", chunk_size=15, **SMALL)
-    for fit in (ckpt, streamed, bj.resume(tmp_path / "c", progress=False)):
+    update, calls = runner.Progress.update, []
+
+    def interrupted(self, n, phase):
+        calls.append(phase)
+        if calls.count("sampling") == 2:
+            raise KeyboardInterrupt
+        update(self, n, phase)
+
+    monkeypatch.setattr(runner.Progress, "update", interrupted)
+    with pytest.warns(RuntimeWarning, match="keeping the 30 draws"):
+        cut = bj.sample(varying_intercepts, data(), checkpoint=tmp_path / "c", every=15, **SMALL)
+    monkeypatch.setattr(runner.Progress, "update", update)
+    assert cut.num_draws == 30
+    for fit in (streamed, bj.resume(tmp_path / "c", progress=False)):
         for k in ("mu", "tau", "theta"):
             np.testing.assert_array_equal(np.asarray(fit.draws[k]), plain.draws[k])
         np.testing.assert_array_equal(np.asarray(fit.stats["num_steps"]), plain.stats["num_steps"])

@@ -51,6 +51,7 @@ __all__ = [
     "group_axes",
     "masked_model",
     "pad",
+    "site_shapes",
 ]
 
 MASK = "_row_mask"
@@ -151,13 +152,18 @@ def masked_model(model: Callable, observed: tuple[str, ...] | None = None) -> Ca
     return wrapped
 
 
+def site_shapes(model: Callable, arrays: Mapping[str, Any], static: Mapping[str, Any]) -> dict:
+    """Abstract shapes of every latent and deterministic site (from the model's one abstract trace)."""
+    return {n: jax.ShapeDtypeStruct(s.shape, s.dtype) for n, s in model_trace(model, arrays, static).stored().items()}
+
+
 def group_axes(model: Callable, arrays: Mapping[str, Any], static: Mapping[str, Any],
                group_names: Sequence[str]) -> dict[str, dict[int, str]]:
     """``site -> {axis: group static}``: the site axes that grow with each group count."""
-    base = model_trace(model, arrays, static).stored()
+    base = site_shapes(model, arrays, static)
     out: dict[str, dict[int, str]] = {}
     for g in group_names:
-        grown = model_trace(model, arrays, {**static, g: static[g] + 1}).stored()
+        grown = site_shapes(model, arrays, {**static, g: static[g] + 1})
         for site, s in base.items():
             for axis, (a, b) in enumerate(zip(s.shape, grown[site].shape)):
                 if a != b:
