@@ -403,6 +403,15 @@ class FitCollection:
         return (f"FitCollection({len(self)} datasets, {len(self.buckets)} shape bucket(s), "
                 f"{sum(d.error is not None for d in self._data)} not fitted)")
 
+    def _repr_html_(self) -> str:
+        from bhmjax.display import card
+
+        bad = sum(d.error is not None for d in self._data)
+        lines = [("datasets", f"{len(self)} in {len(self.buckets)} shape bucket(s)"),
+                 ("time", ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items()))]
+        return card("bhmjax FitCollection", lines, verdict=(f"{bad} not fitted", bad == 0),
+                    note=".summary() per dataset and parameter; .failed() lists what did not converge")
+
     def _index(self, key) -> int:
         """A label (dict of datasets) or a position (as in a list: negative from the end)."""
         if key in self.labels and not isinstance(key, bool):

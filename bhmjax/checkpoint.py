@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import importlib
 import json
 import os
 import socket
@@ -27,14 +26,15 @@ import time
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import jax
 import numpy as np
 
 from bhmjax import io
+from bhmjax.records import model_entry
 from bhmjax._src import engine
-from bhmjax._src.identity import data_digests, model_identity, model_reference
+from bhmjax._src.identity import data_digests, import_model, model_identity, model_reference
 
 __all__ = ["CHECKPOINT_FILE", "CheckpointSink", "Owner", "check_matches", "exists", "import_model", "read",
            "model_reference"]
@@ -46,21 +46,6 @@ CHECKPOINT_VERSION = 2
 
 def exists(folder: str | os.PathLike) -> bool:
     return (Path(folder) / CHECKPOINT_FILE).is_file()
-
-
-def import_model(reference: str) -> Callable:
-    """The model function named by ``module:qualname``, or a clear error."""
-    module, _, qualname = reference.partition(":")
-    hint = "Pass the model again: bj.resume(path, model=my_model)."
-    if module in ("__main__", "?") or "<locals>" in qualname:
-        raise ValueError(f"the checkpoint's model {reference!r} cannot be imported in a new process. {hint}")
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"cannot import the checkpoint's model {reference!r} ({err}). {hint}") from err
-    return obj
 
 
 # ---------------------------------------------------------------- what identifies a run
@@ -183,8 +168,14 @@ def _stale(other: Mapping[str, Any], me: Mapping[str, Any]) -> bool:
 # ---------------------------------------------------------------- writing
 
 
-def write(folder: Path, request, run: engine.Run, memory: engine.MemorySink) -> Path:
-    """Write the run's checkpoint atomically (the previous one stays until the new one is whole)."""
+def write(folder: Path, request, run: engine.Run, memory: engine.MemorySink,
+          model: tuple[dict | None, Mapping[str, np.ndarray]]) -> Path:
+    """Write the run's checkpoint atomically (the previous one stays until the new one is whole).
+
+    ``model`` is the model's entry and arrays as a saved fit stores them
+    (:func:`bhmjax.records.model_entry`): a formula model's record, or a function's
+    ``module:qualname``.
+    """
     entries = {f"data/{k}": np.asarray(v) for k, v in request.arrays.items()}
     rows = {} if request.data is None else request.data
     row_arrays = {k: v for k, v in rows.items() if not _scalar(v)}
@@ -194,18 +185,17 @@ def write(folder: Path, request, run: engine.Run, memory: engine.MemorySink) -> 
     values, stats = memory.draws()
     entries |= {f"draws/{k}": np.asarray(v) for k, v in values.items()}
     entries |= {f"stats/{k}": np.asarray(v) for k, v in stats.items()}
-    record_meta, record_arrays = (None, {}) if request.record is None else request.record
-    entries |= {f"record/{k}": np.asarray(v) for k, v in record_arrays.items()}
+    entry, model_arrays = model
+    entries |= {f"model/{k}": np.asarray(v) for k, v in model_arrays.items()}
     meta = {
         "format": io.FORMAT_NAME, "format_version": io.FORMAT_VERSION, "kind": "checkpoint",
         "checkpoint_version": CHECKPOINT_VERSION, "versions": io._versions(), "fingerprint": fingerprint(request),
-        "reference": model_reference(request.model), "config": request.config.to_dict(),
+        "model": entry, "config": request.config.to_dict(),
         "static": io._jsonable(dict(request.static)),
         "rows_static": None if request.data is None else io._jsonable({k: v for k, v in rows.items() if _scalar(v)}),
         "labels": io._jsonable({"coords": request.coords, "dims": request.dims, "names": request.names}),
         "request": io._jsonable({"order": list(request.order), "internal": list(request.internal),
                                  "reduction": request.reduction, "timings": request.timings}),
-        "record": record_meta,
         "run": {"layout": io._jsonable(vars(run.layout)), "warmup_done": run.warmup_done,
                 "draws_done": run.draws_done, "grads": io._jsonable(run.grads), "timings": dict(run.timings),
                 "num_leaves": len(leaves)},
@@ -231,6 +221,7 @@ class CheckpointSink:
 
     def __init__(self, folder: Path, request, memory: engine.MemorySink, owner: Owner | None) -> None:
         self.folder, self.request, self.memory, self.owner = Path(folder), request, memory, owner
+        self.model = model_entry(request.model, request.spec)  # a prior or column a file cannot hold: refused now
         self.last_good: dict | None = None
         self.failed = 0
         self.error: str | None = None
@@ -240,7 +231,7 @@ class CheckpointSink:
             self._fail(run, "another process has taken the checkpoint folder")
             return
         try:
-            write(self.folder, self.request, run, self.memory)
+            write(self.folder, self.request, run, self.memory, self.model)
         except OSError as err:
             what = "the disk is full" if err.errno == errno.ENOSPC else f"{type(err).__name__}: {err}"
             self._fail(run, what)

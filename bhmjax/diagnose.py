@@ -59,6 +59,7 @@ class DiagnosticReport:
     tree_depth_saturation: float
     step_size: np.ndarray
     problems: list[Problem] = field(default_factory=list)
+    _printed_in: int | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -88,6 +89,30 @@ class DiagnosticReport:
         for p in self.problems:
             lines += [f"- {p.check}: {p.message}", f"    advice: {p.advice}"]
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        from bhmjax.display import card
+
+        fmt = lambda a, f: " ".join(f.format(v) for v in np.asarray(a))  # noqa: E731
+        lines = [("divergences", f"{int(self.divergences.sum())} ({self.divergence_share:.2%}); per chain "
+                  + fmt(self.divergences, "{:d}")),
+                 ("max r_hat", f"{self.max_rhat:.4g}"),
+                 ("min ess bulk / tail", f"{self.min_ess_bulk:.0f} / {self.min_ess_tail:.0f}"),
+                 ("E-BFMI per chain", fmt(self.ebfmi, "{:.2f}")),
+                 ("tree depth at max", f"{self.tree_depth_saturation:.1%} of draws"),
+                 ("step size", fmt(self.step_size, "{:.3g}"))]
+        return card(f"Diagnostics ({self.num_chains} chains x {self.num_draws} draws)", lines,
+                    verdict=(self.verdict, self.ok),
+                    problems=[f"{p.check}: {p.message} Advice: {p.advice}" for p in self.problems])
+
+    def _ipython_display_(self) -> None:
+        """Show the report, unless ``fit.diagnose()`` printed it in this very cell."""
+        from IPython.display import display
+
+        from bhmjax.display import echo_suppressed
+
+        if not echo_suppressed(self._printed_in):
+            display({"text/plain": str(self), "text/html": self._repr_html_()}, raw=True)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -190,10 +215,12 @@ def diagnose(fit: "Fit", *, rhat_threshold: float = 1.01, ess_per_chain: float =
                          ("ebfmi_threshold", ebfmi_threshold), ("saturation_threshold", saturation_threshold)]:
         if not np.isfinite(value) or value < 0:
             raise ValueError(f"{label} must be a non-negative number, got {value!r}")
+    from bhmjax import summary
+
     stats = fit.stats
     chains, draws = stats["diverging"].shape
-    names, x = fit.flat_draws()
-    summ = {k: np.asarray(v) for k, v in diagnostics.summary_stats(x).items()}
+    cols = summary.columns(fit, summary.shown_sites(fit))  # every parameter, a block at a time
+    names, summ = cols.names, summary.block_stats(fit, cols)
     rhat, ess_b, ess_t = summ["r_hat"], summ["ess_bulk"], summ["ess_tail"]
     divergences = stats["diverging"].sum(axis=1).astype(int)
     ebfmi = np.asarray(diagnostics.bfmi(stats["energy"]))
@@ -201,8 +228,8 @@ def diagnose(fit: "Fit", *, rhat_threshold: float = 1.01, ess_per_chain: float =
     saturation = float(np.mean(stats["tree_depth"] >= max_depth)) if "tree_depth" in stats else 0.0
     step_size = stats["step_size"][:, -1]
     ess_floor = ess_per_chain * chains
-    nonfinite = [n for n, ok in zip(names, np.isfinite(x).all(axis=(0, 1))) if not ok]
-    constant = np.ptp(x, axis=(0, 1)) == 0  # fixed values: no R-hat, nothing to converge
+    nonfinite = [n for n, ok in zip(names, summ["finite"]) if not ok]
+    constant = summ["constant"]  # fixed values: no R-hat, nothing to converge
     finite_rhat = np.where(np.isnan(rhat) & ~constant, np.inf, rhat)
     rhat_over = {n: float(r) for n, r in zip(names, finite_rhat) if r > rhat_threshold} if chains > 1 else {}
     ess_under = {n: (float(b), float(t)) for n, b, t in zip(names, ess_b, ess_t)

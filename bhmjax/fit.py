@@ -7,9 +7,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from bhmjax._src import diagnostics
 from bhmjax._src.naming import flat_names
-from bhmjax._src.precision import x64_mode
+from bhmjax.summary import hdi_columns  # noqa: F401 - the one owner of ArviZ's interval names
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -17,14 +16,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from bhmjax.diagnose import DiagnosticReport
 
 __all__ = ["Fit"]
-
-
-def hdi_columns(prob: float) -> tuple[str, str]:
-    """ArviZ's column names for an interval of mass ``prob``: ('hdi_3%', 'hdi_97%')."""
-    lo = 100 * (1 - prob) / 2
-    hi = 100 - lo
-    fmt = lambda v: f"{v:g}"  # noqa: E731
-    return f"hdi_{fmt(lo)}%", f"hdi_{fmt(hi)}%"
 
 
 @dataclass
@@ -120,11 +111,37 @@ class Fit:
         return (f"Fit({self.num_chains} chains x {self.num_draws} draws; sites: {sites}; "
                 f"{int(self.stats['diverging'].sum())} divergences)")
 
+    def _repr_html_(self) -> str:
+        """A compact card: what ran, divergences, and the first rows of the summary."""
+        from bhmjax import summary
+        from bhmjax.display import card
+
+        s = self.settings
+        spec = self.spec
+        model = getattr(getattr(spec, "formula", None), "text", None)
+        lines = [("model", f"{model} ({spec.family.name})" if model else
+                  getattr(self.model, "__name__", "NumPyro model") if self.model else "loaded from a file"),
+                 ("ran", f"{self.num_chains} chains x {self.num_draws} draws after {s.get('warmup', '?')} warmup"
+                  f" ({s.get('chain_method', '?')}); {sum(self.timings.get(k, 0.0) for k in ('warmup', 'sampling')):.1f} s"
+                  f" sampling, {self.timings.get('compile', 0.0):.1f} s compiling")]
+        sites, left_out = summary.default_sites(self)
+        cols = summary.columns(self, sites)
+        shown = cols.take(range(min(len(cols), 10)))
+        divergences = int(np.sum(self.stats["diverging"]))
+        table = summary.table(self, shown) if len(shown) else None
+        note = (f"first {len(shown)} of {len(cols) + sum(len(summary.columns(self, [s])) for s in left_out)} "
+                "parameters; fit.summary() shows them, fit.diagnose() checks all") if len(shown) < len(cols) or left_out \
+            else "fit.diagnose() checks convergence"
+        return card("bhmjax Fit", lines, verdict=(f"{divergences} divergent transitions", divergences == 0),
+                    table=table, note=note)
+
     # ------------------------------------------------------------------ names
 
     def param_names(self, var_names: Sequence[str] | None = None) -> list[str]:
-        """Scalar parameter names, e.g. ``['mu', 'theta[school_1]', ...]``."""
-        return self.flat_draws(var_names)[0]
+        """Scalar parameter names, e.g. ``['mu', 'theta[school_1]', ...]`` (no draws are read)."""
+        from bhmjax import summary
+
+        return list(summary.columns(self, self._sites(var_names)).names)
 
     def site_names(self, site: str) -> list[str | None]:
         """Row names of every scalar of ``site`` in C order (None: hidden)."""
@@ -135,8 +152,10 @@ class Fit:
         return list(flat_names(site, shape, self.coords, self.dims))
 
     def _sites(self, var_names: Sequence[str] | str | None) -> list[str]:
+        from bhmjax import summary
+
         if var_names is None:
-            return list(self.draws)
+            return summary.shown_sites(self)
         if isinstance(var_names, str):
             var_names = [var_names]
         unknown = [v for v in var_names if v not in self.draws]
@@ -145,38 +164,58 @@ class Fit:
         return list(var_names)
 
     def flat_draws(self, var_names: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
-        """All scalar parameters side by side: names and an array (chains, draws, n_params)."""
-        names, columns = [], []
-        for site in self._sites(var_names):
-            x = self.draws[site]
-            x = x.reshape(x.shape[0], x.shape[1], -1)
-            shown = [i for i, n in enumerate(self.site_names(site)) if n is not None]
-            names += [self.site_names(site)[i] for i in shown]
-            columns.append(x[..., shown].astype(np.float64 if x.dtype == np.float64 else np.float32))
-        if not columns:
-            raise ValueError("no parameters to show: the selected sites are empty or hidden")
-        return names, np.concatenate(columns, axis=-1)
+        """Scalar parameters side by side: names and an array (chains, draws, n_params).
+
+        This copies every chosen draw: for large fits choose sites (``var_names``), or
+        use :mod:`bhmjax.summary`, which reads a block of columns at a time.
+        """
+        from bhmjax import summary
+
+        cols = summary.columns(self, self._sites(var_names))
+        return list(cols.names), summary.gather(self, cols)
 
     # ------------------------------------------------------------------ summaries
 
-    def summary(self, var_names: Sequence[str] | None = None, prob: float = 0.94) -> "pd.DataFrame":
-        """A table with one row per scalar parameter, in ArviZ's column names.
+    def summary(self, var_names: str | Sequence[str] | None = None, filter_vars: str | None = None, *,
+                hdi_prob: float | None = None, kind: str = "all", round_to: int | str | None = None,
+                max_bytes: int | None = None) -> "pd.DataFrame":
+        """A table with one row per scalar parameter, as ``arviz.summary`` makes it.
 
-        Columns: mean, sd, hdi_3%, hdi_97% (for ``prob=0.94``), mcse_mean, mcse_sd,
-        ess_bulk, ess_tail, r_hat. Computed in JAX by ``bhmjax.diagnostics``.
+        Parameters
+        ----------
+        var_names : str or list of str, optional
+            Sites to show; ``"~name"`` excludes one. Default: every site users read
+            (internal sampler sites such as ``z_g`` are left out; a fit with more than
+            ``bhmjax.summary.LARGE_FIT`` parameters also leaves out its sites with more
+            than ``LARGE_SITE`` scalars, the group effects, and warns).
+        filter_vars : {None, "like", "regex"}
+            Read ``var_names`` as exact names, substrings or regular expressions.
+        hdi_prob : float, default 0.94
+            Mass of the highest-density interval (columns ``hdi_3%``, ``hdi_97%``).
+        kind : {"all", "stats", "diagnostics"}
+            All columns, or mean, sd and the interval, or mcse_mean, mcse_sd,
+            ess_bulk, ess_tail and r_hat.
+        round_to : int, None or "none"
+            Decimals; None rounds as ArviZ does (3 decimals, integer ESS, R-hat to 2
+            decimals); "none" keeps every digit.
+        max_bytes : int, optional
+            Working memory of one block of columns (``bhmjax.summary.WORK_BYTES``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Rows named as ``arviz.summary(fit.to_arviz())`` names them; statistics
+            computed in float64 by ``bhmjax.diagnostics``, a block of columns at a time.
+
+        Examples
+        --------
+        >>> fit.summary(["~theta"], hdi_prob=0.9, round_to="none")   # doctest: +SKIP
+        >>> fit.summary("^sd_", filter_vars="regex", kind="diagnostics")   # doctest: +SKIP
         """
-        import pandas as pd
+        from bhmjax import summary
 
-        names, x = self.flat_draws(var_names)
-        with x64_mode(x.dtype == np.float64):  # float64 draws are summarised in float64
-            stats = {k: np.asarray(v) for k, v in diagnostics.summary_stats(x, prob=prob).items()}
-        lo, hi = hdi_columns(prob)
-        table = pd.DataFrame({
-            "mean": stats["mean"], "sd": stats["sd"], lo: stats["hdi_lower"], hi: stats["hdi_upper"],
-            "mcse_mean": stats["mcse_mean"], "mcse_sd": stats["mcse_sd"],
-            "ess_bulk": stats["ess_bulk"], "ess_tail": stats["ess_tail"], "r_hat": stats["r_hat"],
-        }, index=pd.Index(names, name="parameter"))
-        return table
+        return summary.summary(self, var_names, filter_vars, hdi_prob=hdi_prob, kind=kind,
+                               round_to=round_to, max_bytes=max_bytes)
 
     def extend(self, draws: int, *, progress: bool = False) -> "Fit":
         """``draws`` more draws per chain, continuing the chains without new warmup.
@@ -194,9 +233,12 @@ class Fit:
         """
         from bhmjax.diagnose import diagnose
 
+        from bhmjax.display import current_cell
+
         report = diagnose(self, **thresholds)
         if verbose:
             print(report)
+            report._printed_in = current_cell()  # a notebook then shows it once, not echoed again
         return report
 
     # ------------------------------------------------------------------ predictions (bhmjax.predict)
@@ -222,10 +264,10 @@ class Fit:
     # ------------------------------------------------------------------ export and plots (bhmjax.io, bhmjax.plots)
 
     def to_arviz(self, **kwargs):
-        """An ArviZ InferenceData; see :func:`bhmjax.io.to_arviz`."""
-        from bhmjax import io
+        """ArviZ data (InferenceData on ArviZ 0.x, DataTree on 1.x); see :func:`bhmjax.arviz.to_arviz`."""
+        from bhmjax.arviz import to_arviz
 
-        return io.to_arviz(self, **kwargs)
+        return to_arviz(self, **kwargs)
 
     def save(self, path, **kwargs):
         """Save to one portable file, atomically; see :func:`bhmjax.io.save` and ``bj.load``."""

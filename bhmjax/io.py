@@ -1,16 +1,22 @@
-"""Saving and loading fits, and conversion to ArviZ.
+"""Saving and loading fits (conversion to ArviZ lives in :mod:`bhmjax.arviz`).
 
-The file format (``format_version`` 1) is a standard zip archive that ``numpy.load``
+The file format (``format_version`` 2) is a standard zip archive that ``numpy.load``
 reads as an ``.npz``:
 
 - ``meta.json``: format name and version, library versions, settings, timings,
-  gradient counts, coords/dims/names, JSON-able data scalars and an index of the
-  arrays (entry name, dtype, shape);
-- one ``.npy`` entry per array: ``draws/<site>``, ``stats/<name>``, ``data/<name>``
-  and ``extras/<group>/<name>`` (pointwise log-likelihood, observed data, posterior
-  predictive);
+  gradient counts, coords/dims/names, JSON-able data scalars, the model (below) and
+  an index of the arrays (entry name, dtype, shape);
+- one ``.npy`` entry per array: ``draws/<site>``, ``stats/<name>``, ``data/<name>``,
+  ``extras/<group>/<name>`` (pointwise log-likelihood, observed data, posterior
+  predictive) and ``model/<name>`` (the arrays of a formula model's record);
 - the zip's archive comment, the last bytes of the file: ``bhmjax-sha256:<hex>``,
   the SHA-256 of every byte before it. Any flipped or missing byte is detected.
+
+The model, ``meta["model"]``: ``{"kind": "formula", "record": ...}`` for a ``bj.Model``
+fit (:mod:`bhmjax.records`: formula, family, priors, centeredness and the data columns
+it reads, from which ``load`` builds the same model again), ``{"kind": "function",
+"reference": "module:qualname"}`` for a NumPyro function (imported again on load when
+it can be), or null. Format 1 files (no model) still load.
 
 Files are written atomically (a temporary file in the same folder, flushed and
 fsync'ed, then renamed over the final name) and read without pickle.
@@ -25,25 +31,25 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Mapping
 
 import numpy as np
+
+from bhmjax._src.errors import FitFileError
+from bhmjax.records import model_entry, restore_model
 
 if TYPE_CHECKING:  # pragma: no cover
     from bhmjax.fit import Fit
 
-__all__ = ["FORMAT_VERSION", "FitFileError", "load", "save", "to_arviz",
-           "pointwise_log_likelihood", "observed_data", "read_meta"]
+__all__ = ["FORMAT_VERSION", "FitFileError", "load", "save", "pointwise_log_likelihood", "observed_data",
+           "read_meta"]
 
 FORMAT_NAME = "bhmjax.fit"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _TRAILER_PREFIX = b"bhmjax-sha256:"
 _TRAILER_LEN = len(_TRAILER_PREFIX) + 64
 _MAX_LOGLIK_VALUES = 20_000_000  # "auto" stores the pointwise log-likelihood below this size
-
-
-class FitFileError(ValueError):
-    """A fit file that cannot be read: truncated, corrupted, foreign, or from a newer bhmjax."""
+_HASH_CHUNK = 16 * 2**20
 
 
 # --------------------------------------------------------------------------- helpers
@@ -76,13 +82,6 @@ def _versions() -> dict[str, str]:
         version = "unknown"
     return {"bhmjax": version, "jax": jax.__version__,
             "numpyro": numpyro.__version__, "numpy": np.__version__}
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    # np.require keeps 0-d arrays 0-d (np.ascontiguousarray would make them shape (1,)).
-    buf = _io.BytesIO()
-    np.lib.format.write_array(buf, np.require(array, requirements="C"), allow_pickle=False)
-    return buf.getvalue()
 
 
 def _storable(value: Any) -> np.ndarray | None:
@@ -128,38 +127,64 @@ def _collect_arrays(fit: "Fit", log_lik: bool | str) -> tuple[dict[str, np.ndarr
     return arrays, scalars
 
 
-def _meta(fit: "Fit", arrays: Mapping[str, np.ndarray], scalars: Mapping[str, Any]) -> dict:
+def _meta(fit: "Fit", arrays: Mapping[str, np.ndarray], scalars: Mapping[str, Any], model: dict | None) -> dict:
     return {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "versions": _versions(),
         "settings": _jsonable(fit.settings), "timings": _jsonable(fit.timings),
         "num_grad_evals": _jsonable(fit.num_grad_evals), "coords": _jsonable(fit.coords),
         "dims": _jsonable(fit.dims), "names": _jsonable(fit.names), "data_scalars": _jsonable(scalars),
         "arrays": {k: {"dtype": v.dtype.str, "shape": list(v.shape)} for k, v in arrays.items()},
-        "spec": None if fit.spec is None else type(fit.spec).__name__,
+        "model": model,
     }
 
 
-def _encode(meta: dict, arrays: Mapping[str, np.ndarray], compress: bool) -> bytes:
-    buf = _io.BytesIO()
+def _encode_into(f: BinaryIO, meta: dict, arrays: Mapping[str, np.ndarray], compress: bool) -> None:
+    """Write the zip to the seekable file ``f`` array by array, then the checksum trailer.
+
+    Each array streams through ``np.lib.format.write_array`` in chunks of 16 MiB, and the
+    SHA-256 is computed by reading the file back in chunks: memory stays at one chunk
+    whatever the size of the fit (draws that are memory maps are never loaded whole).
+    """
     method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    with zipfile.ZipFile(buf, "w", compression=method, allowZip64=True) as zf:
+    with zipfile.ZipFile(f, "w", compression=method, allowZip64=True) as zf:
         zf.writestr("meta.json", json.dumps(meta, indent=1))  # keep site order
         for name, array in arrays.items():
-            zf.writestr(f"{name}.npy", _npy_bytes(array))
-    body = buf.getvalue()
-    if body[-2:] != b"\x00\x00":  # pragma: no cover - zipfile always ends in an empty comment
+            array = np.require(array, requirements="C")  # 0-d arrays stay 0-d (not shape (1,))
+            with zf.open(f"{name}.npy", "w", force_zip64=array.nbytes > 2**30) as entry:
+                np.lib.format.write_array(entry, array, allow_pickle=False)
+    end = f.seek(0, os.SEEK_END)
+    f.seek(end - 2)
+    if f.read(2) != b"\x00\x00":  # pragma: no cover - zipfile always ends in an empty comment
         raise RuntimeError("unexpected zip layout: the archive already has a comment")
-    head = body[:-2] + _TRAILER_LEN.to_bytes(2, "little")
-    return head + _TRAILER_PREFIX + hashlib.sha256(head).hexdigest().encode()
+    f.seek(end - 2)
+    f.write(_TRAILER_LEN.to_bytes(2, "little"))
+    f.seek(0)
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
+        digest.update(chunk)
+    f.write(_TRAILER_PREFIX + digest.hexdigest().encode())
 
 
-def _write_atomic(path: Path, payload: bytes) -> None:
-    """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+def _encode(meta: dict, arrays: Mapping[str, np.ndarray], compress: bool) -> bytes:
+    """The whole file as bytes (for small files such as checkpoints; fits stream: :func:`_encode_into`)."""
+    buf = _io.BytesIO()
+    _encode_into(buf, meta, arrays, compress)
+    return buf.getvalue()
+
+
+def _write_atomic(path: Path, payload: bytes | Callable[[BinaryIO], None]) -> None:
+    """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``.
+
+    ``payload`` is the bytes, or a function that writes them into the open (seekable) file.
+    """
     folder = path.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
+        with os.fdopen(fd, "w+b") as f:
+            if callable(payload):
+                payload(f)
+            else:
+                f.write(payload)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -188,6 +213,8 @@ def save(fit: "Fit", path: str | os.PathLike, *, log_likelihood: bool | str = "a
     Parameters
     ----------
     fit : Fit
+        Its model is stored too: a formula model as its record (see
+        :mod:`bhmjax.records`), a NumPyro function by ``module:qualname``.
     path : str or PathLike
         Destination; its folder must exist. An existing file is replaced only once
         the new one is completely on disk.
@@ -203,6 +230,12 @@ def save(fit: "Fit", path: str | os.PathLike, *, log_likelihood: bool | str = "a
     Path
         The path written.
 
+    Raises
+    ------
+    TypeError, ValueError
+        Before anything is written, naming a data column or prior of a formula model
+        that the file cannot hold (a prior whose class is not in numpyro.distributions).
+
     Examples
     --------
     >>> path = fit.save("eight_schools.bhm")      # doctest: +SKIP
@@ -211,8 +244,11 @@ def save(fit: "Fit", path: str | os.PathLike, *, log_likelihood: bool | str = "a
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot save to {str(path)!r}: the folder {str(path.parent)!r} does not exist")
+    model, model_arrays = model_entry(fit.model, fit.spec)
     arrays, scalars = _collect_arrays(fit, log_likelihood)
-    _write_atomic(path, _encode(_meta(fit, arrays, scalars), arrays, compress))
+    arrays |= {f"model/{k}": v for k, v in model_arrays.items()}
+    meta = _meta(fit, arrays, scalars, model)
+    _write_atomic(path, lambda f: _encode_into(f, meta, arrays, compress))  # streamed: memory of one chunk
     return path
 
 
@@ -273,19 +309,33 @@ def _read_arrays(raw: bytes, meta: dict, where: str) -> dict[str, np.ndarray]:
     return out
 
 
-def load(path: str | os.PathLike) -> "Fit":
-    """Load a fit saved by :func:`save` (or ``Fit.save``).
+def load(path: str | os.PathLike, *, model: Callable | None = None) -> "Fit":
+    """Load a fit saved by :func:`save` (or ``Fit.save``), its model included.
 
-    The loaded fit has ``model=None``, ``spec=None`` and ``state=None`` (functions
-    and sampler states are not stored); summaries, diagnostics, plots and
-    ``to_arviz`` work as before (``to_arviz`` includes the log-likelihood if it was
-    stored).
+    A formula fit comes back with its ``spec`` and ``model``, the same ``bj.Model``
+    built again from the stored record: it predicts (existing, new and population
+    groups), computes the log-likelihood and LOO, and exports to ArviZ as the original.
+    A NumPyro-function fit gets ``model`` back by importing the ``module:qualname`` it
+    was saved with, or from ``model=``; when neither works it loads with
+    ``model=None`` and a warning saying so. ``state`` (the sampler state) is not
+    stored, so a loaded fit cannot be extended.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    model : callable, optional
+        The NumPyro model function of a fit sampled with ``bj.sample`` (needed when it
+        was defined in ``__main__`` or in a function); checked to have the sites and
+        shapes of the stored draws.
 
     Raises
     ------
     FitFileError
-        (a ``ValueError``) for a truncated, corrupted or foreign file, or one written in
-        a newer format version.
+        (a ``ValueError``) for a truncated, corrupted or foreign file, one written in
+        a newer format version, or a formula model that does not build again exactly.
+    ValueError
+        When ``model`` lacks a site of the draws or gives it another shape, or is
+        given for a formula fit (its model is in the file).
     """
     from bhmjax.fit import Fit
 
@@ -293,6 +343,8 @@ def load(path: str | os.PathLike) -> "Fit":
     raw = path.read_bytes()
     where = f"fit file {str(path)!r}"
     meta = _read_meta(_verified_zip(raw, where), where)
+    if meta.get("kind") == "checkpoint":
+        raise FitFileError(f"{where} is a checkpoint, not a saved fit; continue it with bj.resume(folder).")
     arrays = _read_arrays(raw, meta, where)
 
     def group(prefix: str) -> dict[str, np.ndarray]:
@@ -302,14 +354,15 @@ def load(path: str | os.PathLike) -> "Fit":
     for key, value in group("extras/").items():
         grp, name = key.split("/", 1)
         extras.setdefault(grp, {})[name] = value
-    fit = Fit(
-        draws=group("draws/"), stats=group("stats/"), timings=meta["timings"],
+    draws, data = group("draws/"), {**group("data/"), **meta["data_scalars"]}
+    model, spec = restore_model(meta.get("model"), group("model/"), draws, data,
+                                x64=bool(meta["settings"].get("x64", False)), where=where, model=model)
+    return Fit(
+        draws=draws, stats=group("stats/"), timings=meta["timings"],
         num_grad_evals=meta["num_grad_evals"], settings=meta["settings"], coords=meta["coords"],
         dims={k: tuple(v) for k, v in meta["dims"].items()}, names=meta["names"],
-        data={**group("data/"), **meta["data_scalars"]},
+        data=data, model=model, spec=spec, extras=extras,
     )
-    fit.extras = extras
-    return fit
 
 
 def read_meta(path: str | os.PathLike) -> dict:
@@ -368,73 +421,3 @@ def pointwise_log_likelihood(fit: "Fit") -> dict[str, np.ndarray]:
     with x64_mode(fit.settings.get("x64", False)):
         out = numpyro_log_likelihood(fit.model, samples, batch_ndims=2, **fit.data)
     return {k: np.asarray(v) for k, v in out.items()}
-
-
-# --------------------------------------------------------------------------- ArviZ
-
-
-def _import_arviz():
-    try:
-        import arviz as az
-    except ImportError as err:
-        raise ImportError("to_arviz needs ArviZ, an optional extra of bhmjax: pip install bhmjax[arviz]") from err
-    return az
-
-
-def _labels(fit: "Fit", groups: Mapping[str, Mapping[str, np.ndarray]]) -> tuple[dict, dict]:
-    """ArviZ dims and coords: fit.dims/coords where lengths agree, else 1-D site names."""
-    dims, coords = {}, {}
-    for values in groups.values():
-        for site, x in values.items():
-            shape = np.shape(x)[2:]
-            site_dims = list(fit.dims.get(site, ()))[:len(shape)]
-            site_dims += [f"{site}_dim_{i}" for i in range(len(site_dims), len(shape))]
-            for axis, dim in enumerate(site_dims):
-                labels = fit.coords.get(dim)
-                if labels is None and len(shape) == 1 and fit.names.get(site):
-                    labels = [n if n is not None else f"{site}[{i}]" for i, n in enumerate(fit.names[site])]
-                if labels is not None and len(labels) == shape[axis] and len(set(map(str, labels))) == len(labels):
-                    coords.setdefault(dim, [_jsonable(v) for v in labels])
-            if shape:
-                dims[site] = site_dims
-    return dims, coords
-
-
-def to_arviz(fit: "Fit", *, posterior_predictive: Mapping[str, np.ndarray] | np.ndarray | None = None,
-             log_likelihood: bool = True) -> Any:
-    """An ArviZ ``InferenceData`` of the fit.
-
-    Groups: ``posterior``; ``sample_stats`` with ArviZ's names (``diverging``, ``energy``,
-    ``step_size``, ``tree_depth``, ``n_steps``, ``acceptance_rate``, ``lp``);
-    ``observed_data`` and ``log_likelihood`` of the model's observed sites (from the model,
-    or as stored in a saved file); ``posterior_predictive`` when given (a dict of
-    (chains, draws, *obs_shape) arrays, or one array for the single observed site) or
-    stored. Dims and coords come from ``fit.dims`` and ``fit.coords``.
-
-    Raises
-    ------
-    ImportError
-        When ArviZ is not installed (``pip install bhmjax[arviz]``).
-    """
-    az = _import_arviz()
-    extras = getattr(fit, "extras", {})
-    observed = observed_data(fit)
-    groups: dict[str, dict[str, np.ndarray]] = {"posterior": dict(fit.draws)}
-    from bhmjax._src import stats as sampler_stats
-
-    stats = sampler_stats.to_arviz(fit.stats)
-    if log_likelihood:
-        groups["log_likelihood"] = pointwise_log_likelihood(fit)
-    pp = posterior_predictive if posterior_predictive is not None else extras.get("posterior_predictive")
-    if pp is not None and not isinstance(pp, Mapping):
-        if len(observed) != 1:
-            raise ValueError(f"posterior_predictive given as one array, but the model has {len(observed)} "
-                             f"observed sites {list(observed)}; pass a dict of arrays by site name.")
-        pp = {next(iter(observed)): pp}
-    if pp:
-        groups["posterior_predictive"] = {k: np.asarray(v) for k, v in pp.items()}
-    dims, coords = _labels(fit, {**groups, "observed_data": {k: np.asarray(v)[None, None] for k, v in observed.items()}})
-    kwargs = {k: v for k, v in groups.items() if v}
-    return az.from_dict(**kwargs, sample_stats=stats, observed_data=observed or None,
-                        coords=coords, dims=dims,
-                        attrs={"inference_library": "bhmjax", **{k: str(v) for k, v in _versions().items()}})

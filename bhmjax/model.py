@@ -14,6 +14,7 @@ from bhmjax._src.models import GroupStructure, ModelSpec, ModelStructure, build_
 from bhmjax._src.priors import default_priors, resolve_priors
 from bhmjax._src.reparam import as_centeredness
 from bhmjax.fit import Fit
+from bhmjax.records import ModelSource, from_record, to_record
 
 __all__ = ["Model"]
 
@@ -145,7 +146,7 @@ class Model:
     >>> g = np.repeat(np.arange(5), 4); y = rng.normal(g * 0.5, 1.0)
     >>> model = bj.Model("y ~ 1 + (1 | g)", data={"y": y, "g": g})
     >>> fit = model.fit(chains=2, warmup=200, draws=200, progress=False)
-    >>> "sd_g__Intercept" in fit.summary().index
+    >>> "sd_g[Intercept]" in fit.summary().index
     True
     """
 
@@ -194,6 +195,7 @@ class Model:
         y = y.astype(np.float64)
         defaults = default_priors(fam, y, n_trials, x, fixed.intercept,
                                   {g.name: (zi, g.term.correlated) for g, zi in zip(groups, z)})
+        user_priors = priors
         priors = resolve_priors(defaults, priors, fixed.columns, {g.name: g.columns for g in groups}, fam.params)
         centeredness = _centeredness(parameterization, groups)
         structure = ModelStructure(
@@ -204,8 +206,9 @@ class Model:
                 cor_prior=priors.get(f"cor_{g.name}")) for g in groups),
             intercept_prior=priors.get("Intercept"), b_prior=priors.get("b"),
             family_priors=tuple((p, priors[p]) for p in fam.params))
+        source = ModelSource(frame=frame[variables], priors=dict(user_priors or {}), trials=trials)
         self.spec = ModelSpec(formula=spec, family=fam, fixed=fixed, groups=tuple(groups),
-                              priors=priors, structure=structure)
+                              priors=priors, structure=structure, source=source)
         self.num_rows = len(frame)
         self._arrays = {"y": y, "X": x, "trials": n_trials, "Z": z, "codes": codes}
 
@@ -261,7 +264,16 @@ class Model:
     # ------------------------------------------------------------------ names
 
     def names(self) -> tuple[dict, dict, dict]:
-        """``names``, ``coords`` and ``dims`` for :func:`bhmjax.sample` (brms-style rows)."""
+        """``names``, ``coords`` and ``dims`` for :func:`bhmjax.sample`, in ArviZ's terms.
+
+        Slopes ``b`` lie over ``coef`` (the design's columns), group effects ``r_<g>``
+        over the levels ``<g>`` and the terms ``<g>__term``, group sds over
+        ``<g>__sd_term`` (the same terms);
+        a correlation matrix shows its upper triangle. Rows read ``b[floor]``,
+        ``sd_county[Intercept]``, ``cor_county[Intercept, floor]``,
+        ``r_county[AITKIN, Intercept]``, as ArviZ names them. Sampler-only sites
+        (``Intercept_c``, ``z_<g>``, ``theta_<g>``, ``L_<g>``) are hidden.
+        """
         s = self.spec.structure
         names: dict[str, list] = {}
         coords: dict[str, list] = {}
@@ -269,19 +281,22 @@ class Model:
         if s.intercept:
             names["Intercept_c"] = [None]
         if s.slopes:
-            names["b"] = list(s.slopes)
+            coords["coef"], dims["b"] = list(s.slopes), ["coef"]
         for g, design in zip(s.groups, self.spec.groups):
             cols, k, n_groups = g.columns, len(g.columns), design.encoding.num_groups
-            names[f"sd_{g.name}"] = [f"sd_{g.name}__{c}" for c in cols]
+            term, sd_term = f"{g.name}__term", f"{g.name}__sd_term"
+            coords[g.name] = [str(v) for v in design.encoding.labels]
+            coords[term] = coords[sd_term] = list(cols)
+            # sd_g has a dim of its own: ArviZ 1.3's summary mislabels rows of a variable whose
+            # dims come in another order than their first appearance in the group (g__term, g)
+            dims[f"sd_{g.name}"], dims[f"r_{g.name}"] = [sd_term], [g.name, term]
             if g.correlated:
-                names[f"cor_{g.name}"] = [f"cor_{g.name}__{cols[i]}__{cols[j]}" if i < j else None
+                dims[f"cor_{g.name}"] = [sd_term, sd_term]
+                names[f"cor_{g.name}"] = [f"cor_{g.name}[{cols[i]}, {cols[j]}]" if i < j else None
                                           for i in range(k) for j in range(k)]
                 names[f"L_{g.name}"] = [None] * (k * k)
             names[f"z_{g.name}"] = [None] * (n_groups * k)  # sampler variables, when present
             names[f"theta_{g.name}"] = [None] * (n_groups * k)
-            coords[g.name] = [str(v) for v in design.encoding.labels]
-            coords[f"{g.name}__column"] = list(cols)
-            dims[f"r_{g.name}"] = [g.name, f"{g.name}__column"]
         return names, coords, dims
 
     # ------------------------------------------------------------------ fitting
@@ -394,6 +409,22 @@ class Model:
             return exact.reduce_gaussian_data(data, self.spec.structure.intercept, len(self.spec.groups))
         return exact.reduce_count_data(data, family, len(self.spec.groups))
 
+    # ------------------------------------------------------------------ files
+
+    def to_record(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """The model as a JSON-able record and named numpy arrays (see :mod:`bhmjax.records`).
+
+        ``Model.from_record(*model.to_record())`` is the same model: formula, family,
+        priors, encodings, design, centeredness (learned values included). A data
+        column or prior that cannot be stored raises ``TypeError``/``ValueError`` naming it.
+        """
+        return to_record(self.spec)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> "Model":
+        """The model that :meth:`to_record` recorded, built again from its data columns."""
+        return from_record(record, arrays)
+
     # ------------------------------------------------------------------ description
 
     def describe(self, verbose: bool = True) -> str:
@@ -404,6 +435,20 @@ class Model:
         if verbose:
             print(text)
         return text
+
+    def _repr_html_(self) -> str:
+        from bhmjax.display import card
+
+        s = self.spec
+        lines = [("family", s.family.name), ("rows", f"{self.num_rows:,}"),
+                 ("population terms", ", ".join((["Intercept"] if s.fixed.intercept else []) + list(s.fixed.columns))
+                  or "none")]
+        for g, gs in zip(s.groups, s.structure.groups):
+            cent = "auto (learned on first fit)" if gs.centeredness is None else \
+                ", ".join(f"{c:g}" for c in gs.centeredness)
+            lines.append((f"group {g.name}", f"{g.encoding.num_groups:,} levels; terms {', '.join(g.columns)}; "
+                          f"centeredness {cent}"))
+        return card(f"bhmjax Model: {s.formula.text}", lines, note="model.describe() lists every prior")
 
     def __repr__(self) -> str:
         groups = ", ".join(f"{g.name}: {g.encoding.num_groups}" for g in self.spec.groups)

@@ -1,7 +1,8 @@
 """Figures to judge a fit: trace, rank, forest, shrinkage, pair/funnel, PPC and energy.
 
 Every function returns a ``matplotlib.figure.Figure`` built without pyplot (so it works
-headless and leaves no global state) and saves it when given ``path``. Parameters are
+headless and leaves no global state; in a notebook it shows as a picture when returned)
+and saves it when given ``path``. Parameters are
 chosen with ``var_names`` (site names such as ``"theta"`` or scalar names such as
 ``"theta[Choate]"``) and ``pattern`` (a regular expression searched in scalar names).
 Layouts cap the number of panels (``max_panels``) and say in the figure what was left
@@ -15,16 +16,18 @@ Examples
 
 from __future__ import annotations
 
+import io
 import math
 import re
 import textwrap
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
+from matplotlib.figure import Figure as MplFigure
+
+from bhmjax import summary
 
 if TYPE_CHECKING:  # pragma: no cover
-    from matplotlib.figure import Figure
-
     from bhmjax.fit import Fit
 
 __all__ = ["plot_energy", "plot_forest", "plot_funnel", "plot_pair", "plot_ppc", "plot_rank",
@@ -37,35 +40,58 @@ _DIVERGENT = dict(color="red", s=14, zorder=3, label="divergent")
 
 
 def select(fit: "Fit", var_names: str | Sequence[str] | None = None,
-           pattern: str | None = None) -> tuple[list[str], np.ndarray]:
-    """Scalar parameters chosen by site or scalar name and by regex: names, (chains, draws, k)."""
-    names, x = fit.flat_draws()
+           pattern: str | None = None, max_columns: int | None = None) -> tuple[list[str], np.ndarray]:
+    """Scalar parameters chosen by site or scalar name and by regex: names, (chains, draws, k).
+
+    Names are chosen first and only the chosen columns are read (at most
+    ``max_columns`` of them, for plots that cap their panels), so a fit with a
+    million scalars costs only what is drawn.
+    """
+    names, cols = _choose(fit, var_names, pattern)
+    if max_columns is not None and len(cols) > max_columns:
+        cols = cols.take(range(max_columns))
+    return names, np.asarray(summary.gather(fit, cols), dtype=np.float64)
+
+
+def _choose(fit: "Fit", var_names, pattern) -> tuple[list[str], "summary.Columns"]:
+    """All names chosen, and their columns (no draws read)."""
+    cols = summary.columns(fit, summary.shown_sites(fit))
     if var_names is not None:
         wanted = [var_names] if isinstance(var_names, str) else list(var_names)
-        index = {n: i for i, n in enumerate(names)}
+        index = {n: i for i, n in enumerate(cols.names)}
         keep: list[int] = []
         for v in wanted:
             if v in fit.draws:
-                keep += [index[n] for n in fit.site_names(v) if n is not None]
+                site_cols = summary.columns(fit, [v])
+                if v not in dict(cols.parts):  # an internal site asked for by name
+                    cols = summary.Columns(cols.parts + site_cols.parts, cols.names + site_cols.names)
+                    index = {n: i for i, n in enumerate(cols.names)}
+                keep += [index[n] for n in site_cols.names]
             elif v in index:
                 keep.append(index[v])
             else:
                 raise KeyError(f"no site or parameter named {v!r}; sites are {list(fit.draws)} "
-                               f"(scalar names look like {names[:3]})")
-        keep = list(dict.fromkeys(keep))
-        names, x = [names[i] for i in keep], x[..., keep]
+                               f"(scalar names look like {list(cols.names[:3])})")
+        cols = cols.take(list(dict.fromkeys(keep)))
     if pattern is not None:
         regex = re.compile(pattern)
-        keep = [i for i, n in enumerate(names) if regex.search(n)]
+        keep = [i for i, n in enumerate(cols.names) if regex.search(n)]
         if not keep:
-            raise ValueError(f"pattern {pattern!r} matches no parameter; names look like {names[:5]}")
-        names, x = [names[i] for i in keep], x[..., keep]
-    return names, np.asarray(x, dtype=np.float64)
+            raise ValueError(f"pattern {pattern!r} matches no parameter; names look like {list(cols.names[:5])}")
+        cols = cols.take(keep)
+    return list(cols.names), cols
+
+
+class Figure(MplFigure):
+    """A matplotlib Figure that shows itself in a notebook when returned (no pyplot needed)."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=90)
+        return buf.getvalue()
 
 
 def _figure(nrows: int, ncols: int, width: float, height: float, **kw) -> tuple["Figure", np.ndarray]:
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width, height), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
     return fig, axes
@@ -125,7 +151,7 @@ def plot_trace(fit: "Fit", var_names: str | Sequence[str] | None = None, *, patt
     Divergent draws are ticked in red along the bottom of the trace panel. At most
     ``max_panels`` parameters are drawn; the figure notes how many were left out.
     """
-    names, x = select(fit, var_names, pattern)
+    names, x = select(fit, var_names, pattern, max_columns=max_panels)
     k, note = _cap(names, max_panels)
     fig, axes = _figure(k, 2, 10, 1.9 * k + 0.4, gridspec_kw={"width_ratios": [1, 2]})
     div = _divergent(fit)
@@ -160,7 +186,7 @@ def plot_rank(fit: "Fit", var_names: str | Sequence[str] | None = None, *, patte
 
     One step line per chain and a dashed line at the uniform count.
     """
-    names, x = select(fit, var_names, pattern)
+    names, x = select(fit, var_names, pattern, max_columns=max_panels)
     k, note = _cap(names, max_panels)
     ncols = min(4, k)
     nrows = math.ceil(k / ncols)
@@ -196,14 +222,12 @@ def plot_forest(fit: "Fit", var_names: str | Sequence[str] | None = None, *, pat
     """
     from matplotlib.collections import LineCollection
 
-    from bhmjax._src import diagnostics
-
-    names, x = select(fit, var_names, pattern)
+    names, cols = _choose(fit, var_names, pattern)  # statistics a block of columns at a time
     n = len(names)
-    mean = x.mean(axis=(0, 1))
-    outer = np.asarray(diagnostics.hdi(x, prob))
-    inner = np.asarray(diagnostics.hdi(x, 0.5))
-    rhat = np.asarray(diagnostics.rhat(x)) if x.shape[0] > 1 else np.full(n, np.nan)
+    stats, half = summary.block_stats(fit, cols, prob), summary.block_stats(fit, cols, 0.5)
+    mean, rhat = stats["mean"], stats["r_hat"]
+    outer = np.stack([stats["hdi_lower"], stats["hdi_upper"]], axis=-1)
+    inner = np.stack([half["hdi_lower"], half["hdi_upper"]], axis=-1)
     many = n > max_rows
     order = np.argsort(mean, kind="stable") if (sort or (many and sort is None)) else np.arange(n)
     rows = np.arange(n)[::-1]  # the first parameter on top
@@ -348,7 +372,7 @@ def plot_pair(fit: "Fit", var_names: str | Sequence[str] | None = None, *, patte
     Names in ``log`` are shown on the log scale (``log(tau)``). Divergent draws are drawn
     in red, exactly those (gid ``"divergent"``).
     """
-    names, x = select(fit, var_names, pattern)
+    names, x = select(fit, var_names, pattern, max_columns=max_vars)
     k, note = _cap(names, max_vars)
     flat = x.reshape(-1, x.shape[-1])[:, :k]
     labels = list(names[:k])

@@ -91,6 +91,18 @@ class Prediction:
         return pd.DataFrame({"mean": self.mean, "sd": self.sd, lo: bounds[:, 0], hi: bounds[:, 1]},
                             index=self.index)
 
+    def _repr_html_(self) -> str:
+        from bhmjax.display import card
+
+        c, d, n = self.draws.shape
+        new = {k: len(v) for k, v in self.new_levels.items() if v}
+        lines = [("kind", self.kind), ("groups", self.groups), ("draws", f"{n:,} rows x {c} chains x {d} draws")]
+        if new:
+            lines.append(("new levels", ", ".join(f"{k}: {v}" for k, v in new.items())))
+        head = self.summary().head(10) if n <= 100_000 else None
+        return card("bhmjax Prediction", lines, table=head,
+                    note=f"first {min(n, 10)} of {n:,} rows; .summary() shows all" if head is not None else None)
+
     def __repr__(self) -> str:
         c, d, n = self.draws.shape
         new = {k: len(v) for k, v in self.new_levels.items() if v}

@@ -59,8 +59,6 @@ class RunRequest:
         Seconds spent before sampling (``{"reparam": s}``).
     internal : tuple of str
         Sampler-internal sites (non-centered twins, unconstrained factors), hidden from summaries.
-    record : object, optional
-        A formula model's record (:mod:`bhmjax.records`), so a checkpoint rebuilds the model.
     checkpoint, out : path, optional
         Sinks on disk (see :func:`bhmjax.sample`).
     progress : bool
@@ -82,7 +80,6 @@ class RunRequest:
     order: tuple[str, ...] = ()
     timings: dict = field(default_factory=dict)
     internal: tuple[str, ...] = ()
-    record: Any = None
     checkpoint: Path | None = None
     out: Path | None = None
     progress: bool = True
@@ -210,12 +207,16 @@ def run_request(request: RunRequest, *, lock: ckpt.Owner | None = None, trace: M
                         streaming=request.out is not None)
     writer = None if request.out is None else stream.DrawWriter(
         request.out, shapes, lanes, config.draws, jax.numpy.result_type(float), program.stats)
-    run, memory = _start(request, program, trace, layout, keys, buffer_len)
-    return _advance(request, run, memory, writer, lock, keep_on_interrupt)
+    memory = engine.MemorySink()
+    saver = None if request.checkpoint is None else ckpt.CheckpointSink(request.checkpoint, request, memory, lock)
+    run = _start(request, program, trace, layout, keys, buffer_len, memory)
+    return _advance(request, run, memory, writer, saver, keep_on_interrupt)
 
 
-def _start(request: RunRequest, program, trace: ModelTrace, layout, keys, buffer_len: int):
-    """A fresh run (its first chain's start checked), or the one checkpointed in the request's folder."""
+def _start(request: RunRequest, program, trace: ModelTrace, layout, keys, buffer_len: int,
+           memory: engine.MemorySink) -> engine.Run:
+    """A fresh run (its first chain's start checked), or the one checkpointed in the request's folder
+    (its draws so far put into ``memory``)."""
     folder = request.checkpoint
     if folder is not None and ckpt.exists(folder):
         meta, stored = ckpt.read(folder)
@@ -229,7 +230,8 @@ def _start(request: RunRequest, program, trace: ModelTrace, layout, keys, buffer
         run = engine.prepare(program, layout, request.arrays, state=state, buffer_len=buffer_len,
                              generate=request.generate)
         ckpt.restore_progress(run, meta)
-        return run, engine.MemorySink(ckpt.restore_pieces(stored))
+        memory.pieces = ckpt.restore_pieces(stored)
+        return run
     config = request.config
     layout = layout or engine.resolve_layout(config.chain_method, config.chains, program.ensemble)
     if keys is None:
@@ -237,8 +239,8 @@ def _start(request: RunRequest, program, trace: ModelTrace, layout, keys, buffer
     if not layout.per_dataset:  # the model check, where this run's first chain starts
         check_initial_point(request.model, request.arrays, request.static, config.init_fn(),
                             engine.init_keys(keys[0])[0], repr(config.to_dict()["init_strategy"]), trace)
-    run = engine.prepare(program, layout, request.arrays, keys=keys, buffer_len=buffer_len, generate=request.generate)
-    return run, engine.MemorySink()
+    return engine.prepare(program, layout, request.arrays, keys=keys, buffer_len=buffer_len,
+                          generate=request.generate)
 
 
 def _stored_shapes(trace: ModelTrace, request: RunRequest) -> dict[str, tuple]:
@@ -252,15 +254,11 @@ def _stored_shapes(trace: ModelTrace, request: RunRequest) -> dict[str, tuple]:
     return shapes
 
 
-def _advance(request: RunRequest, run: engine.Run, memory: engine.MemorySink, writer, lock,
+def _advance(request: RunRequest, run: engine.Run, memory: engine.MemorySink, writer, saver,
              keep_on_interrupt: bool = True):
     """Advance ``run`` to the request's targets through its sinks; Ctrl-C keeps the draws so far."""
     config = request.config
-    sinks = [writer if writer is not None else memory]
-    saver = None
-    if request.checkpoint is not None:
-        saver = ckpt.CheckpointSink(request.checkpoint, request, memory, lock)
-        sinks.append(saver)
+    sinks = [writer if writer is not None else memory] + ([saver] if saver is not None else [])
     with Progress(request.progress, _steps_left(run, config), "sample") as bar:
         try:
             engine.advance(run, warmup=config.warmup, draws=config.draws, thin=config.thin, sinks=tuple(sinks),
@@ -308,20 +306,36 @@ def make_fit(request: RunRequest, values: Mapping[str, np.ndarray], stats: Mappi
                internal=tuple(request.internal))
 
 
-def resume_checkpoint(folder: Path, *, model: Callable | None = None, progress: bool = True) -> Fit:
-    """Continue the run checkpointed in ``folder`` (its model imported by name, or ``model``)."""
+def resume_checkpoint(folder: Path, *, model: Callable | None = None, progress: bool = True,
+                      rebuild: Callable | None = None) -> Fit:
+    """Continue the run checkpointed in ``folder``.
+
+    A formula model's checkpoint holds the model's record (as a saved fit does), and
+    ``rebuild(record, arrays)`` (``bj.Model.from_record``, passed by the user layer)
+    builds the same ``bj.Model`` again, whose request gives the full Fit. A function
+    model is imported by its ``module:qualname``, or is ``model`` (checked against it).
+    """
     meta, stored = ckpt.read(folder)
-    return execute(_request_of(folder, meta, stored, model, progress))
+    return execute(_request_of(folder, meta, stored, model, progress, rebuild))
 
 
 def _request_of(folder: Path, meta: Mapping[str, Any], stored: Mapping[str, np.ndarray], model: Callable | None,
-                progress: bool) -> RunRequest:
-    """The request a checkpoint was written for (its model imported, or ``model`` checked against it)."""
+                progress: bool, rebuild: Callable | None) -> RunRequest:
+    """The request a checkpoint was written for."""
     from bhmjax._src.identity import model_identity
 
-    expected = meta["fingerprint"]["model"]
+    expected, entry = meta["fingerprint"]["model"], meta["model"]
+    if model is not None and model_identity(model) != expected:
+        raise ValueError(f"the checkpoint in {str(folder)!r} belongs to another model ({expected}); refusing to "
+                         f"resume with {model_identity(model)}.")
+    config, labels, extra = RunConfig.from_dict(meta["config"]), meta["labels"], meta["request"]
+    dims = {k: tuple(v) for k, v in labels["dims"].items()}
+    if entry["kind"] == "formula":
+        built = rebuild(entry["record"], ckpt.group(stored, "model/"))
+        return built.run_request(config, reduce=extra["reduction"] is not None, coords=labels["coords"], dims=dims,
+                                 names=labels["names"], checkpoint=folder, progress=progress)
     if model is None:
-        model = ckpt.import_model(meta["reference"])
+        model = ckpt.import_model(entry["reference"])
     if model_identity(model) != expected:
         raise ValueError(f"the checkpoint in {str(folder)!r} belongs to another model ({expected}); refusing to "
                          f"resume with {model_identity(model)}.")
@@ -329,13 +343,10 @@ def _request_of(folder: Path, meta: Mapping[str, Any], stored: Mapping[str, np.n
     rows = None
     if meta["rows_static"] is not None:
         rows = {**ckpt.group(stored, "rows/"), **meta["rows_static"]}
-    labels, extra = meta["labels"], meta["request"]
-    record = None if meta["record"] is None else (meta["record"], ckpt.group(stored, "record/"))
-    return RunRequest(model=model, arrays=ckpt.group(stored, "data/"), static=static,
-                      config=RunConfig.from_dict(meta["config"]), coords=labels["coords"],
-                      dims={k: tuple(v) for k, v in labels["dims"].items()}, names=labels["names"], data=rows,
+    return RunRequest(model=model, arrays=ckpt.group(stored, "data/"), static=static, config=config,
+                      coords=labels["coords"], dims=dims, names=labels["names"], data=rows,
                       reduction=extra["reduction"], order=tuple(extra["order"]), timings=extra["timings"],
-                      internal=tuple(extra["internal"]), record=record, checkpoint=folder, progress=progress)
+                      internal=tuple(extra["internal"]), checkpoint=folder, progress=progress)
 
 
 def extend(fit: Fit, draws: int, *, progress: bool = False) -> Fit:
@@ -373,6 +384,29 @@ def _spread(total: int, lanes: int) -> np.ndarray:
     return out
 
 
+def _tqdm():
+    """tqdm's widget bar in a Jupyter kernel that has ipywidgets, its text bar anywhere else.
+
+    (``tqdm.auto`` warns and prints nothing useful in a kernel without ipywidgets; the text
+    bar redraws in place there too.)
+    """
+    import sys
+
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is not None and "IPKernelApp" in getattr(shell, "config", {}):
+        try:
+            import ipywidgets  # noqa: F401
+            from tqdm.notebook import tqdm
+
+            return tqdm
+        except ImportError:
+            pass
+    from tqdm.std import tqdm
+
+    return tqdm
+
+
 class Progress:
     """A tqdm bar (or nothing) advanced chunk by chunk from the host."""
 
@@ -381,9 +415,7 @@ class Progress:
 
     def __enter__(self):
         if self.enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=self.total, desc=self.desc, leave=True, dynamic_ncols=True)
+            self.bar = _tqdm()(total=self.total, desc=self.desc, leave=True, dynamic_ncols=True)
         return self
 
     def update(self, n: int, phase: str) -> None:

@@ -16,6 +16,7 @@ from bhmjax._src.engine import init_keys
 from bhmjax._src.precision import x64_mode
 from bhmjax._src.trace import check_initial_point, model_trace
 from bhmjax.fit import Fit
+from bhmjax.model import Model
 
 __all__ = ["sample", "resume", "extend", "check_model"]
 
@@ -177,7 +178,7 @@ def resume(checkpoint: str | os.PathLike, *, model: Callable | None = None, prog
     function the checkpoint names (``module:qualname``), which must be importable; a
     model that differs from the checkpoint's is refused.
     """
-    return runner.resume_checkpoint(Path(checkpoint), model=model, progress=progress)
+    return runner.resume_checkpoint(Path(checkpoint), model=model, progress=progress, rebuild=Model.from_record)
 
 
 def extend(fit: Fit, draws: int, *, progress: bool = False) -> Fit:

@@ -63,12 +63,17 @@ def check_memory(shapes: Mapping[str, tuple], *, chains: int, draws: int, buffer
     """Refuse (``ValueError``) a run whose stored draws cannot fit in memory; return the estimate.
 
     In memory the run holds every stored draw plus a chunk buffer of ``buffer_len``
-    draws (device and host copy); streamed to disk it holds only the buffer.
+    draws (device and host copy); streamed to disk it holds only the buffer. Either
+    way, what comes after sampling (``summary()``, ``diagnose()``, plots, ``save()``)
+    works a block of columns at a time within ``bhmjax.summary.WORK_BYTES``, which is
+    counted too.
     """
+    from bhmjax.summary import WORK_BYTES
+
     available = available_memory() if available is None else int(available)
     total = stored_bytes(shapes, chains, draws)
     buffer = 2 * stored_bytes(shapes, chains, min(buffer_len, draws))
-    need = buffer if streaming else total + buffer
+    need = (buffer if streaming else total + buffer) + WORK_BYTES
     if need <= fraction * available:
         return need
     biggest = sorted(shapes, key=lambda k: -int(np.prod(shapes[k][0], dtype=np.int64)))[:3]
@@ -79,7 +84,7 @@ def check_memory(shapes: Mapping[str, tuple], *, chains: int, draws: int, buffer
             f"(the largest are {biggest}) or thin.")
     raise ValueError(
         f"the stored draws would need about {_gib(total)} ({chains} chains x {draws} draws; the largest "
-        f"sites are {biggest}) plus {_gib(buffer)} of buffers, but only {_gib(available)} of memory is "
+        f"sites are {biggest}) plus {_gib(buffer + WORK_BYTES)} of buffers and summary work space, but only {_gib(available)} of memory is "
         f"available. Keep fewer sites (keep=[...] or drop=[...]), thin (thin=k stores every k-th draw), "
         f"or stream the draws to disk with out='run_folder' or out='run.nc'.")
 

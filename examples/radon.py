@@ -59,23 +59,23 @@ def main(argv=None) -> dict:
     print(f"{len(df)} homes in {df.county.nunique()} counties")
 
     complete = bj.Model("log_radon ~ 1 + floor_measure", df).fit(**settings)
-    show("complete pooling", complete, ["Intercept", "floor_measure", "sigma"])
+    show("complete pooling", complete, ["Intercept", "b[floor_measure]", "sigma"])
 
     no_pool_model = bj.Model("log_radon ~ 0 + C(county) + floor_measure", df)
     no_pool = no_pool_model.fit(**settings)
-    show("no pooling (first counties)", no_pool, ["C(county)[1]", "C(county)[2]", "floor_measure", "sigma"])
+    show("no pooling (first counties)", no_pool, ["b[C(county)[1]]", "b[C(county)[2]]", "b[floor_measure]", "sigma"])
 
     partial_model = bj.Model("log_radon ~ 1 + floor_measure + (1 | county)", df)
     partial_model.describe()
     partial = partial_model.fit(**settings)
     show("partial pooling: varying intercepts", partial,
-         ["Intercept", "floor_measure", "sigma", "sd_county__Intercept", "r_county[1,Intercept]"])
+         ["Intercept", "b[floor_measure]", "sigma", "sd_county[Intercept]", "r_county[1, Intercept]"])
 
     slopes = bj.Model("log_radon ~ 1 + floor_measure + (1 + floor_measure | county)", df).fit(
         **settings, target_accept=0.9)
     show("partial pooling: varying intercepts and slopes", slopes,
-         ["Intercept", "floor_measure", "sigma", "sd_county__Intercept", "sd_county__floor_measure",
-          "cor_county__Intercept__floor_measure"])
+         ["Intercept", "b[floor_measure]", "sigma", "sd_county[Intercept]", "sd_county[floor_measure]",
+          "cor_county[Intercept, floor_measure]"])
 
     # county intercepts (basement level): no pooling vs partial pooling
     labels = partial.spec.groups[0].encoding.labels

@@ -21,6 +21,6 @@ def agreement_z(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def assert_converged(fit, rhat_max: float = 1.01, ess_min: float = 100.0) -> None:
     """R-hat and bulk ESS of every parameter are fine before any posterior check."""
-    table = fit.summary()
+    table = fit.summary(round_to="none")
     assert table["r_hat"].max() < rhat_max, table.sort_values("r_hat").tail()
     assert table["ess_bulk"].min() > ess_min, table.sort_values("ess_bulk").head()

@@ -21,7 +21,7 @@ import bhmjax as bj
 from tests._stats import agreement_z, assert_converged
 
 SETTINGS = dict(chains=2, warmup=400, draws=500, progress=False, chain_method="sequential")
-HYPER = ["Intercept", "x", "sd_g__Intercept", "sd_g__x", "cor_g__Intercept__x", "sigma"]
+HYPER = ["Intercept", "b[x]", "sd_g[Intercept]", "sd_g[x]", "cor_g[Intercept, x]", "sigma"]
 
 
 def intercepts(rows: int, noise: float, groups: int = 8, seed: int = 0) -> dict:

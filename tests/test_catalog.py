@@ -43,6 +43,33 @@ def with_nan(frame, column, row):
     return frame
 
 
+class MyPrior(dist.HalfNormal):
+    """A user's own distribution class, which a fit file cannot name."""
+
+
+def _hand_made_fit(model, spec=None, **draws) -> bj.Fit:
+    """A Fit as sampling returns it (three draws of one chain), without sampling."""
+    return bj.Fit(draws={k: np.full((1, 3), v) for k, v in draws.items()},
+                  stats={"diverging": np.zeros((1, 3), bool)}, timings={}, num_grad_evals={}, settings={},
+                  data={"y": Y}, model=model, spec=spec)
+
+
+def save_unstorable_prior():
+    import tempfile
+
+    model = bj.Model("y ~ x + (1 | g)", DF, priors={"sd_g": MyPrior(1.0)})
+    with tempfile.TemporaryDirectory() as folder:
+        _hand_made_fit(model.numpyro_model, model.spec).save(f"{folder}/f.bhm")
+
+
+def load_with_another_model():
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = _hand_made_fit(normal_model, mu=0.5).save(f"{folder}/f.bhm", log_likelihood=False)
+        bj.load(path, model=counts)
+
+
 CATALOG = [
     ("NaN in a data array", lambda: bj.sample(normal_model, {"y": np.r_[Y[:4], np.nan, Y[5:]]}, **S),
      ValueError, r"data\['y'\] has 1 non-finite value\(s\); the first is NaN at row 4"),
@@ -108,6 +135,15 @@ CATALOG = [
      ValueError, r"the columns of data have different lengths: \{'y': 3, 'x': 2\}"),
     ("a dataset with no rows", lambda: bj.Model("y ~ x + (1 | g)", DF.iloc[:0]),
      ValueError, r"the data have no rows"),
+    ("saving a fit whose prior the file cannot hold", save_unstorable_prior,
+     TypeError, r"cannot store the prior priors\['sd_g'\] = MyPrior: its class .*MyPrior is not one of "
+                r"numpyro.distributions"),
+    ("saving a fit whose data column mixes value types",
+     lambda: bj.Model("y ~ x", DF.assign(x=pd.Series([1, "a"] * 10, dtype=object))).to_record(),
+     TypeError, r"cannot store the data column 'x' of this formula model: it holds values of the types "
+                r"\['int', 'str'\]"),
+    ("loading with a model that is not the fit's", load_with_another_model,
+     ValueError, r"model='counts' is not the model of fit file '.*f.bhm': it has no site 'mu', which the draws hold"),
 ]
 
 

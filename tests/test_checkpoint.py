@@ -247,3 +247,41 @@ def test_formula_checkpoints_know_their_model_across_processes(tmp_path):
     assert run("other") == written  # resumed (finished) in a process that built another model first
     refused = run("twin")
     assert refused.startswith("refused") and "the model (checkpoint: formula:" in refused
+    resumed = bj.resume(tmp_path / "run", progress=False)  # this process never built the model: its record does
+    assert resumed.spec is not None and f"ok {float(resumed.draws['sd_g'].sum())!r}" == written
+
+
+def test_formula_checkpoint_resumes_to_the_full_fit(tmp_path, monkeypatch):
+    """An interrupted formula fit sampled on reduced data resumes (also given the model function, the documented
+    path) to the uninterrupted Fit: its spec, its rows as data, predictions and the pointwise log-likelihood."""
+    import pandas as pd
+
+    from bhmjax import predict, runner
+
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame({"x": rng.normal(size=200), "g": np.arange(200) % 4})
+    df["y"] = 0.5 * df["x"] + df["g"] * 0.3 + rng.normal(size=200)
+    m = bj.Model("y ~ 1 + x + (1 | g)", df, parameterization="noncentered")
+    opts = dict(chains=2, warmup=60, draws=60, seed=3, progress=False)
+    plain = m.fit(**opts)
+    assert plain.settings["reduction"]["kind"] == "gaussian"
+    calls, update = [], runner.Progress.update
+
+    def interrupted(self, n, phase):
+        calls.append(phase)
+        if calls.count("sampling") == 1:
+            raise KeyboardInterrupt
+        update(self, n, phase)
+
+    monkeypatch.setattr(runner.Progress, "update", interrupted)
+    with pytest.warns(RuntimeWarning, match="keeping the 30 draws"):
+        m.fit(checkpoint=tmp_path / "run", every=30, **opts)
+    monkeypatch.setattr(runner.Progress, "update", update)
+    for fit in (bj.resume(tmp_path / "run", model=m.numpyro_model, progress=False),
+                bj.resume(tmp_path / "run", progress=False)):
+        assert fit.spec is not None and fit.settings["reduction"] == plain.settings["reduction"]
+        np.testing.assert_array_equal(fit.data["y"], plain.data["y"])  # the rows, not the reduced data
+        for site in ("Intercept", "b", "sd_g", "r_g"):
+            np.testing.assert_array_equal(fit.draws[site], plain.draws[site])
+        np.testing.assert_array_equal(predict.log_likelihood(fit), predict.log_likelihood(plain))
+        np.testing.assert_array_equal(fit.predict(df.head(5), "mean").draws, plain.predict(df.head(5), "mean").draws)

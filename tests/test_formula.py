@@ -80,11 +80,11 @@ def test_design_and_names(df):
     assert [g.encoding.num_groups for g in spec.groups] == [8, 2]
     assert spec.groups[1].encoding.labels == ("p", "q")
     names, coords, dims = model.names()
-    assert names["b"] == list(spec.fixed.columns)
-    assert names["sd_g"] == ["sd_g__Intercept", "sd_g__x"]
-    assert names["cor_g"] == [None, "cor_g__Intercept__x", None, None]
+    assert dims["b"] == ["coef"] and coords["coef"] == list(spec.fixed.columns)
+    assert dims["sd_g"] == ["g__sd_term"] and coords["g__sd_term"] == ["Intercept", "x"]
+    assert names["cor_g"] == [None, "cor_g[Intercept, x]", None, None]
     assert names["z_g"] == [None] * 16 and names["Intercept_c"] == [None]
-    assert dims["r_g"] == ["g", "g__column"] and coords["g__column"] == ["Intercept", "x"]
+    assert dims["r_g"] == ["g", "g__term"] and coords["g__term"] == ["Intercept", "x"]
     data = model.data
     assert data["G_0"] == 8 and isinstance(data["G_0"], int)
     assert data["X"].shape == (len(df), 3) and data["codes_0"].dtype == np.int32

@@ -141,7 +141,7 @@ def test_fuzzed_edge_cases_fit():
     # Like lme4, a category level with no rows is not a group (prediction treats it as new).
     assert fit.draws["r_g"].shape == (2, 150, 3, 1)
     assert [n for n in fit.param_names() if n.startswith("r_g[")] == [
-        "r_g[a,Intercept]", "r_g[b,Intercept]", "r_g[c,Intercept]"]
+        "r_g[a, Intercept]", "r_g[b, Intercept]", "r_g[c, Intercept]"]
     assert np.isfinite(fit.draws["b"]).all()
 
 

@@ -10,17 +10,33 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-__all__ = ["data_digests", "model_identity", "model_reference", "structure_digest"]
+__all__ = ["data_digests", "import_model", "model_identity", "model_reference", "structure_digest"]
 
 
 def model_reference(model: Callable) -> str:
     """``module:qualname`` of a model function (how a new process finds it again)."""
     return f"{getattr(model, '__module__', '?')}:{getattr(model, '__qualname__', repr(model))}"
+
+
+def import_model(reference: str) -> Callable:
+    """The model function named by ``module:qualname``, or a clear error."""
+    module, _, qualname = reference.partition(":")
+    hint = "Pass the model again: bj.resume(path, model=my_model)."
+    if module in ("__main__", "?") or "<locals>" in qualname:
+        raise ValueError(f"the checkpoint's model {reference!r} cannot be imported in a new process. {hint}")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"cannot import the checkpoint's model {reference!r} ({err}). {hint}") from err
+    return obj
 
 
 def _array_digest(a: Any) -> str:

@@ -33,7 +33,7 @@ coefficients, see ``reparam.py``) or ``z_<g>``; family parameters; ``y``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import jax.numpy as jnp
@@ -106,6 +106,10 @@ class ModelSpec:
         The prior of every site after overrides (Prior or VectorPrior).
     structure : ModelStructure
         The static description the NumPyro model is generated from.
+    source : object, optional
+        What the spec was built from that it does not hold itself (the used data
+        columns, the user's priors; ``bhmjax.records.ModelSource``), so a saved fit
+        rebuilds the model; None for specs built another way.
     """
 
     formula: FormulaSpec
@@ -114,6 +118,7 @@ class ModelSpec:
     groups: tuple[GroupDesignSpec, ...]
     priors: dict[str, Any]
     structure: ModelStructure
+    source: Any = field(default=None, repr=False)
 
 
 # ---------------------------------------------------------------- the model

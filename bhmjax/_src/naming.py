@@ -1,11 +1,21 @@
-"""Names of scalar parameters: ``theta[school_3]``, ``r_county[Aitkin,Intercept]``."""
+"""Names of scalar parameters: ``theta[school_3]``, ``r_county[Aitkin, Intercept]``.
+
+The names are ArviZ's flat labels (``var[label, label]``, as its ``BaseLabeller`` writes
+them), so a summary by bhmjax and one by ArviZ of the exported fit name rows alike.
+"""
 
 from __future__ import annotations
 
 import itertools
 from typing import Mapping, Sequence
 
-__all__ = ["axis_labels", "flat_names"]
+__all__ = ["axis_labels", "flat_names", "valid_labels"]
+
+
+def valid_labels(values: Sequence, size: int) -> bool:
+    """Labels usable for an axis of ``size``: one per position, all different."""
+    values = list(values)
+    return len(values) == size and len({str(v) for v in values}) == size
 
 
 def axis_labels(name: str, shape: tuple[int, ...], coords: Mapping[str, Sequence],
@@ -13,8 +23,8 @@ def axis_labels(name: str, shape: tuple[int, ...], coords: Mapping[str, Sequence
     """One list of labels per axis of site ``name`` (integer positions where unnamed).
 
     ``dims[name]`` lists a coordinate name per axis (ArviZ's convention); an axis
-    whose coordinate is missing from ``coords`` or has the wrong length is
-    labelled by position.
+    whose coordinate is missing from ``coords``, has the wrong length or repeats a
+    label is labelled by position.
     """
     site_dims = list(dims.get(name, ()))
     labels = []
@@ -22,7 +32,7 @@ def axis_labels(name: str, shape: tuple[int, ...], coords: Mapping[str, Sequence
         values = None
         if axis < len(site_dims) and site_dims[axis] in coords:
             values = list(coords[site_dims[axis]])
-            if len(values) != size:
+            if not valid_labels(values, size):
                 values = None
         labels.append([str(v) for v in values] if values is not None else [str(i) for i in range(size)])
     return labels
@@ -34,4 +44,4 @@ def flat_names(name: str, shape: tuple[int, ...], coords: Mapping[str, Sequence]
     if not shape:
         return [name]
     labels = axis_labels(name, shape, coords, dims)
-    return [f"{name}[{','.join(combo)}]" for combo in itertools.product(*labels)]
+    return [f"{name}[{', '.join(combo)}]" for combo in itertools.product(*labels)]
