@@ -1,9 +1,11 @@
 """Run benchmark cells: simulate or load data, fit, measure, survive failures, save JSON.
 
 Every fit goes through ``bj.Model`` formulas (so the parameterization switch is the
-library's) except eight schools, a hand-written NumPyro model with known sigma per
-school in centered and non-centered forms. Every ESS is
-:func:`benchmarks.common.ess_stats`, on the sites both parameterizations share.
+library's) except the hand-written NumPyro models: eight schools (known sigma per
+school) and ``slopes_handwritten`` (varying intercepts and slopes, unequal group sizes,
+``benchmarks/handwritten.py``), each as a centered function, a non-centered function
+and "auto" (the centered function with ``bj.sample(..., parameterization="auto")``).
+Every ESS is :func:`benchmarks.common.ess_stats`, on the sites both parameterizations share.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpyro.distributions as dist
 
 import bhmjax as bj
 
-from . import peers, suites
+from . import handwritten, peers, suites
 from .common import DATA_DIR, ess_stats, machine, save_json
 
 LOGISTIC_SD = math.pi / math.sqrt(3.0)
@@ -35,6 +37,7 @@ FORMULAS = {"intercepts": ("y ~ 1 + (1 | g)", "gaussian"),
             "radon": ("log_radon ~ 1 + floor + (1 + floor | county)", "gaussian")}
 # Sampler auxiliaries that only one parameterization has: never measured.
 AUX_PREFIXES = ("z_", "L_", "theta_z")
+AUX_SUFFIXES = ("_z", "_decentered")
 METRICS = ("compile_s", "warmup_s", "sampling_s", "wall_s", "grad_evals_warmup", "grad_evals_sampling",
            "min_ess_bulk", "median_ess_bulk", "min_ess_tail", "median_ess_tail", "ess_per_s_sampling",
            "ess_per_s_total", "ess_per_1k_grads", "divergences", "max_rhat", "mean_tree_depth",
@@ -131,14 +134,18 @@ def fit_once(cell: dict, seed: int):
         kwargs.update(sampler=cell["sampler"], chains=cell.get("sampler_chains", kwargs["chains"]))
     if param == "auto" and not auto_parameterization()["available"]:
         raise Unavailable(auto_parameterization()["reason"])
-    if model == "eight_schools":
-        if param == "auto":
-            raise Unavailable("eight schools is a hand-written NumPyro model: it has no automatic form")
-        fn = eight_schools_cp if param == "centered" else eight_schools_ncp
-        data = eight_schools_data()
+    if model in ("eight_schools", "slopes_handwritten"):  # hand-written: a function per form, auto on the centered one
+        if model == "eight_schools":
+            cp, ncp, data = eight_schools_cp, eight_schools_ncp, eight_schools_data()
+        else:
+            cp, ncp = handwritten.slopes_cp, handwritten.slopes_ncp
+            data = handwritten.slopes_data(cell["G"], cell["G"] * cell["rows"], cell.get("data_seed", 0))
         if kwargs["x64"]:
-            data = {k: v.astype(np.float64) for k, v in data.items()}
-        return bj.sample(fn, data, **kwargs)
+            data = {k: v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v
+                    for k, v in data.items()}
+        if param == "auto":
+            return bj.sample(cp, data, parameterization="auto", **kwargs)
+        return bj.sample(cp if param == "centered" else ncp, data, **kwargs)
     if model.startswith("radon"):
         formula, family = FORMULAS["radon"]
         frame = radon_data(model)
@@ -152,7 +159,7 @@ def measured_draws(fit) -> dict[str, np.ndarray]:
     """Draws of the sites every parameterization has, constant columns (cor diagonal) dropped."""
     out = {}
     for name, x in fit.draws.items():
-        if name.startswith(AUX_PREFIXES):
+        if name.startswith(AUX_PREFIXES) or name.endswith(AUX_SUFFIXES):
             continue
         x = np.asarray(x).reshape(x.shape[0], x.shape[1], -1)
         varies = np.ptp(x, axis=(0, 1)) > 0
@@ -222,6 +229,15 @@ def _identity(cell: dict) -> dict:
     return row
 
 
+def _summarise(values) -> Any:
+    """A few centeredness values as they are; many as counts of centered / non-centered and their mean."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size <= 8:
+        return v.tolist()
+    return {"size": int(v.size), "centered": int((v == 1).sum()), "noncentered": int((v == 0).sum()),
+            "mean": float(v.mean())}
+
+
 def run_cell(cell: dict, log: Callable[[str], None] = print) -> dict | list[dict]:
     """Run one cell over its seeds. Never raises: errors are recorded in the row."""
     if cell["block"] == "baselines":
@@ -234,9 +250,9 @@ def run_cell(cell: dict, log: Callable[[str], None] = print) -> dict | list[dict
             fit = fit_once(cell, seed)
             per_seed.append({"seed": seed, **fit_metrics(fit, time.perf_counter() - t0)})
             row["chain_method_used"] = fit.settings["chain_method"]
-            if getattr(fit.spec, "structure", None) is not None:  # learned by "auto", or as given
-                row["centeredness"] = {g.name: g.centeredness for g in fit.spec.structure.groups}
-                row["reparam_s"] = fit.timings.get("reparam", 0.0)
+            if fit.settings.get("parameterization"):  # learned by "auto", or as given
+                row["centeredness"] = {k: _summarise(v) for k, v in fit.settings["parameterization"].items()}
+                row["reparam_s"] = (fit.settings.get("reparam") or {}).get("seconds", 0.0)
     except Unavailable as why:
         row.update(status="unavailable", error=str(why))
         log(f"  -- {row['label']}: unavailable ({why})")

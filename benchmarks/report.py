@@ -286,6 +286,9 @@ def markdown(results: dict, images: list[Path], others: list[dict] = ()) -> str:
         "## Headline\n\n" + "\n".join(f"- {line}" for line in headline(results)),
         "## Real models\n\n" + _cell_table(_block(results, "real"), [("model", "model"), ("param", "parameterization")]),
         "## Regimes (simulated)\n\n" + _cell_table(_block(results, "regimes"), reg),
+        "## Hand-written models (centered function, non-centered function, auto on the centered one)\n\n"
+        + _cell_table(_block(results, "handwritten"), [("model", "model"), ("G", "G"), ("rows", "rows"),
+                                                       ("param", "parameterization")]),
         "## Chain methods\n\n" + _cell_table(_block(results, "chain_methods"),
                                             [("model", "model"), ("method", "chain_method_used")]),
         "## float32 against float64\n\n" + _cell_table(_block(results, "precision"), [("model", "model"), ("x64", "x64")]),

@@ -6,7 +6,10 @@ shapes the run, so the JSON row can be traced back to it:
 
 * ``regimes``: simulated data, one row per (model, G, rows per group, noise ratio,
   parameterization); the phase diagram of which parameterization wins where.
-* ``real``: eight schools (hand-written CP/NCP, known sigma) and radon (formula).
+* ``real``: eight schools (hand-written CP/NCP/auto, known sigma) and radon (formula).
+* ``handwritten``: varying intercepts and slopes written as a NumPyro function
+  (``benchmarks/handwritten.py``, unequal group sizes): the centered function, the
+  non-centered function and auto (the centered function, ``parameterization="auto"``).
 * ``chain_methods``: sequential, vectorized and parallel (over devices) on one model.
 * ``precision``: float32 against float64 (``bj.sample(x64=True)``).
 * ``scaling``: time per gradient and per effective draw against G and N.
@@ -41,6 +44,12 @@ def _regimes(models, groups, rows, noise, params=PARAMETERIZATIONS, **extra) -> 
 
 def _real(models, params=PARAMETERIZATIONS, **extra) -> list[dict]:
     return [dict(block="real", model=m, parameterization=p, **extra) for m in models for p in params]
+
+
+def _handwritten(groups, rows, params=PARAMETERIZATIONS, **extra) -> list[dict]:
+    """Hand-written varying slopes, G groups of ``rows`` rows on average (sizes vary widely)."""
+    return [dict(block="handwritten", model="slopes_handwritten", G=g, rows=r, noise_ratio=2.0,
+                 parameterization=p, **extra) for g, r in itertools.product(groups, rows) for p in params]
 
 
 def _chain_methods(model, methods=("sequential", "vectorized", "parallel"), **cell) -> list[dict]:
@@ -80,6 +89,7 @@ def quick() -> list[dict]:
         + _real(["radon_mn"])
         + _regimes(["intercepts"], [8], [1, 10, 100, 1000], [0.1, 1.0, 10.0], warmup=200, draws=200)
         + _regimes(["bernoulli"], [20], [20], [1.0])
+        + _handwritten([200], [25])
         + _chain_methods("eight_schools", parameterization="noncentered")
         + _precision("eight_schools", parameterization="noncentered")
         + _scaling([100, 1000, 10_000], [5], warmup=100, draws=100)
@@ -96,6 +106,7 @@ def full() -> list[dict]:
         + _regimes(["intercepts"], [8, 100, 1000], [1, 10, 100, 1000], [0.1, 0.3, 1.0, 3.0, 10.0])
         + _regimes(["slopes", "bernoulli"], [8, 100, 1000], [1, 10, 100], [0.3, 1.0, 3.0])
         + _regimes(["intercepts"], [10_000, 100_000], [10], [1.0])
+        + _handwritten([200, 2000], [50])
         + _chain_methods("eight_schools", parameterization="noncentered")
         + _chain_methods("intercepts", G=1000, rows=10, noise_ratio=1.0, parameterization="noncentered")
         + _precision("eight_schools", parameterization="noncentered")

@@ -133,10 +133,6 @@ def _log_likelihood(fit: "Fit", setting: bool | str, observed: Mapping[str, np.n
     size = fit.num_chains * fit.num_draws * sum(int(np.size(v)) for v in observed.values())
     if setting == "auto" and size > LOG_LIKELIHOOD_VALUES:
         return {}
-    if getattr(fit, "spec", None) is not None and hasattr(fit.spec, "structure"):
-        from bhmjax.predict import log_likelihood
-
-        return {"y": log_likelihood(fit)}  # chunked over rows, from the linear predictor
     return io.pointwise_log_likelihood(fit)
 
 

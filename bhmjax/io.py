@@ -400,12 +400,17 @@ def observed_data(fit: "Fit") -> dict[str, np.ndarray]:
 def pointwise_log_likelihood(fit: "Fit") -> dict[str, np.ndarray]:
     """Pointwise log-likelihood of each observed site, shape (chains, draws, *obs_shape).
 
-    Computed with ``numpyro.infer.log_likelihood`` from the latent draws; returns the
-    stored values for a loaded fit, and ``{}`` when neither is available.
+    Computed with ``numpyro.infer.log_likelihood`` from the latent draws (a formula fit:
+    from its linear predictor, in row chunks); returns the stored values for a loaded
+    fit, and ``{}`` when neither is available.
     """
     stored = getattr(fit, "extras", {}).get("log_likelihood")
     if stored is not None:
         return dict(stored)
+    if getattr(fit, "spec", None) is not None and hasattr(fit.spec, "structure"):
+        from bhmjax.predict import log_likelihood
+
+        return {"y": log_likelihood(fit)}  # formula fits: chunked over rows, from the linear predictor
     if fit.model is None:
         return {}
     from numpyro.infer import log_likelihood as numpyro_log_likelihood

@@ -12,7 +12,7 @@ from bhmjax._src.families import get_family
 from bhmjax._src.formula import build_fixed, build_group, parse_formula
 from bhmjax._src.models import GroupStructure, ModelSpec, ModelStructure, build_model, describe
 from bhmjax._src.priors import default_priors, resolve_priors
-from bhmjax._src.reparam import as_centeredness
+from bhmjax._src.reparam import PER_GROUP, as_centeredness, data_key
 from bhmjax.fit import Fit
 from bhmjax.records import ModelSource, from_record, to_record
 
@@ -125,10 +125,12 @@ class Model:
         ``bhmjax._src.reparam``): one value for every term, a sequence with one value
         per column of the term (``(1.0, 0.0)`` for ``(1 + x | g)``), or a dict per
         grouping (``{"county": "centered", "state": (1.0, 0.5)}``; others
-        non-centered). ``"auto"`` learns one value per column with a short SVI
-        pre-pass before the first fit (Gorinova, Moore and Hoffman 2020); the values
-        are in ``model.centeredness``, ``describe()`` and ``fit.spec``, its seconds
-        in ``fit.timings["reparam"]``.
+        non-centered). ``"auto"`` learns one value per group and column with a short
+        SVI pre-pass before the first fit (Gorinova, Moore and Hoffman 2020): a group
+        with many informative rows gets 1, a group with a few rows 0. The values are
+        in ``model.centeredness`` (arrays (G, K)), ``describe()`` and
+        ``fit.settings["parameterization"]``, the pre-pass seconds in
+        ``fit.timings["reparam"]`` and ``fit.settings["reparam"]``.
     priors : dict, optional
         NumPyro distributions overriding defaults: "Intercept", "b" or a slope's
         column name, "sd", "sd_<g>" or "sd_<g>__<column>", "cor"/"cor_<g>" (an LKJ
@@ -211,6 +213,8 @@ class Model:
                               priors=priors, structure=structure, source=source)
         self.num_rows = len(frame)
         self._arrays = {"y": y, "X": x, "trials": n_trials, "Z": z, "codes": codes}
+        self.reparam_info = None
+        self._per_group: dict[str, np.ndarray] = {}  # learned (G, K) centeredness of PER_GROUP terms
 
     # ------------------------------------------------------------------ the model
 
@@ -233,6 +237,9 @@ class Model:
             out[f"G_{i}"] = g.encoding.num_groups
         for site, prior in self.spec.priors.items():
             out.update({k: np.asarray(v, dtype=f) for k, v in prior.arrays(site).items()})
+        for g in self.spec.structure.groups:
+            if g.centeredness == PER_GROUP:
+                out[data_key(g.name)] = self._per_group[g.name].astype(f)
         return out
 
     @property
@@ -352,18 +359,26 @@ class Model:
             order += [f"sd_{g.name}", f"cor_{g.name}", f"r_{g.name}"]
         arrays, static = data_lib.split_data(data if reduced is None else reduced)
         data_lib.check_data(arrays)
+        settings = {"parameterization": {k: np.asarray(v).tolist() if isinstance(v, np.ndarray) else list(v)
+                                         for k, v in self.centeredness.items()}}
+        if self.reparam_info is not None:
+            settings["reparam"] = {"requested": "auto", "seconds": self.reparam_info.seconds,
+                                   "text": self.reparam_info.describe()}
         return runner.RunRequest(
             model=self.numpyro_model, arrays=arrays, static=static, config=config,
             coords={**model_coords, **(coords or {})}, dims={**model_dims, **(dims or {})},
             names={**model_names, **(names or {})}, data=None if reduced is None else data, spec=self.spec,
             reduction=reduction, order=tuple(order), timings={"reparam": reparam_s}, internal=internal,
-            checkpoint=checkpoint, out=out, progress=progress)
+            settings=settings, checkpoint=checkpoint, out=out, progress=progress)
 
     @property
-    def centeredness(self) -> dict[str, tuple[float, ...]]:
-        """Per grouping, the centeredness of each column; ``"auto"`` ones are learned on first use."""
+    def centeredness(self) -> dict[str, tuple[float, ...] | np.ndarray]:
+        """Per grouping, the centeredness of each column (a tuple), or of each group and column
+        (an array (G, K), where learned values differ between groups); ``"auto"`` ones are
+        learned on first use."""
         self._learn_centeredness()
-        return {g.name: g.centeredness for g in self.spec.structure.groups}
+        return {g.name: self._per_group[g.name] if g.centeredness == PER_GROUP else g.centeredness
+                for g in self.spec.structure.groups}
 
     def _learn_centeredness(self) -> float:
         """Run the SVI pre-pass of ``parameterization="auto"`` once; its seconds (0 when done)."""
@@ -380,6 +395,8 @@ class Model:
         arrays, static = data_lib.split_data(self.reduced_data(data) or data)
         self.reparam_info = learn_centeredness(jax.random.PRNGKey(0), self.spec.structure, arrays, static)
         structure = with_centeredness(self.spec.structure, self.reparam_info.centeredness)
+        self._per_group = {g.name: self.reparam_info.centeredness[g.name] for g in structure.groups
+                           if g.centeredness == PER_GROUP}
         self.spec = dataclasses.replace(self.spec, structure=structure)
         return self.reparam_info.seconds
 
@@ -430,7 +447,7 @@ class Model:
     def describe(self, verbose: bool = True) -> str:
         """Priors, parameter shapes and groups per term; printed unless ``verbose=False``."""
         text = describe(self.spec, self.num_rows)
-        if getattr(self, "reparam_info", None) is not None:
+        if self.reparam_info is not None:
             text += "\n\n" + self.reparam_info.describe()
         if verbose:
             print(text)

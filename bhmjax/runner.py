@@ -65,6 +65,13 @@ class RunRequest:
     generate : callable, optional
         ``generate(key, values, arrays) -> {name: array}``, run for every stored draw
         inside the compiled chunk; its outputs are stored like sites.
+    settings : dict
+        Entries of ``fit.settings`` known before the run (a model's centeredness and
+        its pre-pass: ``parameterization``, ``reparam``).
+    run : tuple, optional
+        ``(model, arrays)`` the sampler runs where :func:`model_to_run` transformed the
+        model (``parameterization=``); ``model`` and ``arrays`` stay what the user gave
+        (what the Fit holds and the checkpoint identifies).
     """
 
     model: Callable
@@ -84,6 +91,13 @@ class RunRequest:
     out: Path | None = None
     progress: bool = True
     generate: Callable | None = None
+    settings: dict = field(default_factory=dict)
+    run: tuple[Callable, dict] | None = None
+
+    @property
+    def sampled(self) -> tuple[Callable, dict]:
+        """The model and data the sampler runs."""
+        return self.run if self.run is not None else (self.model, self.arrays)
 
 
 def request_options(options: Mapping[str, Any], where: str) -> tuple[RunConfig, dict, dict]:
@@ -105,20 +119,37 @@ def request_options(options: Mapping[str, Any], where: str) -> tuple[RunConfig, 
 # ---------------------------------------------------------------- the model actually run
 
 
-def model_to_run(request: RunRequest) -> tuple[Callable, dict | None, tuple[str, ...]]:
-    """The model the sampler runs, what was done to it, and the sites that transform added.
+def model_to_run(request: RunRequest) -> RunRequest:
+    """The request with the model the sampler runs: where the user layer transforms a model.
 
-    This is where the user layer transforms a model before sampling (``parameterization=``):
-    the info goes to ``fit.settings["parameterization"]`` and the added sites (a
-    ``<site>_decentered`` twin) join ``fit.internal``. With ``parameterization=None`` the
-    model runs as written.
+    ``config.parameterization`` None runs the model as written. Otherwise NumPyro's
+    ``LocScaleReparam`` is applied per eligible site (:func:`bhmjax._src.locscale.reparameterize`;
+    "auto" learns the values by an SVI pre-pass): the run model goes to ``request.run``,
+    the values and the pre-pass to ``fit.settings["parameterization"]`` and
+    ``["reparam"]``, the added ``<site>_decentered`` sites to ``internal`` and ``drop``
+    (not stored). Values learned before (``request.settings``: a resumed or extended
+    run) are applied again without a new pre-pass.
     """
-    if request.config.parameterization is None:
-        return request.model, None, ()
-    raise ValueError(
-        f"parameterization={request.config.parameterization!r} for a NumPyro model needs the automatic "
-        "reparameterization of hand-written models, which this version of bhmjax does not include yet; "
-        "write the model in the form you want, or use bj.Model(..., parameterization=...) for formula models.")
+    config = request.config
+    if config.parameterization is None or request.run is not None:
+        return request
+    from bhmjax._src import locscale
+
+    model_trace(request.model, request.arrays, request.static)  # the model as written is checked first
+    done = (request.settings.get("reparam") or {}).get("kind") == "sites"
+    value = request.settings["parameterization"] if done else config.parameterization
+    key = jax.random.fold_in(config.root_key(), 1)
+    run_model, run_arrays, info = locscale.reparameterize(key, request.model, request.arrays, request.static, value)
+    if not info.sites:
+        warnings.warn(info.describe(), UserWarning, stacklevel=4)
+    internal = tuple(s for s in info.internal if config.keep is None or s not in config.keep)
+    settings = dict(request.settings) if done else {
+        **request.settings, "parameterization": info.record(),
+        "reparam": {"kind": "sites", "requested": info.requested, "seconds": info.seconds,
+                    "internal_sites": list(info.internal), "text": info.describe()}}
+    return replace(request, config=replace(config, drop=config.drop + tuple(s for s in internal if s not in config.drop)),
+                   run=(run_model, run_arrays), settings=settings,
+                   internal=tuple(dict.fromkeys(tuple(request.internal) + internal)))
 
 
 # ---------------------------------------------------------------- executing
@@ -167,15 +198,12 @@ def _buffer_len(config: RunConfig, progress: bool, folder: Path | None) -> int:
 
 def execute(request: RunRequest) -> Fit:
     """Run ``request`` (or continue its checkpoint) and return its complete Fit."""
-    model, reparam, internal = model_to_run(request)
-    request = replace(request, model=model, internal=tuple(request.internal) + internal)
+    request = model_to_run(request)
     folder = request.checkpoint
     lock = None if folder is None else ckpt.Owner.acquire(folder)  # also proves the folder writable, early
     try:
         with x64_mode(request.config.x64):
             values, stats, run, facts = run_request(request, lock=lock)
-        if reparam:
-            facts["parameterization"] = reparam
         return make_fit(request, values, stats, timings=run.timings,
                         grads={k: int(np.sum(v)) for k, v in run.grads.items()}, state=run.host_state(),
                         chain_method=run.layout.method, facts=facts)
@@ -196,10 +224,11 @@ def run_request(request: RunRequest, *, lock: ckpt.Owner | None = None, trace: M
     facts for ``fit.settings``.
     """
     config = request.config
+    model, arrays = request.sampled
     if trace is None:
-        trace = model_trace(request.model, request.arrays, request.static)
+        trace = model_trace(model, arrays, request.static)
         _check_labels(request, trace)
-    program = program_of(request.model, request.static, config, trace)
+    program = program_of(model, request.static, config, trace)
     buffer_len = _buffer_len(config, request.progress, request.checkpoint)
     lanes = config.chains if layout is None else layout.lanes
     shapes = _stored_shapes(trace, request)
@@ -218,6 +247,7 @@ def _start(request: RunRequest, program, trace: ModelTrace, layout, keys, buffer
     """A fresh run (its first chain's start checked), or the one checkpointed in the request's folder
     (its draws so far put into ``memory``)."""
     folder = request.checkpoint
+    model, arrays = request.sampled
     if folder is not None and ckpt.exists(folder):
         meta, stored = ckpt.read(folder)
         ckpt.check_matches(folder, meta, request)
@@ -226,8 +256,8 @@ def _start(request: RunRequest, program, trace: ModelTrace, layout, keys, buffer
             present = {d.id for d in jax.devices()}
             layout = saved if set(saved.devices) <= present else engine.resolve_layout(
                 request.config.chain_method, saved.lanes, program.ensemble)
-        state = ckpt.restore_state(meta, stored, program, layout, request.arrays)
-        run = engine.prepare(program, layout, request.arrays, state=state, buffer_len=buffer_len,
+        state = ckpt.restore_state(meta, stored, program, layout, arrays)
+        run = engine.prepare(program, layout, arrays, state=state, buffer_len=buffer_len,
                              generate=request.generate)
         ckpt.restore_progress(run, meta)
         memory.pieces = ckpt.restore_pieces(stored)
@@ -237,9 +267,9 @@ def _start(request: RunRequest, program, trace: ModelTrace, layout, keys, buffer
     if keys is None:
         keys = jax.random.split(config.root_key(), config.chains)
     if not layout.per_dataset:  # the model check, where this run's first chain starts
-        check_initial_point(request.model, request.arrays, request.static, config.init_fn(),
+        check_initial_point(model, arrays, request.static, config.init_fn(),
                             engine.init_keys(keys[0])[0], repr(config.to_dict()["init_strategy"]), trace)
-    return engine.prepare(program, layout, request.arrays, keys=keys, buffer_len=buffer_len,
+    return engine.prepare(program, layout, arrays, keys=keys, buffer_len=buffer_len,
                           generate=request.generate)
 
 
@@ -248,7 +278,7 @@ def _stored_shapes(trace: ModelTrace, request: RunRequest) -> dict[str, tuple]:
     shapes = {n: (s.shape, s.dtype) for n, s in trace.stored(request.config.keep, request.config.drop).items()}
     if request.generate is not None:
         values = {n: jax.ShapeDtypeStruct(s, d) for n, (s, d) in shapes.items()}
-        arrays = {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype) for k, v in request.arrays.items()}
+        arrays = {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype) for k, v in request.sampled[1].items()}
         out = jax.eval_shape(request.generate, jax.random.PRNGKey(0), values, arrays)
         shapes |= {n: (tuple(v.shape), np.dtype(v.dtype)) for n, v in out.items()}
     return shapes
@@ -295,7 +325,7 @@ def make_fit(request: RunRequest, values: Mapping[str, np.ndarray], stats: Mappi
     draws = {**{k: values[k] for k in first}, **values}
     stats = {k: stats[k] for k in STATS if k in stats}
     settings = {**config.to_dict(), "requested_chain_method": config.chain_method, "chain_method": chain_method,
-                "draws": int(next(iter(stats.values())).shape[1]), **facts}
+                "draws": int(next(iter(stats.values())).shape[1]), **request.settings, **facts}
     if request.reduction is not None:
         settings["reduction"] = dict(request.reduction)
     sampled = {**request.arrays, **request.static}
@@ -346,7 +376,8 @@ def _request_of(folder: Path, meta: Mapping[str, Any], stored: Mapping[str, np.n
     return RunRequest(model=model, arrays=ckpt.group(stored, "data/"), static=static, config=config,
                       coords=labels["coords"], dims=dims, names=labels["names"], data=rows,
                       reduction=extra["reduction"], order=tuple(extra["order"]), timings=extra["timings"],
-                      internal=tuple(extra["internal"]), checkpoint=folder, progress=progress)
+                      internal=tuple(extra["internal"]), settings=extra["settings"], checkpoint=folder,
+                      progress=progress)
 
 
 def extend(fit: Fit, draws: int, *, progress: bool = False) -> Fit:
@@ -360,10 +391,11 @@ def extend(fit: Fit, draws: int, *, progress: bool = False) -> Fit:
     config = replace(fit.config, draws=fit.num_draws + draws)
     request = replace(fit.request, config=config, checkpoint=None, out=None, progress=progress)
     with x64_mode(config.x64):
-        trace = model_trace(request.model, request.arrays, request.static)
-        program = program_of(request.model, request.static, config, trace)
+        model, arrays = request.sampled
+        trace = model_trace(model, arrays, request.static)
+        program = program_of(model, request.static, config, trace)
         layout = engine.resolve_layout(config.chain_method, config.chains, program.ensemble)
-        run = engine.prepare(program, layout, request.arrays, state=fit.state,
+        run = engine.prepare(program, layout, arrays, state=fit.state,
                              buffer_len=_buffer_len(replace(config, warmup=0), progress, None),
                              generate=request.generate)
         run.warmup_done, run.draws_done = config.warmup, fit.num_draws
@@ -372,7 +404,6 @@ def extend(fit: Fit, draws: int, *, progress: bool = False) -> Fit:
         memory = engine.MemorySink([({k: np.asarray(v) for k, v in fit.draws.items()},
                                      {k: np.asarray(v) for k, v in fit.stats.items()})])
         values, stats, run, facts = _advance(request, run, memory, None, None)
-    facts |= {k: fit.settings[k] for k in ("parameterization",) if k in fit.settings}
     return make_fit(request, values, stats, timings=run.timings, grads={k: int(np.sum(v)) for k, v in run.grads.items()},
                     state=run.host_state(), chain_method=run.layout.method, facts=facts)
 

@@ -139,9 +139,19 @@ def sample(
         warmup=500, draws=100``). ``chain_method``, ``max_tree_depth`` and
         ``dense_mass`` do not apply, and its stats have no ``tree_depth`` (it builds no
         tree). Its warmup runs as one compiled call, so checkpoints start after it.
-    parameterization : None
-        Reserved for the automatic reparameterization of NumPyro models (None: the
-        model runs as written).
+    parameterization : None, "auto", "centered", "noncentered" or dict
+        None runs the model as written. Otherwise every eligible site (a latent
+        Normal, StudentT, Cauchy, Laplace, Logistic, Gumbel or SoftLaplace site whose
+        parameters depend on another latent, through plates, expand and to_event) gets
+        a centeredness: "centered" (1, the site as written), "noncentered" (0), or
+        "auto": one value per element (per group), learned by a short SVI pre-pass
+        (Gorinova, Moore and Hoffman 2020). A dict gives per site "auto", a float in
+        [0, 1] or an array of the site's shape (sites not named stay as written). NUTS
+        runs the model through NumPyro's ``LocScaleReparam``; the draws hold the
+        original sites (the internal ``<site>_decentered`` ones are not stored). The
+        values are in ``fit.settings["parameterization"]``, the pre-pass seconds and a
+        description in ``fit.settings["reparam"]``. See ``bhmjax._src.locscale`` and
+        :func:`bhmjax.runner.model_to_run`.
 
     Returns
     -------

@@ -1,7 +1,8 @@
 """parameterization="auto": the SVI pre-pass learns centeredness, NUTS then agrees with CP and NCP.
 
 * Learned values: strongly identified groups (many rows, small noise) give a
-  centeredness near 1, weak ones (one row, large noise) near 0.
+  centeredness near 1, weak ones (one row, large noise) near 0, per group where one
+  model has both (formula models; hand-written ones in test_locscale.py).
 * Agreement: the hyperparameters of an "auto" fit (a partially centered model)
   agree with centered and non-centered fits, ``|mean_a - mean_b| /
   sqrt(mcse_a^2 + mcse_b^2) < 4``; a negative control shifts one fit by 10 MCSE
@@ -45,12 +46,30 @@ def slopes(rows: int = 6, noise: float = 2.0, groups: int = 12, seed: int = 1) -
 def test_strong_groups_learn_centered_weak_groups_noncentered():
     strong = bj.Model("y ~ 1 + (1 | g)", intercepts(rows=500, noise=0.1), parameterization="auto")
     weak = bj.Model("y ~ 1 + (1 | g)", intercepts(rows=1, noise=10.0), parameterization="auto")
-    c_strong, c_weak = strong.centeredness["g"][0], weak.centeredness["g"][0]
-    assert c_strong > 0.8, strong.reparam_info
-    assert c_weak < 0.2, weak.reparam_info
-    # the raw SVI values, before snapping to the ends, point the same way
-    assert strong.reparam_info.raw["g"][0] > 0.8 and weak.reparam_info.raw["g"][0] < 0.2
-    assert f"g: ({c_strong},)" in strong.describe(verbose=False)
+    assert strong.centeredness["g"] == (1.0,), strong.reparam_info   # every group agrees: one value
+    assert weak.centeredness["g"] == (0.0,), weak.reparam_info
+    # the raw SVI values, before snapping to the ends, point the same way, in every group
+    assert (strong.reparam_info.raw["g"] > 0.8).all() and (weak.reparam_info.raw["g"] < 0.2).all()
+    assert strong.reparam_info.raw["g"].shape == (8, 1)
+    assert "; centered" in strong.describe(verbose=False) and "; noncentered" in weak.describe(verbose=False)
+
+
+def strong_and_weak(strong: int = 4, weak: int = 4, rows: int = 300, noise: float = 3.0, seed: int = 0) -> dict:
+    """``strong`` groups of ``rows`` rows, then ``weak`` groups of one row each; group sd 1."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(strong + weak), [rows] * strong + [1] * weak)
+    return {"y": 1.0 + rng.normal(0.0, 1.0, strong + weak)[g] + rng.normal(0.0, noise, g.size), "g": g}
+
+
+def test_centeredness_is_learned_per_group():
+    """One model, strong and weak groups: c per group (G, K), high for the strong, 0 for the weak."""
+    model = bj.Model("y ~ 1 + (1 | g)", strong_and_weak(), parameterization="auto")
+    c, raw = model.centeredness["g"], model.reparam_info.raw["g"]
+    assert c.shape == (8, 1) and model.spec.structure.groups[0].centeredness == "per_group"
+    assert (raw[:4] > 0.6).all() and (c[4:] == 0.0).all(), raw
+    np.testing.assert_array_equal(model.data["centeredness:g"], c.astype(np.float32))
+    assert "centeredness per group (learned)" in model.describe(verbose=False)
+    assert "g: (" in model.describe(verbose=False)
 
 
 def test_auto_in_dict_and_explicit_per_column_values():
@@ -102,8 +121,9 @@ def _hyper(fit) -> np.ndarray:
 @pytest.mark.slow
 def test_auto_agrees_with_centered_and_noncentered(fits):
     auto = fits["auto"]
-    c = auto.spec.structure.groups[0].centeredness
-    assert all(0.0 <= v <= 1.0 for v in c) and auto.timings["reparam"] > 0
+    c = np.asarray(auto.settings["parameterization"]["g"])
+    assert c.shape in ((2,), (12, 2)) and ((0 <= c) & (c <= 1)).all() and auto.timings["reparam"] > 0
+    assert auto.settings["reparam"]["seconds"] == auto.timings["reparam"]
     for fit in fits.values():
         assert_converged(fit, rhat_max=1.02, ess_min=100)
     for other in ("centered", "noncentered"):

@@ -43,7 +43,7 @@ def test_json_has_every_field(smoke):
     assert set(results["peers"]) == {"pymc", "nutpie"}
     assert "available" in results["auto_parameterization"]
     ok = [c for c in results["cells"] if c["status"] == "ok"]
-    assert len(ok) == 4
+    assert len(ok) == 5
     for cell in ok:
         assert set(cell["metrics"]) == set(harness.METRICS), cell["label"]
         assert set(cell["spread"]) == set(harness.METRICS)
@@ -59,11 +59,9 @@ def test_failed_and_unavailable_cells_are_recorded(smoke):
     results, _ = smoke
     broken = next(c for c in results["cells"] if c["model"] == "no_such_model")
     assert broken["status"] == "error" and "no_such_model" in broken["error"]
-    auto = _cell(results, "real", "eight_schools", "auto")
-    if results["auto_parameterization"]["available"]:
-        assert auto["status"] == "unavailable" and "hand-written" in auto["error"]
-    else:
-        assert auto["status"] == "unavailable" and "auto" in auto["error"]
+    auto = _cell(results, "real", "eight_schools", "auto")  # a hand-written model: bj.sample(..., parameterization="auto")
+    assert auto["status"] == "ok" and set(auto["centeredness"]) == {"theta"}
+    assert auto["metrics"]["divergences"] < _cell(results, "real", "eight_schools", "centered")["metrics"]["divergences"]
     # the cells after the failure ran
     assert _cell(results, "regimes", "intercepts", "noncentered")["status"] == "ok"
 
@@ -99,7 +97,9 @@ def test_every_suite_lists_its_cells():
     gpu = suites.cells("gpu")
     assert max(c.get("G", 0) for c in gpu) == 100_000
     blocks = {c["block"] for c in suites.cells("full")}
-    assert blocks == {"regimes", "real", "chain_methods", "precision", "scaling", "baselines"}
+    assert blocks == {"regimes", "real", "handwritten", "chain_methods", "precision", "scaling", "baselines"}
+    assert {c["parameterization"] for c in suites.cells("quick") if c["block"] == "handwritten"} == {
+        "centered", "noncentered", "auto"}
     with pytest.raises(ValueError, match="unknown suite"):
         suites.cells("huge")
 

@@ -44,7 +44,7 @@ from bhmjax._src.families import FAMILIES, Family
 from bhmjax._src.formula import FixedDesignSpec, FormulaSpec, GroupDesignSpec
 from bhmjax._src.identity import structure_digest
 from bhmjax._src.priors import Prior, VectorPrior, make_vector
-from bhmjax._src.reparam import group_effects
+from bhmjax._src.reparam import data_key, group_effects
 
 __all__ = ["GroupStructure", "ModelStructure", "ModelSpec", "build_model", "describe", "linear_predictor"]
 
@@ -61,8 +61,9 @@ class GroupStructure:
         The term's columns (last axis of ``r_<name>``).
     correlated : bool
         An LKJ-correlated block (only when the term has two or more columns).
-    centeredness : tuple of float
-        Per column, in [0, 1]: 1 centered, 0 non-centered.
+    centeredness : tuple of float, "per_group" or None
+        Per column, in [0, 1]: 1 centered, 0 non-centered; "per_group": (G, K) values in
+        the model data (``reparam.PER_GROUP``); None: learned (``autoreparam.py``).
     sd_prior : VectorPrior
     cor_prior : Prior or None
     """
@@ -70,7 +71,7 @@ class GroupStructure:
     name: str
     columns: tuple[str, ...]
     correlated: bool
-    centeredness: tuple[float, ...]
+    centeredness: tuple[float, ...] | str | None
     sd_prior: VectorPrior
     cor_prior: Prior | None = None
 
@@ -166,7 +167,7 @@ def _group(i: int, g: GroupStructure, data: Mapping[str, Any], coefs: Mapping[st
     # Centre the group coefficients on the matching population ones (textbook centered form).
     loc = (jnp.stack([jnp.asarray(coefs.get(c, 0.0), sd.dtype) for c in g.columns])
            if any(c in coefs for c in g.columns) else None)
-    r = group_effects(g.name, sd, data[f"G_{i}"], g.centeredness, chol, loc)
+    r = group_effects(g.name, sd, data[f"G_{i}"], g.centeredness, chol, loc, data.get(data_key(g.name)))
     return jnp.sum(r[data[f"codes_{i}"]] * data[f"Z_{i}"], axis=-1)
 
 
@@ -251,6 +252,7 @@ def describe(spec: ModelSpec, num_rows: int) -> str:
         k, n = len(g.columns), d.encoding.num_groups
         c = g.centeredness
         form = ("auto (centeredness learned by SVI before the first fit)" if c is None
+                else "centeredness per group (learned)" if isinstance(c, str)
                 else "centered" if all(v == 1 for v in c) else "noncentered" if all(v == 0 for v in c)
                 else f"centeredness {c}")
         bar = "|" if d.term.correlated else "||"
@@ -259,7 +261,7 @@ def describe(spec: ModelSpec, num_rows: int) -> str:
         lines.append(f"    sd_{g.name} ({k},)" + (f", L_{g.name} and cor_{g.name} ({k}, {k})"
                                                   if g.correlated else ""))
         centred_on = [col for col in g.columns if col == "Intercept" and s.intercept or col in s.slopes]
-        sampled = (f"z_{g.name}" if c is None or any(v != 1 for v in c)
+        sampled = (f"z_{g.name}" if c is None or isinstance(c, str) or any(v != 1 for v in c)
                    else f"theta_{g.name}" if centred_on else None)
         lines.append(f"    r_{g.name} ({n}, {k})" + ("" if sampled is None else
                                                     f" = transform of {sampled} ({n}, {k})"))

@@ -24,7 +24,11 @@ coefficient plus deviation), and ``r ~ Normal(0, sd)`` beside a separate populat
 coefficient leaves a ridge along which ``mu + r`` is constant.
 Otherwise the sampled site is ``z_<g>`` and ``r_<g>`` is deterministic.
 
-``centeredness=None`` learns ``c`` (one per column) as a ``numpyro.param`` named
+``c`` may differ per group as well as per column, shape (G, K): a group with many
+informative rows wants centered, a group with two rows non-centered. The form is static
+(part of the model structure): a tuple with one value per column, ``PER_GROUP`` (the
+(G, K) values are data, ``centeredness:<g>``, so new learned values reuse the compiled
+program) or None, which learns ``c`` of shape (G, K) as a ``numpyro.param`` named
 ``c_<g>`` in [0, 1]: the model for the variational pre-pass (``autoreparam.py``).
 """
 
@@ -39,10 +43,25 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
-__all__ = ["AUTO", "as_centeredness", "group_effects", "PARAMETERIZATIONS"]
+__all__ = ["AUTO", "PER_GROUP", "as_centeredness", "data_key", "form_of", "group_effects",
+           "PARAMETERIZATIONS"]
 
 PARAMETERIZATIONS = {"centered": 1.0, "noncentered": 0.0}
 AUTO = "auto"
+PER_GROUP = "per_group"
+
+
+def data_key(name: str) -> str:
+    """The model-data key of grouping ``name``'s per-group centeredness (form ``PER_GROUP``)."""
+    return f"centeredness:{name}"
+
+
+def form_of(values: Any) -> tuple[float, ...] | str:
+    """The static form of per-group values (G, K): a tuple per column where groups agree, else PER_GROUP."""
+    v = np.asarray(values, dtype=np.float64)
+    if (v == v[:1]).all():
+        return tuple(float(x) for x in v[0])
+    return PER_GROUP
 
 
 def as_centeredness(value: Any, num_terms: int, group: str = "group") -> tuple[float, ...] | None:
@@ -77,8 +96,9 @@ def as_centeredness(value: Any, num_terms: int, group: str = "group") -> tuple[f
     return values
 
 
-def group_effects(name: str, sd: jnp.ndarray, num_groups: int, centeredness: tuple[float, ...] | None,
-                  chol_corr: jnp.ndarray | None = None, loc: jnp.ndarray | None = None) -> jnp.ndarray:
+def group_effects(name: str, sd: jnp.ndarray, num_groups: int, centeredness: tuple[float, ...] | str | None,
+                  chol_corr: jnp.ndarray | None = None, loc: jnp.ndarray | None = None,
+                  values: jnp.ndarray | None = None) -> jnp.ndarray:
     """Sample the deviations ``r_<name>`` of shape (num_groups, K) in one site.
 
     Parameters
@@ -90,13 +110,16 @@ def group_effects(name: str, sd: jnp.ndarray, num_groups: int, centeredness: tup
         Standard deviations of the effects.
     num_groups : int
         G (static).
-    centeredness : tuple of float, length K, or None
-        Static values in [0, 1]; None learns them (``numpyro.param`` ``c_<name>``).
+    centeredness : tuple of float (length K), PER_GROUP or None
+        Static values in [0, 1] per column; PER_GROUP takes ``values``; None learns
+        them per group and column (``numpyro.param`` ``c_<name>``, shape (G, K)).
     chol_corr : array, shape (K, K), optional
         Cholesky factor of the correlation matrix (None: independent effects).
     loc : array, shape (K,), optional
         The population coefficient of each column (0 for columns without one); the
         group coefficients ``loc + r`` are what the centered form samples.
+    values : array, shape (num_groups, K), optional
+        The per-group centeredness of the PER_GROUP form (model data).
 
     Returns
     -------
@@ -104,8 +127,10 @@ def group_effects(name: str, sd: jnp.ndarray, num_groups: int, centeredness: tup
     """
     k = sd.shape[-1]
     if centeredness is None:
-        c = numpyro.param(f"c_{name}", jnp.full((k,), 0.5), constraint=constraints.unit_interval)
+        c = numpyro.param(f"c_{name}", jnp.full((num_groups, k), 0.5), constraint=constraints.unit_interval)
         return _partial(name, sd, num_groups, c, chol_corr, loc)
+    if isinstance(centeredness, str):  # PER_GROUP: (G, K) values from the data
+        return _partial(name, sd, num_groups, jnp.asarray(values, sd.dtype), chol_corr, loc)
     c_values = tuple(float(v) for v in centeredness)
     if all(v == 1.0 for v in c_values):
         return _centered(name, sd, num_groups, chol_corr, loc)
@@ -130,7 +155,7 @@ def _centered(name, sd, num_groups, chol_corr, loc):
 
 
 def _partial(name, sd, num_groups, c, chol_corr, loc):
-    """``z ~ Normal(c mu, sd**c)``, ``r = sd**(1 - c) (z - c mu)`` (then correlated by M)."""
+    """``z ~ Normal(c mu, sd**c)``, ``r = sd**(1 - c) (z - c mu)`` (then correlated by M); c (K,) or (G, K)."""
     k = sd.shape[-1]
     shift = jnp.zeros(k) if loc is None else c * loc
     z = numpyro.sample(f"z_{name}", dist.Normal(shift, sd ** c).expand((num_groups, k)).to_event(2))
