@@ -285,3 +285,41 @@ def test_formula_checkpoint_resumes_to_the_full_fit(tmp_path, monkeypatch):
             np.testing.assert_array_equal(fit.draws[site], plain.draws[site])
         np.testing.assert_array_equal(predict.log_likelihood(fit), predict.log_likelihood(plain))
         np.testing.assert_array_equal(fit.predict(df.head(5), "mean").draws, plain.predict(df.head(5), "mean").draws)
+
+
+def test_reparameterized_run_resumes_and_extends_without_a_new_prepass(tmp_path, monkeypatch):
+    """parameterization="auto" runs through the same driver: an interrupted checkpoint resumes (in the
+    decentered space, with the values learned before) to the draws of the uninterrupted run, and so does extend."""
+    from bhmjax import runner
+    from bhmjax._src import autoreparam
+
+    from .test_locscale import intercepts_cp, strong_and_weak
+
+    data = strong_and_weak(strong=3, weak=3, rows=20, noise=2.0)
+    opts = dict(chains=2, warmup=60, draws=60, seed=4, progress=False, chain_method="sequential",
+                parameterization="auto")
+    plain = bj.sample(intercepts_cp, data, **opts)
+    assert "a_decentered" not in plain.draws and "a_decentered" in plain.settings["drop"]
+    calls, update = [], runner.Progress.update
+
+    def interrupted(self, n, phase):
+        calls.append(phase)
+        if calls.count("sampling") == 1:
+            raise KeyboardInterrupt
+        update(self, n, phase)
+
+    monkeypatch.setattr(runner.Progress, "update", interrupted)
+    with pytest.warns(RuntimeWarning, match="keeping the 30 draws"):
+        cut = bj.sample(intercepts_cp, data, checkpoint=tmp_path / "run", every=30, **opts)
+    monkeypatch.setattr(runner.Progress, "update", update)
+
+    def no_prepass(*args, **kwargs):
+        raise AssertionError("the pre-pass ran again")
+
+    monkeypatch.setattr(autoreparam, "learn", no_prepass)
+    resumed = bj.resume(tmp_path / "run", progress=False)
+    longer = cut.extend(30)
+    for fit in (resumed, longer):
+        for site in ("mu", "tau", "a"):
+            np.testing.assert_array_equal(fit.draws[site], plain.draws[site])
+        assert fit.settings["parameterization"] == plain.settings["parameterization"]
