@@ -481,3 +481,21 @@ def test_generated_quantities_are_stored_per_draw_and_independent_of_chunks(y20,
                                rtol=1e-6)
     with pytest.raises(ValueError, match="the generated quantities"):
         runner.execute(replace(request, config=replace(config, every=25), checkpoint=tmp_path / "c", generate=None))
+
+
+def test_internal_sites_are_stored_but_not_shown(y20):
+    """fit.internal (one definition of sampler internals) keeps a site out of summaries and the export."""
+    import dataclasses
+
+    from bhmjax.summary import shown_sites
+
+    def with_twin(y):
+        z = numpyro.sample("z", dist.Normal(0.0, 1.0))
+        mu = numpyro.deterministic("mu", 10.0 * z)
+        numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    fit = bj.sample(with_twin, {"y": y20}, chains=1, warmup=50, draws=20, progress=False)
+    assert sorted(shown_sites(fit)) == ["mu", "z"]
+    hidden = dataclasses.replace(fit, internal=("z",))
+    assert "z" in hidden.draws and shown_sites(hidden) == ["mu"]
+    assert list(hidden.summary().index) == ["mu"]
