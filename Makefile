@@ -8,7 +8,7 @@ PYTHON_AZ1 ?= env PYENV_VERSION=3.12.1 python3.12
 VENV_AZ1 := .venv-az1
 STAMP_AZ1 := $(VENV_AZ1)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test fuzz install bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ demo: $(STAMP)
 test: $(STAMP) $(STAMP_AZ1)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 	$(VENV_AZ1)/bin/python -m pytest -q -p no:cacheprovider tests/test_arviz.py
+
+# Longer, random property-based fuzzing (hypothesis profile "fuzz", see tests/conftest.py):
+# FUZZ_EXAMPLES examples per property; failing examples are replayed from .hypothesis/.
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(STAMP)
+	BHMJAX_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/test_fuzz.py -q -m "not slow" --hypothesis-profile=fuzz --hypothesis-show-statistics
 
 bench: $(STAMP)
 	$(PY) -m benchmarks run --suite quick --out benchmarks/results/quick_cpu.json

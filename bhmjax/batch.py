@@ -456,20 +456,21 @@ class FitCollection:
         for i, d in enumerate(self._data):
             yield NotFitted(d.label, d.error) if d.error is not None else self[i]
 
-    def summary(self, prob: float = 0.94) -> pd.DataFrame:  # noqa: F821
+    def summary(self, hdi_prob: float = 0.94) -> pd.DataFrame:  # noqa: F821
         """One row per dataset x parameter: mean, sd, HDI, MCSE, ess_bulk, ess_tail, r_hat, divergences.
 
         The statistics were computed for every dataset at once (vmapped in JAX) when
-        fitting, with ``prob=0.94``; another ``prob`` recomputes them.
+        fitting, with ``hdi_prob=0.94`` (``Fit.summary``'s argument); another ``hdi_prob``
+        recomputes them. Values are not rounded (``Fit.summary(round_to="none")``).
         """
         import pandas as pd
 
-        lo, hi = hdi_columns(prob)
+        lo, hi = hdi_columns(hdi_prob)
         cols = {"mean": "mean", "sd": "sd", "hdi_lower": lo, "hdi_upper": hi, "mcse_mean": "mcse_mean",
                 "mcse_sd": "mcse_sd", "ess_bulk": "ess_bulk", "ess_tail": "ess_tail", "r_hat": "r_hat"}
         frames = []
         for bk in self._buckets:
-            table = bk.diagnostics if prob == 0.94 else bk.summary(prob)
+            table = bk.diagnostics if hdi_prob == 0.94 else bk.summary(hdi_prob)
             for j, i in enumerate(bk.members):
                 fit, d = self[i], self._data[i]
                 names, values = [], {c: [] for c in cols}

@@ -21,13 +21,43 @@ __all__ = ["Model"]
 _NA_ACTIONS = ("raise", "drop")
 
 
+def _from_other_frame(data: Any):
+    """A polars (or any narwhals-supported eager) frame as pandas, column by column; None if not one.
+
+    Values come over as numpy arrays, nulls as NaN/None (so NA handling sees them); an
+    Enum keeps its category order as a pandas Categorical.
+    """
+    import narwhals as nw
+    import pandas as pd
+
+    frame = nw.from_native(data, eager_only=True, pass_through=True)
+    if frame is data:
+        return None
+    columns = {}
+    for name in frame.columns:
+        series = frame[name]
+        values = series.to_numpy()
+        if isinstance(series.dtype, nw.Enum):
+            values = pd.Categorical(values, categories=list(series.dtype.categories))
+        columns[name] = values
+    return pd.DataFrame(columns)
+
+
 def _as_frame(data: Any):
     import pandas as pd
 
+    if not isinstance(data, (pd.DataFrame, Mapping)):
+        converted = _from_other_frame(data)
+        data = data if converted is None else converted
     if isinstance(data, pd.DataFrame):
+        copies = data.columns[data.columns.duplicated()]
+        if len(copies):
+            raise ValueError(f"data has the column {copies[0]!r} more than once; every column needs its own "
+                             "name: rename or drop the copies (e.g. data.loc[:, ~data.columns.duplicated()]).")
         return data.reset_index(drop=True)
     if not isinstance(data, Mapping):
-        raise TypeError(f"data must be a pandas DataFrame or a dict of 1-d arrays, got {type(data).__name__}")
+        raise TypeError(f"data must be a data frame (pandas, polars or another narwhals-supported one) or a "
+                        f"dict of 1-d arrays, got {type(data).__name__}")
     lengths = {}
     for name, value in data.items():
         shape = np.shape(value)
@@ -64,6 +94,19 @@ def _handle_missing(frame, variables: list[str], na_action: str):
     warnings.warn(f"na_action='drop': dropped {int((~keep).sum())} of {len(frame)} rows with missing "
                   f"values (missing per column: {counts}).", UserWarning, stacklevel=3)
     return frame.loc[keep].reset_index(drop=True)
+
+
+def _check_infinite(frame, variables: list[str]) -> None:
+    """inf is not a missing value (na_action does not drop it) and no model can use it: name it."""
+    for col in variables:
+        values = frame[col]
+        if values.dtype.kind != "f":
+            continue
+        bad = np.isinf(values.to_numpy())
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"column {col!r} has {int(bad.sum())} infinite value(s), the first at row {row} "
+                             f"({values.iloc[row]}); every value must be finite. Fix or remove those rows.")
 
 
 def _check_constant(x: np.ndarray, columns, has_intercept: bool, where: str) -> None:
@@ -117,7 +160,9 @@ class Model:
         level, ``a:b``, ``a*b``, ``0 +`` / ``- 1``); group terms ``(expr | g)``
         (correlated), ``(expr || g)`` (independent), ``(1 | a) + (1 | b)`` (crossed),
         ``(1 | a/b)`` (nested). Binomial: ``"r | trials(n) ~ ..."``.
-    data : pandas.DataFrame or dict of 1-d arrays
+    data : pandas.DataFrame, polars.DataFrame (any frame narwhals reads), or dict of 1-d arrays
+        Other frames are converted to pandas column by column (a polars Enum keeps its
+        level order); duplicated column names are refused.
     family : str
         "gaussian", "student_t", "bernoulli", "binomial", "poisson" or "negative_binomial".
     parameterization : "noncentered", "centered", "auto", float in [0, 1], sequence or dict
@@ -165,6 +210,7 @@ class Model:
         frame = _as_frame(data)
         variables = spec.variables() + ([trials_col] if trials_col and not spec.trials else [])
         _check_columns(frame, variables)
+        _check_infinite(frame, variables)
         frame = _handle_missing(frame, variables, na_action)
         if len(frame) == 0:
             raise ValueError("the data have no rows" + (" left after na_action='drop'" if na_action == "drop"

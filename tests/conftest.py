@@ -1,4 +1,14 @@
-"""Shared fixtures: the posteriordb data folder and a headless matplotlib."""
+"""Shared fixtures: data sets, a headless matplotlib and the hypothesis profiles.
+
+Data: small public data the tests need live in ``tests/data`` (eight schools). The larger
+posteriordb sets (radon, pilots) stay in ``../shared/data/posteriordb`` beside the repo;
+tests that need them skip, saying why, when it is absent, or fail when the environment
+sets ``BHMJAX_REQUIRE_SHARED=1`` (CI can set it so that no such test is skipped silently).
+
+Hypothesis: the ``quick`` profile (loaded here) is derandomized and quick (``make test`` is
+reproducible; a failing example is printed unshrunk, with its reproduce blob); ``make fuzz`` selects the ``fuzz`` profile: random, ``BHMJAX_FUZZ_EXAMPLES``
+examples per test (2,000 by default), for longer hunts.
+"""
 
 import json
 import os
@@ -7,23 +17,46 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, Phase, settings
 
 matplotlib.use("Agg")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+TESTS_DATA = Path(__file__).resolve().parent / "data"
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "posteriordb"
+REQUIRE_SHARED = "BHMJAX_REQUIRE_SHARED"
+
+_QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+# No shrinking in the quick profile: a failure is reported at once with its reproduce blob
+# (shrinking a formula example can take many minutes); `make fuzz` shrinks.
+settings.register_profile("quick", max_examples=60, derandomize=True, deadline=None,
+                          suppress_health_check=_QUIET, print_blob=True,
+                          phases=[Phase.explicit, Phase.reuse, Phase.generate])
+settings.register_profile("fuzz", max_examples=int(os.environ.get("BHMJAX_FUZZ_EXAMPLES", "2000")),
+                          derandomize=False, deadline=None, suppress_health_check=_QUIET, print_blob=True)
+settings.load_profile("quick")
+
+
+def shared_data_dir() -> Path:
+    """``../shared/data/posteriordb``; skips (or fails under BHMJAX_REQUIRE_SHARED=1) when absent."""
+    if DATA_DIR.is_dir():
+        return DATA_DIR
+    message = (f"the posteriordb data folder is not at {DATA_DIR}: this test needs the data sets of "
+               "../shared/data/posteriordb beside the repository")
+    if os.environ.get(REQUIRE_SHARED) == "1":
+        pytest.fail(f"{message}, and {REQUIRE_SHARED}=1 forbids skipping it. Put the folder there (or "
+                    f"unset {REQUIRE_SHARED} to skip such tests).", pytrace=False)
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
 def posteriordb() -> Path:
     """The folder of real data sets beside the repo (../shared/data/posteriordb)."""
-    if not DATA_DIR.is_dir():
-        pytest.skip(f"posteriordb data folder not found at {DATA_DIR}")
-    return DATA_DIR
+    return shared_data_dir()
 
 
 @pytest.fixture(scope="session")
-def eight_schools(posteriordb) -> dict:
-    """Eight schools as model data: J (int), y and sigma (float arrays)."""
-    d = json.loads((posteriordb / "eight_schools.json").read_text())
+def eight_schools() -> dict:
+    """Eight schools as model data: J (int), y and sigma (float arrays), from tests/data."""
+    d = json.loads((TESTS_DATA / "eight_schools.json").read_text())
     return {"J": d["J"], "y": np.asarray(d["y"], float), "sigma": np.asarray(d["sigma"], float)}

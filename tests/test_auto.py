@@ -5,20 +5,25 @@
   model has both (formula models; hand-written ones in test_locscale.py).
 * Agreement: the hyperparameters of an "auto" fit (a partially centered model)
   agree with centered and non-centered fits, ``|mean_a - mean_b| /
-  sqrt(mcse_a^2 + mcse_b^2) < 4``; a negative control shifts one fit by 10 MCSE
-  (under one posterior sd) and must be rejected.
+  sqrt(mcse_a^2 + mcse_b^2) < 4``; a negative control, the same partially centered
+  model with the log-determinant of its scaling dropped (a missing Jacobian), must be
+  rejected.
 * The textbook centered form: group coefficients are centred on the population
   ones, so the data pin ``theta`` and not the ridge ``Intercept + r``.
 """
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
+import numpyro
 import pandas as pd
 import pytest
 from numpyro import handlers
 
 import bhmjax as bj
+from bhmjax._src import models
+from tests._compiles import fresh_programs
 from tests._stats import agreement_z, assert_converged
 
 SETTINGS = dict(chains=2, warmup=400, draws=500, progress=False, chain_method="sequential")
@@ -103,11 +108,15 @@ def test_centered_samples_group_coefficients_centred_on_population():
 # ---------------------------------------------------------------- agreement
 
 
-@pytest.fixture(scope="module")
-def fits():
+def agreement_data() -> pd.DataFrame:
     # Informative enough that the centered form converges in 2 x 400 warmup (with rows=6,
     # noise=2 it is a funnel whose R-hat depends on the seed under any adaptation).
-    data = slopes(rows=10, noise=1.5)
+    return slopes(rows=10, noise=1.5)
+
+
+@pytest.fixture(scope="module")
+def fits():
+    data = agreement_data()
     out = {p: bj.Model("y ~ 1 + x + (1 + x | g)", data, parameterization=p).fit(seed=i, **SETTINGS)
            for i, p in enumerate(["centered", "noncentered", "auto"])}
     return out
@@ -131,6 +140,19 @@ def test_auto_agrees_with_centered_and_noncentered(fits):
         assert (z < 4).all(), (other, c, dict(zip(HYPER, z.round(2))))
 
 
+def _without_jacobian(group_effects):
+    """``group_effects`` whose sampled variable (scale ``sd**c``) lacks its ``-c log sd`` per group:
+    the log-determinant a hand-made partial centering forgets."""
+    def broken(name, sd, num_groups, centeredness, chol_corr=None, loc=None, values=None):
+        r = group_effects(name, sd, num_groups, centeredness, chol_corr, loc, values)
+        if centeredness is None:  # the SVI pre-pass's model (c a parameter): left whole
+            return r
+        c = jnp.asarray(values if isinstance(centeredness, str) else centeredness, sd.dtype)  # (K,) or (G, K)
+        numpyro.factor(f"missing_jacobian_{name}", jnp.sum(jnp.broadcast_to(c, (num_groups, sd.shape[-1])) * jnp.log(sd)))
+        return r
+    return broken
+
+
 @pytest.mark.slow
 def test_agreement_rejects_a_shifted_posterior(fits):
     """The check is tight enough to see a bias of 8 combined MCSE (under one posterior sd here)."""
@@ -138,3 +160,17 @@ def test_agreement_rejects_a_shifted_posterior(fits):
     shift = 8.0 * np.sqrt(np.asarray(bj.mcse(a)) ** 2 + np.asarray(bj.mcse(b)) ** 2)
     assert (shift < b.std(axis=(0, 1))).all()
     assert (agreement_z(a + shift, b) > 4).all()
+
+
+@pytest.mark.slow
+def test_agreement_rejects_a_missing_jacobian(fits, monkeypatch):
+    """The learned partially centered model (learned again: the same values), its Jacobian dropped,
+    disagrees with the centered fit."""
+    learned = np.asarray(fits["auto"].settings["parameterization"]["g"])  # (G, K), per group and column
+    assert np.max(learned) > 0, learned  # the Jacobian term scales with the centeredness
+    fresh_programs(monkeypatch)  # the same structure must be traced again, with the broken term
+    monkeypatch.setattr(models, "group_effects", _without_jacobian(models.group_effects))
+    broken = bj.Model("y ~ 1 + x + (1 + x | g)", agreement_data(), parameterization="auto").fit(
+        seed=2, **SETTINGS)
+    z = agreement_z(_hyper(broken), _hyper(fits["centered"]))
+    assert z.max() > 4, (learned, dict(zip(HYPER, z.round(2))))

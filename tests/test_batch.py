@@ -1,7 +1,19 @@
-"""fit_many: batched equals a loop of single fits, few compilations, sharding, SBC; streaming to disk.
+"""fit_many: agreement with bj.sample on the unpadded data, batched = single program, few
+compilations, sharding, SBC on ragged sizes, summary() and failed(); streaming to disk.
 
-Every test uses one plain varying-intercepts model in float64 with the same sampler
+Most tests use one plain varying-intercepts model in float64 with the same sampler
 settings and ``batch_size``, so the compiled programs are shared between tests.
+
+* Agreement: ragged datasets (several buckets, padded rows and groups, an outlier in row
+  0, which the padding copies) fitted by fit_many agree with ``bj.sample`` on each
+  unpadded dataset: ``|mean_a - mean_b| / sqrt(mcse_a^2 + mcse_b^2) < 4`` for every
+  parameter. Unmasked padding counts row 0 up to 8 times and moves its group by several
+  posterior sds.
+* Calibration (Talts et al. 2018): ranks of the true mu and tau among 49 thinned
+  posterior draws of 200 prior-simulated datasets of four sizes (two buckets) are
+  uniform over their 50 values (10 bins of 5 ranks, chi-square p > 1e-3); each parameter
+  has a negative control, its prior 3x too narrow in the fitted model, which must be
+  rejected with p < 1e-4 on 64 datasets.
 """
 
 import os
@@ -20,6 +32,7 @@ from bhmjax import stream
 from bhmjax._src import batch as core
 from bhmjax._src import engine, sampling
 from bhmjax._src.precision import x64_mode
+from tests._stats import agreement_z
 
 WARMUP, DRAWS, CHAINS = 150, 100, 2
 OPTS = dict(chains=CHAINS, warmup=WARMUP, draws=DRAWS, x64=True, batch_size=16, min_groups=8,
@@ -62,8 +75,55 @@ def single_fit(data, index, warmup, draws, seed=0):
     return memory.draws()[0]
 
 
+def outlier_dataset(rng, rows, num_groups, used=None):
+    """A dataset whose row 0 (the row the padding repeats) lies 6 noise sds above its group."""
+    d = dataset(rng, rows, num_groups, used)
+    d["y"][0] += 6.0
+    return d
+
+
+@pytest.fixture(scope="module")
+def ragged():
+    """Three ragged datasets in two buckets, fitted by fit_many and by bj.sample unpadded."""
+    rng = np.random.default_rng(8)
+    data = [outlier_dataset(rng, 9, 3), outlier_dataset(rng, 12, 5, used=4), outlier_dataset(rng, 20, 6)]
+    fits = bj.fit_many(vi_model, data, seed=3, **dict(OPTS, warmup=300, draws=500, batch_size=2))
+    singles = [bj.sample(vi_model, d, chains=2, warmup=300, draws=1000, seed=i, x64=True, progress=False,
+                         chain_method="sequential") for i, d in enumerate(data)]
+    return data, fits, singles
+
+
+def test_batched_fits_agree_with_sample_on_the_unpadded_data(ragged):
+    data, fits, singles = ragged
+    assert sorted(fits.buckets) == [(16, (("num_groups", 8),)), (32, (("num_groups", 8),))]
+    for i, (d, single) in enumerate(zip(data, singles)):
+        g = d["num_groups"]
+        assert fits[i].draws["theta"].shape == (2, 500, g) and fits[i].draws["z"].shape == (2, 500, g)
+        for site in ("mu", "tau", "theta"):
+            a, b = fits[i].draws[site], single.draws[site]
+            z = np.atleast_1d(agreement_z(a.reshape(*a.shape[:2], -1), b.reshape(*b.shape[:2], -1)))
+            assert (z < 4).all(), (i, site, z.round(2))
+
+
+def test_collection_summary_equals_each_fits_summary(ragged):
+    """fits.summary() (computed for every dataset at once, on padded draws) equals fits[i].summary()."""
+    _, fits, _ = ragged
+    table = fits.summary()
+    for i in range(len(fits)):
+        mine = fits[i].summary(round_to="none")
+        theirs = table.loc[i]
+        assert list(theirs.index) == list(mine.index), i
+        np.testing.assert_allclose(theirs[mine.columns].to_numpy(), mine.to_numpy(), rtol=1e-7, atol=1e-9,
+                                   err_msg=f"dataset {i}")
+        assert (theirs["divergences"] == int(fits[i].stats["diverging"].sum())).all()
+    other = fits.summary(hdi_prob=0.5)
+    np.testing.assert_allclose(other.loc[2, ["hdi_25%", "hdi_75%"]].to_numpy(),
+                               fits[2].summary(hdi_prob=0.5, round_to="none")[["hdi_25%", "hdi_75%"]].to_numpy(), rtol=1e-7)
+
+
 def test_batched_equals_loop_of_single_fits():
-    """Ragged datasets (a single group, empty groups) give the draws of single fits with the same keys.
+    """Ragged datasets (a single group, empty groups) give the draws of the same padded program run
+    unbatched with the same keys: the vmapping over datasets and the keys are right.
 
     NUTS trajectories are chaotic: a rounding difference between the vmapped and the
     unbatched program can grow until a U-turn decision flips (after 40 warmup steps a
@@ -130,52 +190,116 @@ def test_sharded_over_four_devices_equals_unsharded():
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
 
 
-def _ranks(fits, truths, site, thin=4):
-    return np.array([np.sum(fits[i].draws[site][:, ::thin] < truths[i]) for i in range(len(truths))])
+SBC_DRAWS, SBC_BINS = 49, 10  # ranks 0..49: 50 values, 5 per bin
+SBC_SIZES = [(10, 3), (16, 5), (24, 6), (12, 8)]  # (rows, groups): buckets (16, 8) and (32, 8)
 
 
-def _uniform_p(ranks, max_rank, bins=10):
-    """Chi-square p-value of uniform ranks on 0..max_rank; bins holding unequal numbers of
-    rank values get their own expected counts (51 values in 10 bins: the first holds 6)."""
-    edges = np.linspace(0, max_rank + 1, bins + 1)
-    counts = np.histogram(ranks, bins=edges)[0]
-    values = np.histogram(np.arange(max_rank + 1), bins=edges)[0]
-    return sps.chisquare(counts, f_exp=len(ranks) * values / (max_rank + 1)).pvalue
+def sbc_ranks(fits, truths, site, thin=4) -> np.ndarray:
+    """Rank of each true value among SBC_DRAWS thinned draws (chains concatenated), 0..SBC_DRAWS."""
+    def rank(i):
+        draws = fits[i].draws[site][:, ::thin].reshape(-1)[:SBC_DRAWS]
+        return int(np.sum(draws < truths[i]))
+    return np.array([rank(i) for i in range(len(truths))])
 
 
-def test_simulation_based_calibration():
-    """SBC (Talts et al. 2018): ranks of the true mu and tau among thinned posterior draws are uniform
-    over 200 datasets simulated from the prior; fitting with a too narrow prior is rejected."""
-    rng = np.random.default_rng(4)
+def uniform_p(ranks, num_draws=SBC_DRAWS, bins=SBC_BINS) -> float:
+    """Chi-square p-value of uniform ranks; every bin holds the same number of integer ranks."""
+    values = num_draws + 1
+    assert values % bins == 0, "bins must split the integer ranks evenly"
+    counts = np.bincount(ranks, minlength=values).reshape(bins, values // bins).sum(axis=1)
+    return float(sps.chisquare(counts).pvalue)
+
+
+def test_sbc_bins_hold_equal_numbers_of_ranks():
+    """Negative control of the histogram: exactly uniform integer ranks give p = 1, while 51
+    ranks in 10 bins of width 5.1 (the old binning) would see a pattern that is not there."""
+    assert uniform_p(np.repeat(np.arange(SBC_DRAWS + 1), 4)) == pytest.approx(1.0)
+    ranks = np.repeat(np.arange(51), 400)  # 20,400 exactly uniform ranks: the first bin holds 6/51 of them
+    assert sps.chisquare(np.histogram(ranks, bins=10, range=(0, 51))[0]).pvalue < 1e-3
+
+
+def sbc_data(rng, count: int) -> tuple[dict, list]:
     truths, data = {"mu": [], "tau": []}, []
-    for _ in range(200):
+    for i in range(count):
+        rows, groups = SBC_SIZES[i % len(SBC_SIZES)]
         mu, tau = rng.normal(0, 1), abs(rng.normal(0, 1))
-        theta = mu + tau * rng.normal(size=8)
-        group = np.arange(16) % 8
+        theta = mu + tau * rng.normal(size=groups)
+        group = np.arange(rows) % groups
         data.append({"y": rng.normal(theta[group], 1.0), "group": group, "prior_sd": np.array([1.0, 1.0]),
-                     "num_groups": 8})
+                     "num_groups": groups})
         truths["mu"].append(mu), truths["tau"].append(tau)
+    return truths, data
+
+
+@pytest.mark.slow
+def test_simulation_based_calibration():
+    """SBC on ragged sizes (module docstring); each parameter's broken twin is rejected."""
+    truths, data = sbc_data(np.random.default_rng(4), 200)
     fits = bj.fit_many(vi_model, data, seed=5, **OPTS)
-    max_rank = CHAINS * DRAWS // 4
+    assert len(fits.buckets) == 2
     for site in ("mu", "tau"):
-        p = _uniform_p(_ranks(fits, truths[site], site), max_rank)
-        assert p > 1e-4, (site, p)  # a false alarm once in 5,000 runs; the narrow prior below gives ~1e-37
-    narrow = [dict(d, prior_sd=np.array([0.3, 0.3])) for d in data]
-    bad = bj.fit_many(vi_model, narrow, seed=5, **OPTS)
-    assert _uniform_p(_ranks(bad, truths["mu"], "mu"), max_rank) < 1e-3
+        p = uniform_p(sbc_ranks(fits, truths[site], site))
+        assert p > 1e-3, (site, p)
+    for j, site in enumerate(("mu", "tau")):  # the prior of one parameter 3x too narrow
+        narrow = [dict(d, prior_sd=np.where(np.arange(2) == j, 1 / 3, 1.0)) for d in data[:64]]
+        bad = bj.fit_many(vi_model, narrow, seed=5, **OPTS)
+        p = uniform_p(sbc_ranks(bad, truths[site][:64], site))
+        assert p < 1e-4, (site, p)
 
 
-def test_formula_datasets_and_failed():
-    """Formula datasets of different sizes; a dataset that cannot be built is reported by failed()."""
+@pytest.fixture(scope="module")
+def formula_fits():
+    """Formula datasets of different sizes, short chains (some do not converge), one not buildable."""
     rng = np.random.default_rng(5)
     frames = {f"region{i}": {"y": rng.normal(size=n), "g": np.arange(n) % k} for i, (n, k) in
-              enumerate([(12, 3), (20, 4)])}
+              enumerate([(12, 3), (20, 4), (9, 3), (30, 5)])}
     frames["one_group"] = {"y": rng.normal(size=5), "g": np.zeros(5, int)}
-    fits = bj.fit_many("y ~ 1 + (1 | g)", frames, chains=2, warmup=60, draws=40, devices=None)
+    return bj.fit_many("y ~ 1 + (1 | g)", frames, chains=2, warmup=60, draws=40, devices=None, seed=2)
+
+
+def test_formula_datasets_and_failed(formula_fits):
+    """Formula datasets of different sizes; a dataset that cannot be built is reported by failed()."""
+    fits = formula_fits
     assert fits["region1"].draws["r_g"].shape == (2, 40, 4, 1)
     assert "single level" in fits.failed().loc["one_group", "reason"]
     with pytest.raises(ValueError, match="was not fitted"):
         fits["one_group"]
+
+
+def _worst(table, fit) -> tuple[float, float, int]:
+    """Max R-hat, min bulk/tail ESS (from the collection's summary rows) and divergences of a fit."""
+    return float(table["r_hat"].max()), float(table[["ess_bulk", "ess_tail"]].to_numpy().min()), int(
+        fit.stats["diverging"].sum())
+
+
+def test_failed_applies_its_rules(formula_fits):
+    """A fit fails when max R-hat > r_hat, min(bulk, tail ESS) < min_ess or divergences > divergences
+    (strict: a dataset exactly at a threshold passes), with the reason and the worst values."""
+    fits = formula_fits
+    fitted = [label for label in fits.labels if label != "one_group"]
+    summary = fits.summary()
+    worst = {label: _worst(summary.loc[label], fits[label]) for label in fitted}
+    r_values = sorted(w[0] for w in worst.values())
+    e_values = sorted(w[1] for w in worst.values())
+    assert len(set(r_values)) == len(r_values) and len(set(e_values)) == len(e_values)
+    lax = dict(r_hat=10.0, min_ess=0.0, divergences=10**6)
+    assert list(fits.failed(**lax).index) == ["one_group"]
+    cases = [("r_hat", r_values[1], lambda w, t: w[0] > t, "r_hat"),
+             ("min_ess", e_values[-2], lambda w, t: w[1] < t, "ess"),
+             ("divergences", -1, lambda w, t: w[2] > t, "divergent transitions")]
+    for name, threshold, fails, word in cases:
+        table = fits.failed(**{**lax, name: threshold})
+        expected = [label for label in fitted if fails(worst[label], threshold)]
+        assert list(table.index) == expected + ["one_group"], (name, threshold, worst)
+        for label in expected:
+            row = table.loc[label]
+            assert word in row["reason"], (name, row["reason"])
+            np.testing.assert_allclose([row["max_r_hat"], row["min_ess"]], worst[label][:2], rtol=1e-6)
+            assert row["divergences"] == worst[label][2]
+        assert np.isnan(table.loc["one_group", "max_r_hat"])
+    default = fits.failed()
+    expected = [label for label in fitted if worst[label][0] > 1.01 or worst[label][1] < 100 or worst[label][2] > 0]
+    assert list(default.index) == expected + ["one_group"]
 
 
 def test_bad_input_errors():

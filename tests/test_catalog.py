@@ -1,6 +1,13 @@
 """The README's catalog of bad inputs: each raises its documented error, before compiling.
 
 Keep this list and the table "Bad input and the error it gets" in README.md in step.
+
+"Before compiling" is checked with JAX's own monitoring events (``tests/_compiles.py``):
+every trace, lowering and compilation in the process counts, with JAX's in-memory caches
+and bhmjax's program caches emptied first, so work done earlier in the session is seen
+again. A row compiles nothing, except the rows in ``FOUND_BY_THE_MODEL_CHECK``: their
+error can only be seen by running the model on the data, and they may compile exactly
+one program, the model check's own.
 """
 
 from __future__ import annotations
@@ -12,7 +19,10 @@ import pandas as pd
 import pytest
 
 import bhmjax as bj
+from bhmjax import sampler
 from bhmjax._src import sampling
+from bhmjax.design import new_design  # what fit.predict checks new rows with
+from tests._compiles import compile_log, fresh_caches
 
 
 def normal_model(y):
@@ -70,6 +80,11 @@ def load_with_another_model():
         bj.load(path, model=counts)
 
 
+def discrete_latent(y):
+    z = numpyro.sample("z", dist.Bernoulli(0.5))
+    numpyro.sample("y", dist.Normal(2.0 * z, 1.0), obs=y)
+
+
 CATALOG = [
     ("NaN in a data array", lambda: bj.sample(normal_model, {"y": np.r_[Y[:4], np.nan, Y[5:]]}, **S),
      ValueError, r"data\['y'\] has 1 non-finite value\(s\); the first is NaN at row 4"),
@@ -91,9 +106,9 @@ CATALOG = [
     ("a model that is not callable", lambda: bj.sample("model", {"y": Y}, **S),
      TypeError, r"model must be a callable NumPyro model, got str"),
     ("an unknown chain method", lambda: bj.sample(normal_model, {"y": Y}, chain_method="gpu", **S),
-     ValueError, r"chain_method must be one of"),
+     ValueError, r"chain_method must be one of \('auto', 'parallel', 'vectorized', 'sequential'\), got 'gpu'"),
     ("an unknown init strategy", lambda: bj.sample(normal_model, {"y": Y}, init_strategy="zeros", **S),
-     ValueError, r"init_strategy must be one of"),
+     ValueError, r"init_strategy must be one of \[.*'uniform'\], .*got 'zeros'"),
     ("target_accept outside (0, 1)", lambda: bj.sample(normal_model, {"y": Y}, target_accept=1.0, **S),
      ValueError, r"target_accept must be in \(0, 1\), got 1.0"),
     ("observed data outside the support", lambda: bj.sample(counts, {"y": np.array([1, -2, 3])}, **S),
@@ -118,9 +133,9 @@ CATALOG = [
      ValueError, r"response 'y' must be 0 or 1 for the bernoulli family; row 0"),
     ("negative counts", lambda: bj.Model("y ~ x", DF.assign(y=-DF["k"]), family="poisson"),
      ValueError, r"response 'y' must hold non-negative integers for the poisson family; row 1 is -1"),
-    ("more successes than trials", lambda: bj.Model("k | trials(t) ~ x", DF.assign(t=DF["k"] - 1 + 1 * (DF["k"] == 0)),
+    ("more successes than trials", lambda: bj.Model("k | trials(t) ~ x", DF.assign(t=np.maximum(DF["k"] - 1, 1)),
                                                      family="binomial"),
-     ValueError, r"trials|successes"),
+     ValueError, r"response 'k' exceeds the trials 't' at row 2 \(2 successes of 1 trials; 18 such rows\)"),
     ("an unknown family", lambda: bj.Model("y ~ x", DF, family="gamma"),
      ValueError, r"unknown family 'gamma'"),
     ("a prior for a parameter the model lacks", lambda: bj.Model("y ~ x + (1 | g)", DF,
@@ -130,11 +145,22 @@ CATALOG = [
      ValueError, r"priors\['sigma'\] has support Real\(\), but the parameter is positive"),
     ("a parameterization for an unknown grouping", lambda: bj.Model("y ~ x + (1 | g)", DF,
                                                                     parameterization={"h": "centered"}),
-     ValueError, r"parameterization names the grouping 'h'"),
+     ValueError, r"parameterization names the grouping 'h', which is not in the formula; groupings are \['g'\]"),
     ("columns of different lengths", lambda: bj.Model("y ~ x", {"y": [1.0, 2.0, 3.0], "x": [1.0, 2.0]}),
      ValueError, r"the columns of data have different lengths: \{'y': 3, 'x': 2\}"),
     ("a dataset with no rows", lambda: bj.Model("y ~ x + (1 | g)", DF.iloc[:0]),
      ValueError, r"the data have no rows"),
+    ("duplicated column names", lambda: bj.Model("y ~ x + (1 | g)", pd.concat([DF, DF[["x"]]], axis=1)),
+     ValueError, r"data has the column 'x' more than once; every column needs its own name"),
+    ("a discrete latent site", lambda: bj.sample(discrete_latent, {"y": Y}, **S),
+     ValueError, r"site 'z' is a discrete latent variable \(BernoulliProbs\): NUTS moves only continuous"),
+    ("a group label of another type than in training",
+     lambda: new_design(bj.Model("y ~ x + (1 | k)", DF).spec, DF.assign(k=DF["k"].astype(str)), groups="new"),
+     TypeError, r"'k' has the label '0' \(str\), which is not a fitted label, but 0 \(int\) is: the labels' "
+                r"types differ"),
+    ("a predictor level never seen in training", lambda: new_design(bj.Model("y ~ x + g", DF).spec, DF.assign(g="z")),
+     ValueError, r"column 'g' of new_data has 1 level\(s\) not seen in training: 'z'. In the population terms, "
+                 r"the model has coefficients only for the levels \['a', 'b'\]"),
     ("saving a fit whose prior the file cannot hold", save_unstorable_prior,
      TypeError, r"cannot store the prior priors\['sd_g'\] = MyPrior: its class .*MyPrior is not one of "
                 r"numpyro.distributions"),
@@ -147,13 +173,41 @@ CATALOG = [
 ]
 
 
+# Rows whose error shows only when the model runs on the data (bj.sample's model check).
+FOUND_BY_THE_MODEL_CHECK = {"arrays of mismatched length", "observed data outside the support"}
+MODEL_CHECK_PROGRAM = [("trace", "run"), ("lower", "jit(run)"), ("compile", "jit(run)")]
+
+
 @pytest.mark.parametrize("case", CATALOG, ids=[c[0] for c in CATALOG])
-def test_catalogued_bad_input_raises_its_documented_error(case):
-    _, thunk, exc, match = case
+def test_catalogued_bad_input_raises_its_documented_error(case, monkeypatch):
+    name, thunk, exc, match = case
     before = sampling.trace_counts()
-    with pytest.raises(exc, match=match):
-        thunk()
-    assert sampling.trace_counts() == before  # nothing was compiled
+    with fresh_caches(monkeypatch), compile_log() as compiled:
+        with pytest.raises(exc, match=match):
+            thunk()
+    assert sampling.trace_counts() == before
+    allowed = MODEL_CHECK_PROGRAM if name in FOUND_BY_THE_MODEL_CHECK else []
+    assert sorted(compiled) == sorted(allowed), f"{name!r} compiled {compiled} before raising"
+
+
+def test_compile_log_sees_work_done_earlier_in_the_process(monkeypatch):
+    """Negative control of the harness: work cached by an earlier call is seen again.
+
+    The model check and an eager operation run once outside; inside the harness both
+    show up (without ``fresh_caches`` neither would, being cached).
+    """
+    import jax.numpy as jnp
+
+    sampler.check_model(normal_model, {"y": Y}, {})
+    jnp.exp(jnp.asarray(Y))
+    with compile_log() as cached:
+        sampler.check_model(normal_model, {"y": Y}, {})
+        jnp.exp(jnp.asarray(Y))
+    assert cached == []
+    with fresh_caches(monkeypatch), compile_log() as seen:
+        sampler.check_model(normal_model, {"y": Y}, {})
+        jnp.exp(jnp.asarray(Y))
+    assert set(seen) >= {*MODEL_CHECK_PROGRAM, ("compile", "jit(exp)")}, seen
 
 
 def test_catalog_is_in_the_readme():

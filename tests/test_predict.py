@@ -383,10 +383,7 @@ def test_summary_matches_arviz_hdi():
 
 
 def test_radon_partial_pooling_beats_no_pooling_held_out(posteriordb):
-    path = posteriordb / "radon_mn.json"
-    if not path.exists():
-        pytest.skip(f"radon_mn.json not found at {path}")
-    d = json.loads(path.read_text())
+    d = json.loads((posteriordb / "radon_mn.json").read_text())
     df = pd.DataFrame({"y": d["log_radon"], "floor": np.asarray(d["floor_measure"], float),
                        "county": d["county_idx"]})  # county_idx is 1-based: labels, not codes
     rng = np.random.default_rng(0)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
@@ -50,9 +48,8 @@ def y20():
 
 
 @pytest.fixture(scope="module")
-def schools(posteriordb):
-    raw = json.loads((posteriordb / "eight_schools.json").read_text())
-    return {"y": np.asarray(raw["y"], float), "sigma": np.asarray(raw["sigma"], float)}
+def schools(eight_schools):
+    return {"y": eight_schools["y"], "sigma": eight_schools["sigma"]}
 
 
 # ----------------------------------------------------------------- known posteriors

@@ -1,0 +1,69 @@
+"""Every JAX trace, lowering and compilation in this process, seen through jax.monitoring.
+
+``bhmjax._src.sampling.trace_counts`` counts only the sampler's own programs; these events
+also see the model check's jitted program, eager operations (each a small compiled
+program) and anything else JAX compiles, whoever asks for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import jax
+from jax import monitoring
+
+EVENTS = {
+    "/jax/core/compile/jaxpr_trace_duration": "trace",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
+    "/jax/core/compile/backend_compile_duration": "compile",
+}
+_logs: list[list[tuple[str, str]]] = []
+
+
+def _listen(event: str, duration: float, **kwargs) -> None:
+    kind = EVENTS.get(event)
+    if kind is not None:
+        for log in _logs:
+            log.append((kind, str(kwargs.get("fun_name", "?"))))
+
+
+monitoring.register_event_duration_secs_listener(_listen)
+
+
+@contextlib.contextmanager
+def compile_log() -> Iterator[list[tuple[str, str]]]:
+    """Record ``(kind, function name)`` of every trace, lowering and compile inside the block."""
+    log: list[tuple[str, str]] = []
+    _logs.append(log)
+    try:
+        yield log
+    finally:
+        _logs.remove(log)
+
+
+def fresh_programs(monkeypatch) -> None:
+    """Swap bhmjax's caches of model checks and compiled programs for empty ones (until the
+    monkeypatch is undone), so a model whose code was patched is traced and compiled anew."""
+    from bhmjax import sampler
+    from bhmjax._src import batch, chees, sampling
+
+    for module, name in [(sampler, "_CHECKS"), (sampling, "_PROGRAMS"), (sampling, "_EXECUTABLES"),
+                         (chees, "_EXECUTABLES"), (batch, "_BATCH_EXECUTABLES")]:
+        monkeypatch.setattr(module, name, {})
+
+
+@contextlib.contextmanager
+def fresh_caches(monkeypatch) -> Iterator[None]:
+    """Empty JAX's in-memory caches and swap bhmjax's program caches for empty ones.
+
+    Work done earlier in the process (an eager operation, the model check of the same
+    model and shapes, a sampler program) is then done, and seen, again inside the block;
+    bhmjax's caches are put back afterwards (JAX's own refill on demand).
+    """
+    jax.clear_caches()
+    fresh_programs(monkeypatch)
+    try:
+        yield
+    finally:
+        monkeypatch.undo()
