@@ -171,6 +171,26 @@ def _check_shapes(sites: Mapping[str, Site], arrays: Mapping[str, Any]) -> None:
                 f"has shape {site.dist_shape}; data lengths: {lengths}. Arrays of mismatched length?")
 
 
+class DiscreteLatentError(ValueError):
+    """A discrete latent site, which NUTS cannot move (raised as it is, not as a data failure)."""
+
+
+def _refuse_discrete_latents(model: Callable, kwargs: Mapping[str, Any]) -> None:
+    """NUTS moves continuous parameters only: a discrete latent site (not marked for enumeration) is named."""
+    from numpyro import handlers
+
+    with handlers.block():
+        tr = handlers.trace(handlers.seed(model, 0)).get_trace(**kwargs)
+    for name, site in tr.items():
+        support = getattr(site.get("fn"), "support", None)
+        if (site["type"] == "sample" and not site.get("is_observed") and getattr(support, "is_discrete", False)
+                and (site.get("infer") or {}).get("enumerate") is None):
+            raise DiscreteLatentError(
+                f"site {name!r} is a discrete latent variable ({type(site['fn']).__name__}): NUTS moves only "
+                "continuous parameters. Sum it out of the model (e.g. a mixture: dist.MixtureSameFamily), or "
+                "pass its values as observed data.")
+
+
 def model_trace(model: Callable, arrays: Mapping[str, Any], static: Mapping[str, Any]) -> ModelTrace:
     """The abstract trace of ``model(**arrays, **static)`` in the current precision (cached).
 
@@ -190,6 +210,7 @@ def model_trace(model: Callable, arrays: Mapping[str, Any], static: Mapping[str,
     captured: dict[str, Any] = {}
 
     def probe(rng, arrs):
+        _refuse_discrete_latents(model, {**arrs, **static})
         info = initialize_model(rng, model, init_strategy=init_to_uniform(), dynamic_args=True,
                                 model_kwargs={**arrs, **static})
         captured["info"] = info
@@ -204,6 +225,8 @@ def model_trace(model: Callable, arrays: Mapping[str, Any], static: Mapping[str,
                 for k, v in arrays.items()}
     try:
         jax.eval_shape(probe, jax.random.PRNGKey(0), abstract)
+    except DiscreteLatentError:
+        raise
     except (TypeError, ValueError, IndexError, jax.errors.ConcretizationTypeError) as err:
         raise _explain(err, arrays) from err
     except Exception:  # a distribution that cannot evaluate its density, say: named when it is one site's
