@@ -408,9 +408,7 @@ def pointwise_log_likelihood(fit: "Fit") -> dict[str, np.ndarray]:
     if stored is not None:
         return dict(stored)
     if getattr(fit, "spec", None) is not None and hasattr(fit.spec, "structure"):
-        from bhmjax.predict import log_likelihood
-
-        return {"y": log_likelihood(fit)}  # formula fits: chunked over rows, from the linear predictor
+        return {"y": fit.log_likelihood()}  # formula fits: chunked over rows, from the linear predictor
     if fit.model is None:
         return {}
     from numpyro.infer import log_likelihood as numpyro_log_likelihood
