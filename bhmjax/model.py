@@ -356,7 +356,7 @@ class Model:
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, **sample_kwargs) -> Fit:
+    def fit(self, *, reduce: Any = "auto", marginalize: Any = "auto", **sample_kwargs) -> Fit:
         """Sample the posterior with :func:`bhmjax.sample` (same keyword arguments).
 
         ``reduce`` ("auto", True or False) picks the exact data reduction of
@@ -378,55 +378,65 @@ class Model:
 
         Returns a :class:`~bhmjax.Fit` whose ``spec`` is this model's :class:`ModelSpec`.
         """
-        from bhmjax.marginal import complete_fit
-        from bhmjax.sampler import sample
+        from bhmjax import runner
 
-        reduce = sample_kwargs.pop("reduce", "auto")
+        config, labels, sinks = runner.request_options(sample_kwargs, "Model.fit()")
+        return runner.execute(self.run_request(config, reduce=reduce, marginalize=marginalize, **labels, **sinks))
+
+    def run_request(self, config, *, reduce: Any = "auto", marginalize: Any = "auto", coords=None, dims=None,
+                    names=None, checkpoint=None, out=None, progress: bool = True):
+        """What :meth:`fit` runs: a :class:`~bhmjax.runner.RunRequest` for ``config`` (a RunConfig).
+
+        Everything the Fit holds comes from here (spec, the rows, the data the sampler
+        runs on (standardized, reduced, with the basis of an integrated grouping), names,
+        site order, pre-pass seconds), so a checkpoint resumed from this model's record
+        gives the Fit of an uninterrupted run.
+        """
+        from dataclasses import replace
+
+        from bhmjax import runner
+        from bhmjax._src import data as data_lib
+
         if reduce not in ("auto", True, False):
             raise ValueError(f"reduce must be 'auto', True or False, got {reduce!r}")
-        marginal = self._marginal(sample_kwargs.pop("marginalize", "auto"))
+        marginal = self._marginal(marginalize)
         reparam_s = self._learn_centeredness(marginal)
-        names, coords, dims = self.names()
-        names.update(sample_kwargs.pop("names", None) or {})
-        coords.update(sample_kwargs.pop("coords", None) or {})
-        dims.update(sample_kwargs.pop("dims", None) or {})
-        wanted = sample_kwargs.get("keep")
-        if marginal is not None and wanted is not None:  # the draws of r_<g> replay the model: store every site
-            sample_kwargs["keep"] = None
-        x64 = bool(sample_kwargs.get("x64", False))
-        data = self.model_data(x64=x64)
-        sampled, reduced = self.sampling_data(x64=x64, reduce=reduce, marginalize=marginal is not None)
+        model_names, model_coords, model_dims = self.names()
+        internal = tuple(k for k, v in model_names.items() if all(n is None for n in v))
+        data = self.model_data(x64=config.x64)
+        sampled, reduced = self.sampling_data(x64=config.x64, reduce=reduce, marginalize=marginal is not None)
         structure = marginalize_lib.marginal_structure(self.spec.structure, marginal)
-        fit = sample(build_model(structure), sampled, names=names, coords=coords, dims=dims, **sample_kwargs)
-        fit.data, fit.sampled_data = data, sampled  # the rows' posterior: LOO and predictions use the rows
-        if reduced:
+        reduction = None
+        if reduced:  # the posterior is the row-level one; the fit keeps the rows for LOO and predictions
             kind = "gaussian" if self.spec.family.name == "gaussian" else "counts"
-            fit.settings["reduction"] = {"kind": kind, "rows": self.num_rows, "pseudo_rows": sampled["N"]}
+            reduction = {"kind": kind, "rows": self.num_rows, "pseudo_rows": sampled["N"]}
             if kind == "counts":
-                fit.settings["reduction"]["cells"] = sampled["N"]
-        if "response:loc" in sampled or any(k.startswith("scale:") for k in sampled):
-            loc = sampled.get("response:loc")
-            fit.settings["standardized"] = {"loc": None if loc is None else float(self._response_loc()),
-                                            "scale": float(self.spec.family.scale(self._arrays["y"]))}
-        if marginal is not None:
-            fit.settings["marginalized"] = marginalize_lib.record(structure, self._num_groups()[marginal])
-        if marginal is not None and wanted is not None:
-            fit.settings["keep"] = list(wanted)
-        complete_fit(fit, self.spec)
-        if marginal is not None and wanted is not None:
-            fit.draws = {k: v for k, v in fit.draws.items() if k in wanted}
+                reduction["cells"] = sampled["N"]
         order = ["Intercept", "b", *self.spec.family.params]
         for g in self.spec.structure.groups:
             order += [f"sd_{g.name}", f"cor_{g.name}", f"r_{g.name}"]
-        fit.draws = {**{k: fit.draws[k] for k in order if k in fit.draws}, **fit.draws}
-        fit.spec = self.spec
-        fit.timings["reparam"] = reparam_s
-        fit.settings["parameterization"] = {k: np.asarray(v).tolist() if isinstance(v, np.ndarray) else list(v)
-                                            for k, v in self.centeredness.items()}
+        arrays, static = data_lib.split_data(sampled)
+        data_lib.check_data(arrays)
+        settings = {"parameterization": {k: np.asarray(v).tolist() if isinstance(v, np.ndarray) else list(v)
+                                         for k, v in self.centeredness.items()}}
         if self.reparam_info is not None:
-            fit.settings["reparam"] = {"requested": "auto", "seconds": self.reparam_info.seconds,
-                                       "text": self.reparam_info.describe()}
-        return fit
+            settings["reparam"] = {"requested": "auto", "seconds": self.reparam_info.seconds,
+                                   "text": self.reparam_info.describe()}
+        if "response:loc" in sampled or any(k.startswith("scale:") for k in sampled):
+            loc = sampled.get("response:loc")
+            settings["standardized"] = {"loc": None if loc is None else float(self._response_loc()),
+                                        "scale": float(self.spec.family.scale(self._arrays["y"]))}
+        if marginal is not None:
+            settings["marginalized"] = marginalize_lib.record(structure, self._num_groups()[marginal])
+            if config.keep is not None:  # the draws of r_<g> replay the model: store every site, keep after
+                settings["keep"] = list(config.keep)
+                config = replace(config, keep=None)
+        return runner.RunRequest(
+            model=build_model(structure), arrays=arrays, static=static, config=config,
+            coords={**model_coords, **(coords or {})}, dims={**model_dims, **(dims or {})},
+            names={**model_names, **(names or {})}, data=data, spec=self.spec,
+            reduction=reduction, order=tuple(order), timings={"reparam": reparam_s}, internal=internal,
+            settings=settings, checkpoint=checkpoint, out=out, progress=progress)
 
     def _num_groups(self) -> dict[str, int]:
         return {g.name: g.encoding.num_groups for g in self.spec.groups}

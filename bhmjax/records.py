@@ -290,7 +290,7 @@ def model_entry(model: Callable | None, spec: Any) -> tuple[dict | None, dict[st
     function by its ``module:qualname``. Raises ``TypeError``/``ValueError`` naming a
     data column or prior of a formula model that cannot be stored.
     """
-    from bhmjax.checkpoint import model_reference
+    from bhmjax._src.identity import model_reference
 
     if spec is not None:
         record, arrays = to_record(spec)
@@ -303,7 +303,7 @@ def model_entry(model: Callable | None, spec: Any) -> tuple[dict | None, dict[st
 def _rebuild_formula(record: Mapping[str, Any], arrays: Mapping[str, np.ndarray], data: Mapping[str, Any],
                      x64: bool, where: str):
     """The stored ``bj.Model``, checked to give exactly the data the fit was sampled on."""
-    from bhmjax.io import FitFileError
+    from bhmjax._src.errors import FitFileError
 
     hint = "(written by another version of bhmjax or formulaic?)"
     try:
@@ -344,7 +344,7 @@ def _site_mismatch(model: Callable, draws: Mapping[str, np.ndarray], data: Mappi
 def _function_model(entry: dict | None, model: Callable | None, draws, data, x64: bool,
                     where: str) -> Callable | None:
     """The model passed to ``load``, else the stored ``module:qualname`` imported again (or None, warned)."""
-    from bhmjax.checkpoint import import_model
+    from bhmjax._src.identity import import_model
 
     fix = "pass it: bj.load(path, model=my_model)"
     if model is not None:

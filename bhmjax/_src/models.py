@@ -43,6 +43,7 @@ import numpyro.distributions as dist
 from bhmjax._src import marginal
 from bhmjax._src.families import FAMILIES, Family
 from bhmjax._src.formula import FixedDesignSpec, FormulaSpec, GroupDesignSpec
+from bhmjax._src.identity import structure_digest
 from bhmjax._src.priors import Prior, VectorPrior, make_vector
 from bhmjax._src.reparam import data_key, group_effects
 from bhmjax._src.standardize import on_sampler_scale
@@ -221,7 +222,8 @@ def build_model(structure: ModelStructure) -> Callable:
     if model is None:
         def model(**data):
             return _glmm(structure, data)
-        model.__name__ = model.__qualname__ = f"formula_model_{len(_MODELS)}"
+        model.__name__ = model.__qualname__ = f"formula_model_{structure_digest(structure)[:12]}"
+        model.structure = structure  # its stable identity (bhmjax._src.identity.model_identity)
         _MODELS[structure] = model
     return model
 
