@@ -17,7 +17,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "bhmjax"
 
-LAYERS = ["display", "summary", "fit", "diagnose", "records", "io", "stream", "checkpoint", "runner", "model",
+LAYERS = ["display", "summary", "fit", "marginal", "diagnose", "records", "io", "stream", "checkpoint", "runner", "model",
           "design", "predict", "arviz", "plots", "comparison", "sampler", "batch", "__init__"]
 EXEMPT = {"fit": ("Fit", None), "records": (None, "from_record")}  # module: (class whose methods, function)
 
