@@ -222,7 +222,7 @@ class CheckpointSink:
 
     def __init__(self, folder: Path, request, memory: engine.MemorySink, owner: Owner | None) -> None:
         self.folder, self.request, self.memory, self.owner = Path(folder), request, memory, owner
-        self.model = model_entry(request.model, request.spec)  # a prior or column a file cannot hold: refused now
+        self.model = model_entry(request.model, request.spec, request.data)  # a prior or column a file cannot hold: refused now
         self.last_good: dict | None = None
         self.failed = 0
         self.error: str | None = None

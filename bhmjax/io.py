@@ -244,7 +244,7 @@ def save(fit: "Fit", path: str | os.PathLike, *, log_likelihood: bool | str = "a
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot save to {str(path)!r}: the folder {str(path.parent)!r} does not exist")
-    model, model_arrays = model_entry(fit.model, fit.spec)
+    model, model_arrays = model_entry(fit.model, fit.spec, fit.data)
     arrays, scalars = _collect_arrays(fit, log_likelihood)
     arrays |= {f"model/{k}": v for k, v in model_arrays.items()}
     meta = _meta(fit, arrays, scalars, model)

@@ -497,21 +497,16 @@ class Model:
         """
         if all(g.centeredness is not None for g in self.spec.structure.groups if g.name != marginal):
             return 0.0
-        import dataclasses
-
         import jax
 
         from bhmjax._src import data as data_lib
-        from bhmjax._src.autoreparam import learn_centeredness, with_centeredness
+        from bhmjax._src.autoreparam import learn_centeredness
 
         data, _ = self.sampling_data(marginalize=marginal is not None)
         arrays, static = data_lib.split_data(data)
         structure = marginalize_lib.marginal_structure(self.spec.structure, marginal)
         self.reparam_info = learn_centeredness(jax.random.PRNGKey(0), structure, arrays, static)
-        structure = with_centeredness(self.spec.structure, self.reparam_info.centeredness)
-        self._per_group = {g.name: self.reparam_info.centeredness[g.name] for g in structure.groups
-                           if g.centeredness == PER_GROUP}
-        self.spec = dataclasses.replace(self.spec, structure=structure)
+        self.use_centeredness(self.reparam_info.centeredness)
         return self.reparam_info.seconds
 
     def reduced_data(self, data: dict[str, Any] | None = None) -> dict[str, Any] | None:
@@ -549,7 +544,19 @@ class Model:
         priors, encodings, design, centeredness (learned values included). A data
         column or prior that cannot be stored raises ``TypeError``/``ValueError`` naming it.
         """
-        return to_record(self.spec)
+        return to_record(self.spec, self._per_group)
+
+    def use_centeredness(self, values: Mapping[str, np.ndarray]) -> None:
+        """Set learned per-group centeredness, shape (G, K) per grouping, without a pre-pass
+        (a model rebuilt from its record: the values ``parameterization="auto"`` learned)."""
+        import dataclasses
+
+        from bhmjax._src.autoreparam import with_centeredness
+
+        structure = with_centeredness(self.spec.structure, values)
+        self._per_group = {g.name: np.asarray(values[g.name]) for g in structure.groups
+                           if g.centeredness == PER_GROUP}
+        self.spec = dataclasses.replace(self.spec, structure=structure)
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> "Model":
