@@ -22,13 +22,11 @@ import argparse
 import json
 from pathlib import Path
 
-import jax
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
 import bhmjax as bj
-from bhmjax._src import sampling
 
 from .common import DATA_DIR, ess_stats, machine, save_json
 from .overhead import eight_schools_ncp
@@ -59,9 +57,8 @@ def slopes_data(num_groups: int = 50, num_rows: int = 1000, seed: int = 1) -> di
 
 
 def per_seed(model, arrays, static, scheme: str, seed: int) -> dict:
-    config = sampling.NutsConfig(num_warmup=1000, adaptation=scheme)
-    result = sampling.run_chains(jax.random.PRNGKey(seed), model, arrays, static, config, num_chains=4,
-                                 num_draws=1000, chain_method="sequential")
+    result = bj.sample(model, {**arrays, **static}, chains=4, warmup=1000, draws=1000, seed=seed,
+                       adaptation=scheme, chain_method="sequential", progress=False)
     ess = ess_stats({k: v for k, v in result.draws.items() if not k.startswith("z_")})["min_ess_bulk"]
     return {"ess_per_1000_gradients": 1000 * ess / result.num_grad_evals["sampling"],
             "warmup_gradients": result.num_grad_evals["warmup"],
@@ -90,7 +87,7 @@ def large(schemes=("hybrid", "stan")) -> list[dict]:
     rows = []
     for scheme in schemes:
         fit = model.fit(chains=4, warmup=1000, draws=1000, seed=0, progress=False, chain_method="sequential",
-                        adaptation=scheme)
+                        adaptation=scheme, marginalize=False)
         ess = ess_stats(comparable(fit.draws))["min_ess_bulk"]
         rows.append({"model": "slopes_G2000_N100000", "adaptation": scheme, "min_ess_bulk": ess,
                      "warmup_gradients": fit.num_grad_evals["warmup"],

@@ -135,6 +135,8 @@ def fit_once(cell: dict, seed: int):
     if param == "auto" and not auto_parameterization()["available"]:
         raise Unavailable(auto_parameterization()["reason"])
     if model in ("eight_schools", "slopes_handwritten"):  # hand-written: a function per form, auto on the centered one
+        if param == "marginalized":
+            raise Unavailable("a hand-written NumPyro model: integrate its effects out with bj.MarginalNormalGroups")
         if model == "eight_schools":
             cp, ncp, data = eight_schools_cp, eight_schools_ncp, eight_schools_data()
         else:
@@ -152,7 +154,11 @@ def fit_once(cell: dict, seed: int):
     else:
         formula, family = FORMULAS[model]
         frame = regime_data(model, cell["G"], cell["rows"], cell["noise_ratio"], cell.get("data_seed", 0))
-    return bj.Model(formula, frame, family=family, parameterization=param).fit(**kwargs)
+    if param == "marginalized":  # the group effects integrated out (gaussian only), drawn after sampling
+        if family != "gaussian":
+            raise Unavailable(f"the {family} family's group effects cannot be integrated out exactly")
+        return bj.Model(formula, frame, family=family).fit(marginalize=True, **kwargs)
+    return bj.Model(formula, frame, family=family, parameterization=param).fit(marginalize=False, **kwargs)
 
 
 def measured_draws(fit) -> dict[str, np.ndarray]:

@@ -68,6 +68,17 @@ def ncp_cp_ratio(pair: dict[str, dict], metric: str = "ess_per_1k_grads") -> flo
     return ncp / cp if cp else None
 
 
+SAMPLED = ("centered", "noncentered", "auto")
+
+
+def marginalized_ratio(pair: dict[str, dict], metric: str = "ess_per_1k_grads") -> float | None:
+    """Marginalized over the best sampled parameterization of the same cell (> 1: integrating out wins)."""
+    sampled = [pair[p]["metrics"][metric] for p in SAMPLED if p in pair]
+    if "marginalized" not in pair or not sampled or not max(sampled):
+        return None
+    return pair["marginalized"]["metrics"][metric] / max(sampled)
+
+
 def headline(results: dict) -> list[str]:
     """One line per target, stated as a ratio from this run."""
     lines = []
@@ -89,6 +100,14 @@ def headline(results: dict) -> list[str]:
         if best_ncp[1] > 1:
             text += f"; largest NCP win x{best_ncp[1]:.1f} at {_key(best_ncp[0])}"
         lines.append(text)
+    marg = [(k, marginalized_ratio(p), marginalized_ratio(p, "ess_per_s_total")) for k, p in pairs(results).items()]
+    marg = [m for m in marg if m[1] is not None]
+    if marg:
+        wins = sum(r > 1 for _, r, _ in marg)
+        low = min(marg, key=lambda m: m[1])
+        lines.append(f"regimes: marginalized beats the best sampled form in ESS per gradient in {wins} of {len(marg)} "
+                     f"cells (lowest ratio x{low[1]:.2f} at {_key(low[0])}); ESS/s (wall) ratio median "
+                     f"x{float(np.median([m[2] for m in marg if m[2] is not None])):.2f}")
     for c in (c for c in _ok(results, "baselines") if c["sampler"] == "bhmjax"):
         o = c["overhead"]
         lines.append(f"{c['model']}: bhmjax / hand-written NumPyro wall time = {o['wall_ratio']:.2f} "
@@ -106,35 +125,47 @@ def _key(k: tuple) -> str:
 
 # ---------------------------------------------------------------- plots
 
+def _phase_panel(ax, fig, grid: dict, title: str) -> None:
+    rows = sorted({k[0] for k in grid})
+    noise = sorted({k[1] for k in grid})
+    z = np.full((len(noise), len(rows)), np.nan)
+    for (r, s), v in grid.items():
+        z[noise.index(s), rows.index(r)] = v
+    lim = max(1.0, float(np.nanmax(np.abs(z))))
+    im = ax.imshow(z, cmap="RdBu", vmin=-lim, vmax=lim, origin="lower", aspect="auto")
+    for i in range(len(noise)):
+        for j in range(len(rows)):
+            if np.isfinite(z[i, j]):
+                ax.text(j, i, f"{2 ** z[i, j]:.2g}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(rows)), [str(r) for r in rows])
+    ax.set_yticks(range(len(noise)), [f"{s:g}" for s in noise])
+    ax.set_xlabel("rows per group")
+    ax.set_ylabel("noise sd / group sd")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, label="log2 ratio")
+
+
 def plot_phase(results: dict, out: Path) -> list[Path]:
-    """log2(NCP/CP ESS per gradient) over rows per group x noise ratio, one panel per (model, G)."""
+    """Per (model, G), over rows per group x noise ratio: log2(NCP/CP ESS per gradient) and, where
+    the run has marginalized cells, log2(marginalized / best sampled form ESS per gradient)."""
     import matplotlib.pyplot as plt
 
-    grids: dict[tuple, dict] = defaultdict(dict)
+    panels: dict[tuple, dict[str, dict]] = defaultdict(lambda: defaultdict(dict))
     for key, pair in pairs(results).items():
-        r = ncp_cp_ratio(pair)
-        if r is not None and r > 0:
-            grids[(key[0], key[1])][(key[2], key[3])] = math.log2(r)
+        for name, r in (("ncp", ncp_cp_ratio(pair)), ("marginalized", marginalized_ratio(pair))):
+            if r is not None and r > 0:
+                panels[(key[0], key[1])][name][(key[2], key[3])] = math.log2(r)
+    titles = {"ncp": "NCP/CP ESS per gradient\n(blue: non-centered wins)",
+              "marginalized": "marginalized / best of CP, NCP, auto\nESS per gradient (blue: marginalized wins)"}
     written = []
-    for (model, groups), grid in sorted(grids.items()):
-        rows = sorted({k[0] for k in grid})
-        noise = sorted({k[1] for k in grid})
-        z = np.full((len(noise), len(rows)), np.nan)
-        for (r, s), v in grid.items():
-            z[noise.index(s), rows.index(r)] = v
-        lim = max(1.0, float(np.nanmax(np.abs(z))))
-        fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(rows), 1.0 + 0.8 * len(noise)))
-        im = ax.imshow(z, cmap="RdBu", vmin=-lim, vmax=lim, origin="lower", aspect="auto")
-        for i in range(len(noise)):
-            for j in range(len(rows)):
-                if np.isfinite(z[i, j]):
-                    ax.text(j, i, f"{2 ** z[i, j]:.2g}", ha="center", va="center", fontsize=8)
-        ax.set_xticks(range(len(rows)), [str(r) for r in rows])
-        ax.set_yticks(range(len(noise)), [f"{s:g}" for s in noise])
-        ax.set_xlabel("rows per group")
-        ax.set_ylabel("noise sd / group sd")
-        ax.set_title(f"{model}, G={groups}: NCP/CP ESS per gradient\n(blue: non-centered wins)", fontsize=9)
-        fig.colorbar(im, ax=ax, label="log2 ratio")
+    for (model, groups), grids in sorted(panels.items()):
+        names = [n for n in titles if grids.get(n)]
+        width = max(len({k[0] for k in g}) for g in grids.values())
+        height = max(len({k[1] for k in g}) for g in grids.values())
+        fig, axes = plt.subplots(1, len(names), figsize=((1.2 + 1.1 * width) * len(names), 1.0 + 0.8 * height),
+                                 squeeze=False)
+        for ax, name in zip(axes[0], names):
+            _phase_panel(ax, fig, grids[name], f"{model}, G={groups}: {titles[name]}")
         fig.tight_layout()
         path = out / f"phase_{model}_G{groups}.png"
         fig.savefig(path, dpi=100)

@@ -41,6 +41,8 @@ from numpyro.infer import MCMC, NUTS
 from numpyro.infer.util import initialize_model
 
 import bhmjax as bj
+from bhmjax._src.marginalize import marginal_structure
+from bhmjax._src.models import build_model
 
 from . import peers
 from .common import DATA_DIR, REPO, ess_stats, machine, save_json
@@ -202,13 +204,15 @@ def varying_slopes(num_groups: int, num_rows: int, seed: int = 0) -> pd.DataFram
 FORMULA = "y ~ 1 + x + (1 + x | g)"
 
 
-SAMPLERS = ("numpyro MCMC", "bhmjax", "bhmjax reduced", "bhmjax reduced centered", "pymc", "nutpie")
+SAMPLERS = ("numpyro MCMC", "bhmjax", "bhmjax reduced", "bhmjax reduced centered", "bhmjax marginalized", "pymc",
+            "nutpie")
 
 
 def formula_case(name, frame, chains, warmup, draws, samplers=SAMPLERS) -> list[dict]:
     """The varying-slopes model, non-centered for every sampler (the issue's setting), plus
-    bhmjax reduced and centered: the better fixed form where groups have many rows, its
-    posterior checked against the non-centered bhmjax row (``vs_bhmjax``)."""
+    bhmjax reduced and centered: the better fixed form where groups have many rows, and
+    bhmjax with the group effects integrated out (``marginalize=True``, the default for
+    gaussian models); their posteriors checked against the non-centered bhmjax row (``vs_bhmjax``)."""
     model = bj.Model(FORMULA, frame, parameterization="noncentered")
     rows_data = model.model_data()
     reduced = model.reduced_data(rows_data)
@@ -218,16 +222,23 @@ def formula_case(name, frame, chains, warmup, draws, samplers=SAMPLERS) -> list[
     if "numpyro MCMC" in samplers:
         out.append(run_numpyro(name, model.numpyro_model, rows_data, chains, warmup, draws, raw_rows))
     if "bhmjax" in samplers:
-        out.append(run_bhmjax(name, lambda: model.fit(reduce=False, **settings), raw_rows))
+        out.append(run_bhmjax(name, lambda: model.fit(reduce=False, marginalize=False, **settings), raw_rows))
     if reduced is not None:
         raw_reduced = raw_gradient_ms(model.numpyro_model, reduced)
         if "bhmjax reduced" in samplers:
-            out.append(run_bhmjax(name, lambda: model.fit(**settings), raw_reduced, "bhmjax reduced"))
+            out.append(run_bhmjax(name, lambda: model.fit(marginalize=False, **settings), raw_reduced,
+                                  "bhmjax reduced"))
             out[-1]["pseudo_rows"] = reduced["N"]
         if "bhmjax reduced centered" in samplers:
             centered = bj.Model(FORMULA, frame, parameterization="centered")
             raw_centered = raw_gradient_ms(centered.numpyro_model, centered.reduced_data())
-            out.append(run_bhmjax(name, lambda: centered.fit(**settings), raw_centered, "bhmjax reduced centered"))
+            out.append(run_bhmjax(name, lambda: centered.fit(marginalize=False, **settings), raw_centered,
+                                  "bhmjax reduced centered"))
+    if "bhmjax marginalized" in samplers:
+        marginal, _ = model.sampling_data(marginalize=True)
+        raw_marginal = raw_gradient_ms(build_model(marginal_structure(model.spec.structure, "g")), marginal)
+        out.append(run_bhmjax(name, lambda: model.fit(marginalize=True, **settings), raw_marginal,
+                              "bhmjax marginalized"))
     sites = next((r["sites"] for r in out if r["sampler"] == "bhmjax reduced"), None) or out[0]["sites"]
     out += peer_rows(name, lambda: peers.pymc_formula_model(model), sites, chains, warmup, draws,
                      [p for p in peers.PEERS if p in samplers])

@@ -5,7 +5,8 @@ is a plain dict naming its ``block`` (what question it answers) and everything t
 shapes the run, so the JSON row can be traced back to it:
 
 * ``regimes``: simulated data, one row per (model, G, rows per group, noise ratio,
-  parameterization); the phase diagram of which parameterization wins where.
+  parameterization); the phase diagram of which parameterization wins where, with
+  "marginalized" (gaussian group effects integrated out) beside the sampled forms.
 * ``real``: eight schools (hand-written CP/NCP/auto, known sigma) and radon (formula).
 * ``handwritten``: varying intercepts and slopes written as a NumPyro function
   (``benchmarks/handwritten.py``, unequal group sizes): the centered function, the
@@ -26,7 +27,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-PARAMETERIZATIONS = ("centered", "noncentered", "auto")
+# "marginalized": gaussian group effects integrated out (bj.Model.fit(marginalize=True)), not sampled.
+PARAMETERIZATIONS = ("centered", "noncentered", "auto", "marginalized")
 
 # Sampler settings per suite (a cell may override any of them).
 SETTINGS = {
@@ -79,7 +81,7 @@ def _baselines(models, samplers=("numpyro", "pymc", "nutpie"), **extra) -> list[
 def smoke() -> list[dict]:
     """The tiny grid of the test: the two directions known to hold with few draws."""
     return (_real(["eight_schools"], params=("centered", "noncentered"))
-            + _regimes(["intercepts"], [8], [1000], [0.1], params=("centered", "noncentered")))
+            + _regimes(["intercepts"], [8], [1000], [0.1], params=("centered", "noncentered", "marginalized")))
 
 
 def quick() -> list[dict]:

@@ -18,6 +18,9 @@ from bhmjax._src.diagnostics import ess  # noqa: E402
 from bhmjax._src.diagnostics import hdi  # noqa: E402
 from bhmjax._src.diagnostics import mcse  # noqa: E402
 from bhmjax._src.diagnostics import rhat  # noqa: E402
+from bhmjax._src.marginal import GroupBasis  # noqa: E402
+from bhmjax._src.marginal import MarginalNormalGroups  # noqa: E402
+from bhmjax._src.marginal import group_basis  # noqa: E402
 from bhmjax.batch import FitCollection  # noqa: E402
 from bhmjax.comparison import compare  # noqa: E402
 from bhmjax.batch import fit_many  # noqa: E402
@@ -25,6 +28,7 @@ from bhmjax.diagnose import DiagnosticReport  # noqa: E402
 from bhmjax.fit import Fit  # noqa: E402
 from bhmjax.io import FitFileError  # noqa: E402
 from bhmjax.io import load  # noqa: E402
+from bhmjax.marginal import marginal_effects  # noqa: E402
 from bhmjax.model import Model  # noqa: E402
 from bhmjax.predict import Prediction  # noqa: E402
 from bhmjax.predict import prior_predictive  # noqa: E402
@@ -38,7 +42,9 @@ __all__ = [
     "Fit",
     "FitFileError",
     "FitCollection",
+    "GroupBasis",
     "GroupEncoding",
+    "MarginalNormalGroups",
     "Model",
     "Prediction",
     "bfmi",
@@ -46,9 +52,11 @@ __all__ = [
     "compilation_cache_dir",
     "encode_groups",
     "fit_many",
+    "group_basis",
     "ess",
     "hdi",
     "load",
+    "marginal_effects",
     "mcse",
     "prior_predictive",
     "rhat",

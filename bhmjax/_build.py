@@ -31,13 +31,43 @@ __all__ = ["build_spec"]
 _NA_ACTIONS = ("raise", "drop")
 
 
+def _from_other_frame(data: Any):
+    """A polars (or any narwhals-supported eager) frame as pandas, column by column; None if not one.
+
+    Values come over as numpy arrays, nulls as NaN/None (so NA handling sees them); an
+    Enum keeps its category order as a pandas Categorical.
+    """
+    import narwhals as nw
+    import pandas as pd
+
+    frame = nw.from_native(data, eager_only=True, pass_through=True)
+    if frame is data:
+        return None
+    columns = {}
+    for name in frame.columns:
+        series = frame[name]
+        values = series.to_numpy()
+        if isinstance(series.dtype, nw.Enum):
+            values = pd.Categorical(values, categories=list(series.dtype.categories))
+        columns[name] = values
+    return pd.DataFrame(columns)
+
+
 def _as_frame(data: Any):
     import pandas as pd
 
+    if not isinstance(data, (pd.DataFrame, Mapping)):
+        converted = _from_other_frame(data)
+        data = data if converted is None else converted
     if isinstance(data, pd.DataFrame):
+        copies = data.columns[data.columns.duplicated()]
+        if len(copies):
+            raise ValueError(f"data has the column {copies[0]!r} more than once; every column needs its own "
+                             "name: rename or drop the copies (e.g. data.loc[:, ~data.columns.duplicated()]).")
         return data.reset_index(drop=True)
     if not isinstance(data, Mapping):
-        raise TypeError(f"data must be a pandas DataFrame or a dict of 1-d arrays, got {type(data).__name__}")
+        raise TypeError(f"data must be a data frame (pandas, polars or another narwhals-supported one) or a "
+                        f"dict of 1-d arrays, got {type(data).__name__}")
     lengths = {}
     for name, value in data.items():
         shape = np.shape(value)

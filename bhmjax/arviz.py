@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
+from bhmjax._src import stats as sampler_stats
 from bhmjax._src.naming import axis_labels, flat_names, valid_labels
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,8 +33,6 @@ __all__ = ["LOG_LIKELIHOOD_VALUES", "arviz_major", "from_groups", "import_arviz"
 
 LOG_LIKELIHOOD_VALUES = 20_000_000
 """``log_likelihood="auto"`` exports the pointwise log-likelihood up to this many values."""
-STAT_NAMES = {"diverging": "diverging", "energy": "energy", "step_size": "step_size",
-              "tree_depth": "tree_depth", "num_steps": "n_steps", "accept_prob": "acceptance_rate"}
 _SAMPLED = ("posterior", "sample_stats", "log_likelihood", "posterior_predictive", "prior",
             "prior_predictive")
 
@@ -177,9 +176,7 @@ def export_groups(fit: "Fit", *, prior: Any = None, posterior_predictive: Any = 
     coords: dict = {}
     dims: dict = {}
     posterior = {s: export_site(fit, s, fit.draws[s], coords, dims) for s in shown_sites(fit)}
-    stats = {new: np.asarray(fit.stats[old]) for old, new in STAT_NAMES.items() if old in fit.stats}
-    if "potential_energy" in fit.stats:
-        stats["lp"] = -np.asarray(fit.stats["potential_energy"])
+    stats = sampler_stats.to_arviz(fit.stats)
     if posterior_predictive is True:
         posterior_predictive = fit.posterior_predictive()
     pp = _predictive(posterior_predictive if posterior_predictive is not None

@@ -6,9 +6,13 @@ over devices and running across hosts.
 
 from __future__ import annotations
 
+import inspect
+import json
 import numbers
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -16,13 +20,20 @@ import numpy as np
 
 from bhmjax._src import batch as core
 from bhmjax._src import data as data_lib
-from bhmjax._src import adapt, sampling
-from bhmjax._src.models import all_groups
+from bhmjax._src import engine
+from bhmjax._src.config import build_config, check_keywords, positive_int
+from bhmjax._src.models import all_groups, row_keys, site_order
 from bhmjax._src.precision import x64_mode
+from bhmjax._src.sampling import nuts_program
+from bhmjax._src.stats import STATS
+from bhmjax._src.trace import model_trace
 from bhmjax.fit import Fit, hdi_columns
+from bhmjax.model import Model
+from bhmjax.checkpoint import Owner
+from bhmjax.runner import Progress, RunRequest, make_fit, run_request
 from bhmjax.stream import available_memory
 
-__all__ = ["FitCollection", "fit_many"]
+__all__ = ["FitCollection", "NotFitted", "fit_many"]
 
 
 @dataclass
@@ -36,27 +47,42 @@ class _Dataset:
     labels: dict = field(default_factory=lambda: {"names": {}, "coords": {}, "dims": {}})
     spec: Any = None
     order: list = field(default_factory=list)
+    internal: tuple = ()
     error: str | None = None
 
 
 @dataclass
 class _Bucket:
-    """Datasets sharing one padded shape: their results side by side (leading dataset axis)."""
+    """Datasets sharing one padded shape: their results, chunk by chunk (leading dataset axis)."""
 
     key: tuple
     members: list[int]
-    draws: dict
-    stats: dict
-    grads: dict
+    parts: list[tuple[dict, dict]]  # per chunk: draws and stats (datasets, chains, draws, ...)
+    grads: dict  # phase -> (members,)
     axes: dict
-    diagnostics: dict
     timings: dict
+    diagnostics: dict = field(default_factory=dict)
+
+    def locate(self, j: int) -> tuple[dict, dict, int]:
+        """The draws and stats of the chunk holding member ``j``, and its row there."""
+        for values, stats in self.parts:
+            n = len(next(iter(stats.values())))
+            if j < n:
+                return values, stats, j
+            j -= n
+        raise IndexError(j)
+
+    def summary(self, prob: float) -> dict:
+        """Per site, every member's summary statistics (vmapped over each chunk's datasets)."""
+        tables = [core.batch_summary(values, prob) for values, _ in self.parts]
+        return {site: {k: np.concatenate([t[site][k] for t in tables]) for k in tables[0][site]}
+                for site in tables[0]}
+
+
+MODEL_OPTIONS = ("parameterization", "priors", "trials", "na_action")  # passed to bj.Model
 
 
 def _formula_datasets(formula, datasets, family, model_kwargs, x64) -> tuple[list[_Dataset], core.PadSpec]:
-    from bhmjax._src.models import row_keys, site_order
-    from bhmjax.model import Model
-
     out, spec = [], None
     for label, frame in datasets:
         try:
@@ -67,8 +93,9 @@ def _formula_datasets(formula, datasets, family, model_kwargs, x64) -> tuple[lis
         arrays, static = data_lib.split_data(m.model_data(x64=x64))
         names, coords, dims = m.names()
         order = site_order(m.spec.structure)
+        internal = tuple(k for k, v in names.items() if all(n is None for n in v))
         out.append(_Dataset(label, m.numpyro_model, arrays, static, dict(names=names, coords=coords, dims=dims),
-                            m.spec, order))
+                            m.spec, order, internal))
         if spec is None:
             k = len(m.spec.groups)
             spec = core.PadSpec(rows=row_keys(m.spec.structure, arrays), row_count="N", observed=("y",),
@@ -108,20 +135,15 @@ def _as_items(datasets) -> list[tuple[Any, Any]]:
     return list(enumerate(datasets))
 
 
-def _positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussian", chains: int = 4,
-             warmup: int = 1000, draws: int = 1000, seed: int = 0, thin: int = 1, target_accept: float = 0.8,
+             warmup: int = 1000, draws: int = 1000, seed: Any = 0, thin: int = 1, target_accept: float | None = None,
              max_tree_depth: int = 10, dense_mass: bool = False, adaptation: str = "auto",
-             init_strategy: str = "uniform",
+             init_strategy: Any = "uniform",
              keep: Sequence[str] | None = None, drop: Sequence[str] = (), x64: bool = False,
              rows: Sequence[str] | None = None, groups: Mapping[str, Sequence[str]] | None = None,
              devices: Any = "all", batch_size: int | None = None, min_rows: int = 8, min_groups: int = 2,
-             memory_fraction: float = 0.5, progress: bool = False, **model_kwargs) -> FitCollection:
+             memory_fraction: float = 0.5, progress: bool = False, checkpoint: str | os.PathLike | None = None,
+             out: str | os.PathLike | None = None, **model_kwargs) -> FitCollection:
     """Fit one model to many datasets in one compiled program per shape bucket.
 
     Parameters
@@ -144,6 +166,14 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
         Datasets per compiled call; default from the available memory.
     chains, warmup, draws, seed, thin, target_accept, max_tree_depth, dense_mass, adaptation,
     init_strategy, keep, drop, x64 : as in :func:`bhmjax.sample`.
+    checkpoint : path, optional
+        A folder holding one checkpoint per compiled call (``bucketBB-SSSSSS``, written
+        every ``draws`` steps, as :func:`bhmjax.sample` writes one): calling ``fit_many``
+        again with the same folder, datasets and settings continues each call where it
+        stopped and returns the finished ones as they are.
+    out : path, optional
+        Stream the draws to disk, one folder per compiled call; the fits' draws are
+        read-only memory maps of those files (see :mod:`bhmjax.stream`).
     **model_kwargs : passed to ``bj.Model`` (priors, parameterization, ...).
 
     Returns
@@ -159,8 +189,18 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
     >>> len(fits), fits[1].draws["r_g"].shape
     (3, (2, 100, 3, 1))
     """
-    for name, v in (("chains", chains), ("warmup", warmup), ("draws", draws), ("thin", thin)):
-        _positive(name, v)
+    own = [p for p in inspect.signature(fit_many).parameters if p != "model_kwargs"]
+    check_keywords(model_kwargs, [*own, *MODEL_OPTIONS], "fit_many()")
+    if model_kwargs and not (isinstance(model, str) or hasattr(model, "spec")):
+        raise TypeError(f"fit_many() passes {sorted(model_kwargs)} to bj.Model, but model is a NumPyro function; "
+                        "those options apply to formula models only.")
+    if checkpoint is not None and out is not None:
+        raise ValueError("out= and checkpoint= cannot be combined: a checkpoint keeps the draws in its "
+                         "folder already. Use one of them.")
+    config = build_config(chains=chains, warmup=warmup, draws=draws, seed=seed, thin=thin,
+                          target_accept=target_accept, max_tree_depth=max_tree_depth, dense_mass=dense_mass,
+                          adaptation=adaptation, init_strategy=init_strategy, keep=keep, drop=drop, x64=x64,
+                          chunk_size=draws, every=draws)  # one call stores the draws; warmup in pieces of as many
     items = _as_items(datasets)
     if not items:
         raise ValueError("datasets is empty: there is nothing to fit.")
@@ -173,25 +213,18 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
                                ("cens", model.spec.formula.cens), ("cens_upper", model.spec.formula.cens_upper)]:
                 if value is not None:  # the model's own terms, given as keywords (the formula may lack them)
                     model_kwargs.setdefault(key, value)
-        prepared, spec = _formula_datasets(formula, items, family, model_kwargs, x64)
+        prepared, spec = _formula_datasets(formula, items, family, model_kwargs, config.x64)
     elif callable(model):
         prepared, spec = _plain_datasets(model, items, rows, groups)
     else:
         raise TypeError(f"model must be a formula string, a bj.Model or a NumPyro model, got {type(model).__name__}")
     if spec is not None:
         spec = core.PadSpec(spec.rows, spec.groups, spec.row_count, spec.observed, min_rows, min_groups)
-    adaptation = adapt.resolve_adaptation(adaptation, bool(dense_mass))
-    config = sampling.NutsConfig(num_warmup=warmup, target_accept=float(target_accept),
-                                 max_tree_depth=max_tree_depth, dense_mass=dense_mass, adaptation=adaptation,
-                                 init_strategy=init_strategy, thinning=thin,
-                                 keep=None if keep is None else tuple(keep), drop=tuple(drop))
-    settings = dict(chains=chains, warmup=warmup, draws=draws, seed=seed, thin=thin, x64=bool(x64),
-                    target_accept=float(target_accept), max_tree_depth=max_tree_depth, dense_mass=dense_mass,
-                    adaptation=adaptation, chain_method="batched", keep=None if keep is None else list(keep), drop=list(drop))
     devs = _devices(devices)
-    with x64_mode(x64):
-        buckets, info = _run_buckets(prepared, spec, config, settings, devs, batch_size, memory_fraction, progress)
-    return FitCollection(prepared, buckets, settings, info)
+    with x64_mode(config.x64):
+        buckets, info = _run_buckets(prepared, spec, config, devs, batch_size, memory_fraction, progress,
+                                     checkpoint, out)
+    return FitCollection(prepared, buckets, config, info)
 
 
 def _devices(devices: Any) -> list | None:
@@ -209,10 +242,10 @@ def _devices(devices: Any) -> list | None:
 # ---------------------------------------------------------------- running the buckets
 
 
-def _per_dataset_bytes(model, arrays, static, chains, draws) -> int:
+def _per_dataset_bytes(trace, arrays, chains, draws) -> int:
     """Device and host bytes one dataset needs: buffered draws (twice), states, data."""
-    shapes = core.site_shapes(model, arrays, static)
-    per_draw = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in shapes.values()) + 6 * 8
+    shapes = trace.stored()
+    per_draw = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in shapes.values()) + len(STATS) * 8
     latent = sum(int(np.prod(s.shape)) for s in shapes.values())
     data = sum(np.asarray(a).nbytes for a in arrays.values())
     return chains * (2 * draws * per_draw + 12 * latent * 8) + data
@@ -224,11 +257,46 @@ def _chunk_size(per_dataset: int, count: int, ndev: int, batch_size, fraction: f
         limit = max(1, int(fraction * available_memory() // max(per_dataset, 1)))
         size = min(1 << (limit.bit_length() - 1), 1 << max(0, count - 1).bit_length())
     else:
-        size = _positive("batch_size", batch_size)
+        size = positive_int("batch_size", batch_size)
     return max(ndev, -(-size // ndev) * ndev)
 
 
-def _run_buckets(prepared, spec, config, settings, devs, batch_size, fraction, progress):
+def _bucket_request(wrapped, stacked, static, config, sub: str, checkpoint, out) -> RunRequest:
+    """The request of one call: ``D`` datasets x ``C`` chains, with its own checkpoint or stream folder."""
+    return RunRequest(model=wrapped, arrays=stacked, static=static, config=config, progress=False,
+                      checkpoint=None if checkpoint is None else Path(checkpoint) / sub,
+                      out=None if out is None else Path(out) / sub)
+
+
+def _run_chunk(request: RunRequest, trace, layout: engine.Layout, keys) -> tuple[dict, dict, dict, dict]:
+    """One call of the driver on ``D`` datasets x ``C`` chains: draws and stats (D, C, draws, ...)."""
+    lock = None if request.checkpoint is None else Owner.acquire(request.checkpoint)
+    try:
+        values, stats, run, _ = run_request(request, lock=lock, trace=trace, layout=layout, keys=keys,
+                                            keep_on_interrupt=False)
+    finally:
+        if lock is not None:
+            lock.release()
+    d, c = layout.lanes // layout.per_dataset, layout.per_dataset
+    per_dataset = lambda a: a.reshape(d, c, *a.shape[1:])  # noqa: E731 - a view, also of a memory map
+    grads = {k: v.reshape(d, c).sum(axis=1) for k, v in run.grads.items()}
+    return ({k: per_dataset(v) for k, v in values.items()}, {k: per_dataset(v) for k, v in stats.items()}, grads,
+            run.timings)
+
+
+def _same_size_as_before(checkpoint, number: int, size: int) -> int:
+    """With a checkpoint folder, a bucket's datasets per call as the first run chose them (memory varies)."""
+    if checkpoint is None:
+        return size
+    path = Path(checkpoint) / "batch_sizes.json"
+    Path(checkpoint).mkdir(parents=True, exist_ok=True)
+    sizes = json.loads(path.read_text()) if path.is_file() else {}
+    sizes.setdefault(str(number), size)
+    path.write_text(json.dumps(sizes))
+    return int(sizes[str(number)])
+
+
+def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, checkpoint, out):
     ok = [i for i, d in enumerate(prepared) if d.error is None]
     keys: dict[tuple, list[int]] = {}
     padded = {}
@@ -237,39 +305,43 @@ def _run_buckets(prepared, spec, config, settings, devs, batch_size, fraction, p
         b = ("equal",) if spec is None else core.bucket_of(d.arrays, d.static, spec)
         padded[i] = (d.arrays, d.static) if spec is None else core.pad(d.arrays, d.static, spec, b)
         keys.setdefault((d.model, b), []).append(i)
-    root = jax.random.PRNGKey(settings["seed"])
+    root = config.root_key()
     ndev = 1 if not devs else len(devs)
+    chains = config.chains
     buckets, info = [], {"compile_s": 0.0, "warmup_s": 0.0, "sampling_s": 0.0, "batch_sizes": []}
-    bar = sampling._Progress(progress, len(ok), "fit_many")
-    with bar:
-        for (model, b), members in keys.items():
+    with Progress(progress, len(ok), "fit_many") as bar:
+        for number, ((model, b), members) in enumerate(keys.items()):
             first_arrays, first_static = padded[members[0]]
             wrapped = model if spec is None else core.masked_model(model, spec.observed)
-            program = sampling.build_program(wrapped, first_static, config, first_arrays)
-            program_key = next(k for k, v in sampling._PROGRAMS.items() if v is program)
-            size = _chunk_size(_per_dataset_bytes(wrapped, first_arrays, first_static, settings["chains"],
-                                                  settings["draws"]), len(members), ndev, batch_size, fraction)
+            trace = model_trace(wrapped, first_arrays, first_static)
+            size = _chunk_size(_per_dataset_bytes(trace, first_arrays, chains, config.draws), len(members), ndev,
+                               batch_size, fraction)
+            size = _same_size_as_before(checkpoint, number, size)
             info["batch_sizes"].append(size)
-            bp = core.batch_program(program, settings["draws"], devs if ndev > 1 else None)
-            parts = []
+            layout = engine.Layout("batched", size * chains, tuple(d.id for d in devs) if ndev > 1 else (), chains)
+            parts, grads, compile_s = [], [], 0.0
             for start in range(0, len(members), size):
                 idx = members[start:start + size]
                 full = idx + [idx[-1]] * (size - len(idx))  # pad the dataset axis: one shape per bucket
                 stacked = {k: np.stack([padded[i][0][k] for i in full]) for k in first_arrays}
-                parts.append(core.run_chunk(bp, program_key, core.dataset_keys(root, full, settings["chains"]),
-                                            stacked, num_warmup=config.num_warmup, num_draws=settings["draws"],
-                                            thinning=config.thinning) + (len(idx),))
+                chain_keys = core.dataset_keys(root, full, chains).reshape(size * chains, -1)
+                request = _bucket_request(wrapped, stacked, first_static, config, f"bucket{number:02d}-{start:06d}",
+                                          checkpoint, out)
+                values, stats, g, timings = _run_chunk(request, trace, layout, chain_keys)
+                cut = lambda tree, n=len(idx): jax.tree.map(lambda a: a[:n], tree)  # noqa: E731
+                parts.append((cut(values), cut(stats)))
+                grads.append(cut(g))
+                compile_s += timings["compile"]
+                info["warmup_s"] += timings["warmup"]
+                info["sampling_s"] += timings["sampling"]
                 bar.update(len(idx), "sampling")
-            cut = lambda trees: jax.tree.map(lambda *xs: np.concatenate(xs), *trees)
-            draws, stats, grads = (cut([jax.tree.map(lambda a, n=p[-1]: a[:n], p[j]) for p in parts]) for j in range(3))
-            for p in parts:
-                info["warmup_s"] += p[3]["warmup"]
-                info["sampling_s"] += p[3]["sampling"]
-            info["compile_s"] += bp.compile_s
+            info["compile_s"] += compile_s
             axes = {} if spec is None else core.group_axes(wrapped, first_arrays, first_static,
                                                            [g for g, _ in spec.groups])
-            buckets.append(_Bucket(b, members, draws, stats, grads, axes, core.batch_summary(draws),
-                                   {"compile": bp.compile_s}))
+            bucket = _Bucket(b, members, parts, jax.tree.map(lambda *xs: np.concatenate(xs), *grads), axes,
+                             {"compile": compile_s})
+            bucket.diagnostics = bucket.summary(0.94)
+            buckets.append(bucket)
     info["buckets"] = [bk.key for bk in buckets]
     return buckets, info
 
@@ -285,6 +357,24 @@ def _trim(x: np.ndarray, axes: Mapping[int, str], static: Mapping[str, Any], lea
     return x[tuple(index)]
 
 
+@dataclass(frozen=True)
+class NotFitted:
+    """The place of a dataset that could not be fitted, when iterating a :class:`FitCollection`.
+
+    Falsy, so ``[f for f in fits if f]`` keeps the fits; any Fit attribute raises
+    ``ValueError`` with the reason.
+    """
+
+    label: Any
+    reason: str
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str):
+        raise ValueError(f"dataset {self.label!r} was not fitted ({self.reason}), so it has no {name!r}.")
+
+
 class FitCollection:
     """The fits of :func:`fit_many`: ``len``, ``fits[i]`` (a :class:`~bhmjax.Fit`), ``summary()``, ``failed()``.
 
@@ -298,13 +388,13 @@ class FitCollection:
         Seconds in ``compile``, ``warmup`` and ``sampling`` over all buckets.
     """
 
-    def __init__(self, prepared: list[_Dataset], buckets: list[_Bucket], settings: dict, info: dict) -> None:
-        self._data, self._buckets, self.settings = prepared, buckets, settings
+    def __init__(self, prepared: list[_Dataset], buckets: list[_Bucket], config, info: dict) -> None:
+        self._data, self._buckets, self.config = prepared, buckets, config
+        self.settings = {**config.to_dict(), "chain_method": "batched"}
         self.labels = [d.label for d in prepared]
         self.buckets = info["buckets"]
         self.batch_sizes = info["batch_sizes"]
-        self.timings = {"compile": info["compile_s"], "warmup": info["warmup_s"] - info["compile_s"],
-                        "sampling": info["sampling_s"]}
+        self.timings = {"compile": info["compile_s"], "warmup": info["warmup_s"], "sampling": info["sampling_s"]}
         self._where = {i: (b, j) for b, bk in enumerate(buckets) for j, i in enumerate(bk.members)}
         self._fits: dict[int, Fit] = {}
 
@@ -325,14 +415,22 @@ class FitCollection:
                     note=".summary() per dataset and parameter; .failed() lists what did not converge")
 
     def _index(self, key) -> int:
-        if isinstance(key, numbers.Integral) and not isinstance(key, bool) and key not in self.labels:
-            return int(key) % len(self)
-        if key in self.labels:
+        """A label (dict of datasets) or a position (as in a list: negative from the end)."""
+        if key in self.labels and not isinstance(key, bool):
             return self.labels.index(key)
+        if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+            if not -len(self) <= key < len(self):
+                raise IndexError(f"dataset index {key} is out of range for {len(self)} datasets")
+            return int(key) % len(self)
         raise KeyError(f"no dataset {key!r}; datasets are labelled {self.labels[:5]}{' ...' * (len(self) > 5)}")
 
     def __getitem__(self, key) -> Fit:
-        """The Fit of one dataset (padded rows and groups removed; its state is not kept)."""
+        """The Fit of one dataset (padded rows and groups removed; its state is not kept).
+
+        ``key`` is a label of a dict of datasets, or a position as in a list (``fits[-1]``
+        is the last; ``IndexError`` beyond the end). A dataset that was not fitted raises
+        ``ValueError`` with the reason.
+        """
         i = self._index(key)
         if i in self._fits:
             return self._fits[i]
@@ -341,21 +439,24 @@ class FitCollection:
             raise ValueError(f"dataset {d.label!r} was not fitted: {d.error}")
         b, j = self._where[i]
         bk = self._buckets[b]
-        draws = {k: _trim(v[j], bk.axes.get(k, {}), d.static, 2) for k, v in bk.draws.items()}
-        draws = {**{k: draws[k] for k in d.order if k in draws}, **draws}
-        stats = {k: v[j] for k, v in bk.stats.items()}
-        from bhmjax.sampler import tree_depth
-
-        stats["tree_depth"] = tree_depth(stats["num_steps"])
-        fit = Fit(draws=draws, stats=stats, timings={"compile": 0.0, "warmup": 0.0, "sampling": 0.0},
-                  num_grad_evals={k: int(v[j]) for k, v in bk.grads.items()},
-                  settings=dict(self.settings, bucket=bk.key), data={**d.arrays, **d.static}, model=d.model,
-                  spec=d.spec, **{k: dict(v) for k, v in d.labels.items()})
+        values, stats, row = bk.locate(j)
+        draws = {k: _trim(v[row], bk.axes.get(k, {}), d.static, 2) for k, v in values.items()}
+        request = RunRequest(model=d.model, arrays=d.arrays, static=d.static, config=self.config, spec=d.spec,
+                             order=tuple(d.order), internal=d.internal, **{k: dict(v) for k, v in d.labels.items()})
+        fit = make_fit(request, draws, {k: v[row] for k, v in stats.items()},
+                       timings={"compile": 0.0, "warmup": 0.0, "sampling": 0.0},
+                       grads={k: int(v[j]) for k, v in bk.grads.items()}, state=None, chain_method="batched",
+                       facts={"bucket": bk.key})
         self._fits[i] = fit
         return fit
 
     def __iter__(self):
-        return (self[i] for i in range(len(self)) if self._data[i].error is None)
+        """Every dataset in order: its Fit, or a :class:`NotFitted` saying why there is none.
+
+        So ``zip(datasets, fits)`` pairs each dataset with its own result.
+        """
+        for i, d in enumerate(self._data):
+            yield NotFitted(d.label, d.error) if d.error is not None else self[i]
 
     def summary(self, hdi_prob: float = 0.94) -> pd.DataFrame:  # noqa: F821
         """One row per dataset x parameter: mean, sd, HDI, MCSE, ess_bulk, ess_tail, r_hat, divergences.
@@ -371,7 +472,7 @@ class FitCollection:
                 "mcse_sd": "mcse_sd", "ess_bulk": "ess_bulk", "ess_tail": "ess_tail", "r_hat": "r_hat"}
         frames = []
         for bk in self._buckets:
-            table = bk.diagnostics if hdi_prob == 0.94 else core.batch_summary(bk.draws, hdi_prob)
+            table = bk.diagnostics if hdi_prob == 0.94 else bk.summary(hdi_prob)
             for j, i in enumerate(bk.members):
                 fit, d = self[i], self._data[i]
                 names, values = [], {c: [] for c in cols}

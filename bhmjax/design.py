@@ -57,8 +57,8 @@ def _categorical_column(frame, col: str, categories, where: str) -> None:
     if unseen:
         shown = ", ".join(repr(v) for v in unseen[:10])
         raise ValueError(f"column {col!r} of new_data has {len(unseen)} level(s) not seen in training: "
-                         f"{shown}{' ...' if len(unseen) > 10 else ''}. The {where} has coefficients only "
-                         f"for the levels {list(categories)[:20]}; a fixed effect cannot predict a new "
+                         f"{shown}{' ...' if len(unseen) > 10 else ''}. In the {where}, the model has coefficients "
+                         f"only for the levels {list(categories)[:20]}; a fixed effect cannot predict a new "
                          "level (make the column a grouping, (1 | col), to predict new levels).")
 
 

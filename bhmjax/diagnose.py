@@ -13,7 +13,7 @@ from bhmjax._src import diagnostics
 if TYPE_CHECKING:  # pragma: no cover
     from bhmjax.fit import Fit
 
-__all__ = ["DiagnosticReport", "Problem", "diagnose", "group_scales"]
+__all__ = ["DiagnosticReport", "Problem", "diagnose", "group_scales", "group_terms"]
 
 _SCALE_PATTERN = re.compile(r"^(sd|sigma|tau|scale|sd_)|(_sd|_sigma|_tau|_scale)$|^sd_", re.IGNORECASE)
 
@@ -133,8 +133,32 @@ def _scale_sites(fit: "Fit") -> list[str]:
     return found
 
 
-def _scales_from_model(fit: "Fit") -> dict[str, str]:
-    """Run the model at the first draw; match each latent site's ``scale`` to a positive site."""
+def _form(centeredness: tuple[float, ...] | None) -> str:
+    if centeredness is not None and all(v == 1 for v in centeredness):
+        return "centered"
+    if centeredness is not None and all(v == 0 for v in centeredness):
+        return "noncentered"
+    return "partial"
+
+
+def _matches(a: np.ndarray, b: np.ndarray) -> bool:
+    try:
+        shape = np.broadcast_shapes(np.shape(a), np.shape(b))
+    except ValueError:
+        return False
+    return bool(np.allclose(np.broadcast_to(a, shape), np.broadcast_to(b, shape), rtol=1e-5, atol=0))
+
+
+def _terms_from_model(fit: "Fit") -> dict[str, tuple[str, str | None]]:
+    """Run the model at the first draw; find each group effect's scale and form.
+
+    A latent site with several entries whose distribution's ``scale`` equals a
+    positive latent site is a centered effect (``Normal(mu, tau)``). A standard
+    normal one is a non-centered ``z``: its effect is the deterministic site equal to
+    ``loc + tau * z``, else (when the model has exactly one positive latent site named
+    like a scale that is not the scale of an observed site) ``z`` itself. The scale
+    of an observed site (a residual ``sigma``) is never a group scale.
+    """
     from numpyro import handlers
 
     from bhmjax._src.precision import x64_mode
@@ -143,58 +167,81 @@ def _scales_from_model(fit: "Fit") -> dict[str, str]:
     with x64_mode(fit.settings.get("x64", False)), handlers.block(), handlers.seed(rng_seed=0), \
             handlers.substitute(data=first), handlers.trace() as tr:
         fit.model(**fit.data)
+    base = {k: _base(s["fn"]) for k, s in tr.items() if s["type"] == "sample"}
     latent = [k for k, s in tr.items() if s["type"] == "sample" and not s.get("is_observed") and k in first]
-    positive = [k for k in latent if np.all(first[k] > 0)]
-    found = {}
+    observed_scales = [np.asarray(base[k].scale) for k, s in tr.items() if s["type"] == "sample"
+                       and s.get("is_observed") and getattr(base[k], "scale", None) is not None]
+    positive = [k for k in latent if np.all(first[k] > 0)
+                and not any(_matches(first[k], s) for s in observed_scales)]
+    named = [k for k in positive if _SCALE_PATTERN.search(k)]
+    found: dict[str, tuple[str, str | None]] = {}
     for name in latent:
-        fn = tr[name]["fn"]
-        while hasattr(fn, "base_dist"):
-            fn = fn.base_dist
-        scale = getattr(fn, "scale", None)
+        scale = getattr(base[name], "scale", None)
         if scale is None or not np.size(first[name]) > 1:
             continue
-        scale = np.asarray(scale)
-        for cand in positive:
-            try:
-                shape = np.broadcast_shapes(scale.shape, first[cand].shape)
-            except ValueError:
-                continue
-            if cand != name and np.allclose(np.broadcast_to(scale, shape), np.broadcast_to(first[cand], shape),
-                                            rtol=1e-6, atol=0):
-                found[name] = cand
-                break
+        cand = next((c for c in positive if c != name and _matches(np.asarray(scale), first[c])), None)
+        if cand is not None:
+            found[name] = (cand, "centered")
+        elif _matches(np.asarray(scale), 1.0) and _matches(np.asarray(base[name].loc), 0.0):
+            found.update(_noncentered(name, first[name], tr, positive, named))
     return found
+
+
+def _base(fn):
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return fn
+
+
+def _noncentered(z_name, z, tr, positive, named) -> dict[str, tuple[str, str]]:
+    """The effect ``loc + tau * z`` a standard normal site ``z`` makes, and its scale ``tau``."""
+    for name, site in tr.items():
+        if site["type"] != "deterministic" or np.shape(site["value"]) != np.shape(z):
+            continue
+        value = np.asarray(site["value"], dtype=np.float64)
+        for cand in positive:
+            rest = value - np.asarray(tr[cand]["value"], dtype=np.float64) * z
+            if np.ptp(rest) <= 1e-5 * (np.abs(value).max() + 1.0):
+                return {name: (cand, "noncentered")}
+    return {z_name: (named[0], "noncentered")} if len(named) == 1 else {}
+
+
+def group_terms(fit: "Fit") -> dict[str, tuple[str, str | None]]:
+    """Each group effect's scale and parameterization: ``{"theta": ("tau", "centered")}``.
+
+    The form is "centered", "noncentered", "partial" (a centeredness between) or
+    None (unknown). A formula fit knows them (``r_<g>`` scaled by ``sd_<g>``); a
+    NumPyro-function fit is read by rerunning its model (see
+    :func:`_terms_from_model`). Without a model, when the fit has exactly one
+    positive site named like a scale (tau, sigma_*, sd_*), every site with several
+    entries is assigned to it, form unknown.
+    """
+    if fit.spec is not None and hasattr(fit.spec, "structure"):
+        return {f"r_{g.name}": (f"sd_{g.name}", _form(g.centeredness)) for g in fit.spec.structure.groups}
+    if fit.model is not None:
+        try:
+            return _terms_from_model(fit)
+        except Exception:  # noqa: BLE001 - a heuristic: fall back on names if the model will not rerun
+            pass
+    scales = _scale_sites(fit)
+    if len(scales) != 1:
+        return {}
+    return {k: (scales[0], None) for k, v in fit.draws.items()
+            if k != scales[0] and int(np.prod(v.shape[2:], dtype=int)) > 1}
 
 
 def group_scales(fit: "Fit") -> dict[str, str]:
-    """Which site is the scale of each group effect: ``{"theta": "tau"}``.
-
-    With the model at hand, a latent site with several entries whose distribution's
-    ``scale`` equals a positive latent site (a centered effect ``Normal(mu, tau)``) is
-    matched to it. Otherwise, or when nothing matches (non-centered effects), and the
-    fit has exactly one positive site named like a scale (tau, sigma_*, sd_*), every
-    site with several entries is assigned to it.
-    """
-    found: dict[str, str] = {}
-    if fit.model is not None:
-        try:
-            found = _scales_from_model(fit)
-        except Exception:  # noqa: BLE001 - a heuristic: fall back on names if the model will not rerun
-            found = {}
-    scales = _scale_sites(fit)
-    if not found and len(scales) == 1:
-        found = {k: scales[0] for k, v in fit.draws.items()
-                 if k != scales[0] and int(np.prod(v.shape[2:], dtype=int)) > 1}
-    return found
+    """Which site is the scale of each group effect: ``{"theta": "tau"}`` (see :func:`group_terms`)."""
+    return {effect: scale for effect, (scale, _) in group_terms(fit).items()}
 
 
-def _suspect_scale(fit: "Fit") -> str | None:
-    """The scale whose log correlates most with divergent draws, if any."""
+def _suspect_scale(fit: "Fit", terms: dict[str, tuple[str, str | None]]) -> str | None:
+    """The group scale whose log is smallest at divergent draws against the rest, if any is."""
     div = fit.stats["diverging"].reshape(-1).astype(float)
     if div.sum() == 0 or div.all():
         return None
-    best, best_gap = None, -np.inf
-    for name in dict.fromkeys([*group_scales(fit).values(), *_scale_sites(fit)]):
+    best, best_gap = None, 0.0
+    for name in dict.fromkeys(scale for scale, _ in terms.values()):
         x = np.log(np.maximum(fit.draws[name].reshape(div.size, -1), 1e-300)).mean(axis=1)
         sd = x.std() or 1.0
         gap = (x[div == 0].mean() - x[div == 1].mean()) / sd  # divergences sit at small scales
@@ -271,6 +318,21 @@ def _worst(items: dict, n: int = 5, reverse: bool = True) -> str:
     return shown + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
+def _switch(forms: set, formula: bool) -> str:
+    """Advice on the parameterization, for group effects now in ``forms``."""
+    if forms == {"noncentered"}:
+        how = " (parameterization='centered', or 'auto' to learn it per column)" if formula else ""
+        return ("these group effects are already non-centered, so that is not the cure: with plenty of data "
+                f"per group, try the centered parameterization{how}")
+    if forms <= {"centered", "partial"}:
+        how = (" (parameterization='noncentered', or 'auto' to learn it per column)" if formula else
+               " (sample z ~ Normal(0, 1) and use loc + scale * z)")
+        word = "centered" if forms == {"centered"} else "partly centered"
+        return f"these group effects are {word}: try the non-centered parameterization{how}"
+    return ("if these group effects are centered, try the non-centered parameterization; if they already "
+            "are non-centered and groups have plenty of data, try the centered one")
+
+
 def _problems(fit, r: DiagnosticReport, rhat_threshold, ess_floor, ebfmi_threshold,
               saturation_threshold, max_depth) -> list[Problem]:
     out = []
@@ -278,17 +340,21 @@ def _problems(fit, r: DiagnosticReport, rhat_threshold, ess_floor, ebfmi_thresho
     warmup = fit.settings.get("warmup")
     short = (f"Warmup was only {warmup} steps, too few to adapt the step size and mass matrix: "
              f"use warmup=1000 (at least a few hundred) first. " if isinstance(warmup, int) and warmup < 150 else "")
+    terms = group_terms(fit)
     if r.divergences.sum() > 0:
-        scale = _suspect_scale(fit)
-        param = "" if fit.spec is None else " (parameterization='noncentered')"
+        scale = _suspect_scale(fit, terms)
+        ask = f"raise target_accept above {target} (e.g. 0.95 or 0.99)"
         if scale:
-            advice = (f"The divergent draws sit at small values of {scale!r}, the funnel of a hierarchical "
-                      f"scale: try the non-centered parameterization{param} for the group effects it "
-                      f"scales, or raise target_accept above {target} (e.g. 0.95 or 0.99).")
+            forms = {form for s, form in terms.values() if s == scale}
+            effects = ", ".join(repr(e) for e, (s, _) in terms.items() if s == scale)
+            advice = (f"The divergent draws sit at small values of {scale!r}, the group scale of {effects}: "
+                      f"{_switch(forms, fit.spec is not None)}, or {ask}.")
         else:
-            advice = (f"raise target_accept above {target} (e.g. 0.95 or 0.99); if the model has group "
-                      f"effects, try the non-centered parameterization{param}; check for parameters on "
-                      f"very different scales or hard boundaries.")
+            switch = (_switch({form for _, form in terms.values()}, fit.spec is not None) if terms
+                      else "" if fit.spec is not None else "if the model has centered group effects, try the "
+                      "non-centered parameterization")
+            advice = (f"R{ask[1:]}; " + (f"{switch}; " if switch else "") +
+                      "check for parameters on very different scales or hard boundaries.")
         out.append(Problem(
             "divergences",
             f"{int(r.divergences.sum())} divergent transitions ({r.divergence_share:.2%} of draws; per chain "
@@ -314,7 +380,8 @@ def _problems(fit, r: DiagnosticReport, rhat_threshold, ess_floor, ebfmi_thresho
             "e_bfmi", f"E-BFMI under {ebfmi_threshold} in chain(s) {low.tolist()} "
             f"({', '.join(f'{v:.2f}' for v in r.ebfmi[low])}).",
             "momentum resampling explores the energy poorly, usually a heavy-tailed or funnel-shaped "
-            "posterior: reparameterize (non-centered) or use tighter priors on scales.",
+            "posterior: " + (_switch({form for _, form in terms.values()}, fit.spec is not None)
+                             if terms else "reparameterize") + "; or use tighter priors on scales.",
         ))
     if r.tree_depth_saturation > saturation_threshold:
         out.append(Problem(
@@ -322,4 +389,36 @@ def _problems(fit, r: DiagnosticReport, rhat_threshold, ess_floor, ebfmi_thresho
             "trajectories are cut short (an efficiency problem, not bias): raise max_tree_depth, "
             "or rescale/reparameterize strongly correlated parameters (dense_mass=True may help).",
         ))
+    far = _far_from_zero(fit) if out else {}
+    if far:
+        shown = ", ".join(f"{k!r} (mean {m:.4g}, sd {sd:.3g})" for k, (m, sd) in far.items())
+        out.append(Problem(
+            "data_location", f"the data sit far from zero: {shown}; a posterior that narrow, that far from "
+            "zero, leaves the sampler a step size too small to move.",
+            "centre them (subtract the mean; divide by the sd too if it is far from 1) and set the priors "
+            "on that scale; running longer will not help.",
+        ))
     return out
+
+
+def _far_from_zero(fit: "Fit", ratio: float = 100.0) -> dict[str, tuple[float, float]]:
+    """Numeric data arrays whose mean is more than ``ratio`` standard deviations from zero.
+
+    A formula model centres its predictors itself, so only its response is looked at.
+    """
+    data = fit.data or {}
+    names = ["y"] if fit.spec is not None else list(data)
+    far = {}
+    for name in names:
+        x = data.get(name)
+        if not isinstance(x, (np.ndarray, list, tuple)) and not hasattr(x, "__array__"):
+            continue
+        x = np.asarray(x)
+        if x.size < 2 or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.signedinteger)
+                              or np.issubdtype(x.dtype, np.unsignedinteger)):
+            continue
+        x = x.astype(np.float64)
+        mean, sd = float(np.nanmean(x)), float(np.nanstd(x))
+        if sd > 0 and abs(mean) > ratio * sd:
+            far[name] = (mean, sd)
+    return far

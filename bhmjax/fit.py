@@ -58,6 +58,12 @@ class Fit:
     sampled_data : dict, optional
         The data the sampler ran on where it differs from ``data`` (the exact
         reduction of a formula model); ``extend`` continues on it.
+    request : RunRequest, optional
+        What was run (model, data, config, labels, generated quantities); ``extend``
+        continues it. ``config`` is its config (``settings`` shows it).
+    internal : tuple of str
+        Sites that are sampler internals (a non-centered twin, an unconstrained
+        factor): stored, but not parameters a user reads.
     """
 
     draws: dict[str, np.ndarray]
@@ -74,6 +80,21 @@ class Fit:
     state: Any = None
     extras: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
     sampled_data: dict[str, Any] | None = field(default=None, repr=False)
+    request: Any = field(default=None, repr=False)
+    internal: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def config(self):
+        """The RunConfig the run ran under (None for a loaded fit)."""
+        return None if self.request is None else self.request.config
+
+    def __post_init__(self) -> None:
+        for site, names in self.names.items():
+            if site in self.draws:
+                size = int(np.prod(np.shape(self.draws[site])[2:], dtype=int))
+                if len(names) != size:
+                    raise ValueError(f"names[{site!r}] has {len(names)} entries but site {site!r} has "
+                                     f"{size} values per draw (shape {np.shape(self.draws[site])[2:]}).")
 
     # ------------------------------------------------------------------ shape
 
@@ -126,7 +147,7 @@ class Fit:
         """Row names of every scalar of ``site`` in C order (None: hidden)."""
         shape = self.draws[site].shape[2:]
         names = self.names.get(site)
-        if names is not None and len(names) == int(np.prod(shape, dtype=int)):
+        if names is not None:  # lengths are checked when the Fit is built
             return list(names)
         return list(flat_names(site, shape, self.coords, self.dims))
 

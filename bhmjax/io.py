@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Mapping
 
 import numpy as np
 
+from bhmjax._src.errors import FitFileError
 from bhmjax.records import model_entry, restore_model
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,10 +50,6 @@ _TRAILER_PREFIX = b"bhmjax-sha256:"
 _TRAILER_LEN = len(_TRAILER_PREFIX) + 64
 _MAX_LOGLIK_VALUES = 20_000_000  # "auto" stores the pointwise log-likelihood below this size
 _HASH_CHUNK = 16 * 2**20
-
-
-class FitFileError(ValueError):
-    """A fit file that cannot be read: truncated, corrupted, foreign, or from a newer bhmjax."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -74,12 +71,16 @@ def _jsonable(value: Any) -> Any:
 
 
 def _versions() -> dict[str, str]:
+    from importlib import metadata
+
     import jax
     import numpyro
 
-    import bhmjax
-
-    return {"bhmjax": getattr(bhmjax, "__version__", "unknown"), "jax": jax.__version__,
+    try:  # the installed distribution's version (the package face re-exports it; io sits below it)
+        version = metadata.version("bhmjax")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return {"bhmjax": version, "jax": jax.__version__,
             "numpyro": numpyro.__version__, "numpy": np.__version__}
 
 
@@ -108,6 +109,11 @@ def _collect_arrays(fit: "Fit", log_lik: bool | str) -> tuple[dict[str, np.ndarr
             arrays[f"data/{k}"] = array
         elif isinstance(v, (str, bool, int, float)) or v is None:
             scalars[k] = v
+        else:
+            import warnings
+
+            warnings.warn(f"data[{k!r}] ({type(v).__name__}) cannot be stored without pickle, so the saved fit "
+                          "leaves it out; a loaded fit cannot re-run the model with it.", UserWarning, stacklevel=3)
     extras = {g: dict(v) for g, v in getattr(fit, "extras", {}).items()}
     if fit.model is not None:
         extras.setdefault("observed_data", observed_data(fit))
@@ -238,7 +244,7 @@ def save(fit: "Fit", path: str | os.PathLike, *, log_likelihood: bool | str = "a
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot save to {str(path)!r}: the folder {str(path.parent)!r} does not exist")
-    model, model_arrays = model_entry(fit.model, fit.spec)
+    model, model_arrays = model_entry(fit.model, fit.spec, fit.data)
     arrays, scalars = _collect_arrays(fit, log_likelihood)
     arrays |= {f"model/{k}": v for k, v in model_arrays.items()}
     meta = _meta(fit, arrays, scalars, model)
@@ -385,10 +391,16 @@ def observed_data(fit: "Fit") -> dict[str, np.ndarray]:
     stored = getattr(fit, "extras", {}).get("observed_data")
     if stored is not None:
         return dict(stored)
+    if _formula_fit(fit):  # its rows are in fit.data (the sampler may have run on other data)
+        return {"y": np.asarray(fit.data["y"])}
     if fit.model is None:
         return {}
     return {k: np.asarray(s["value"]) for k, s in _model_trace(fit).items()
             if s["type"] == "sample" and s.get("is_observed")}
+
+
+def _formula_fit(fit: "Fit") -> bool:
+    return getattr(getattr(fit, "spec", None), "structure", None) is not None and "y" in fit.data
 
 
 def pointwise_log_likelihood(fit: "Fit") -> dict[str, np.ndarray]:
@@ -401,10 +413,8 @@ def pointwise_log_likelihood(fit: "Fit") -> dict[str, np.ndarray]:
     stored = getattr(fit, "extras", {}).get("log_likelihood")
     if stored is not None:
         return dict(stored)
-    if getattr(fit, "spec", None) is not None and hasattr(fit.spec, "structure"):
-        from bhmjax.predict import log_likelihood
-
-        return {"y": log_likelihood(fit)}  # formula fits: chunked over rows, from the linear predictor
+    if _formula_fit(fit):  # the rows given each draw, group effects included (also when integrated out)
+        return {"y": fit.log_likelihood()}  # chunked over rows, from the linear predictor
     if fit.model is None:
         return {}
     from numpyro.infer import log_likelihood as numpyro_log_likelihood

@@ -7,6 +7,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from bhmjax._build import _as_frame, build_spec
+from bhmjax._src import marginalize as marginalize_lib
+from bhmjax._src import standardize
 from bhmjax._src.describe import describe
 from bhmjax._src.design import predictor_arrays
 from bhmjax._src.models import all_groups, build_model, row_keys, site_order
@@ -30,7 +32,9 @@ class Model:
         ``(1 | a/b)`` (nested); ``offset(log(exposure))``; penalized splines ``s(x)``,
         ``s(x, k = 10)``. The response takes brms' addition terms joined by ``+``:
         ``"r | trials(n) ~ ..."``, ``weights(w)``, ``cens(c)`` / ``cens(c, upper)``.
-    data : pandas.DataFrame or dict of 1-d arrays
+    data : pandas.DataFrame, polars.DataFrame (any frame narwhals reads), or dict of 1-d arrays
+        Other frames are converted to pandas column by column (a polars Enum keeps its
+        level order); duplicated column names are refused.
     family : str
         One of ``bhmjax._src.families.FAMILIES`` (gaussian, student_t, lognormal, gamma,
         beta, exponential, weibull, bernoulli, binomial, poisson, negative_binomial,
@@ -208,7 +212,7 @@ class Model:
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, **sample_kwargs) -> Fit:
+    def fit(self, *, reduce: Any = "auto", marginalize: Any = "auto", **sample_kwargs) -> Fit:
         """Sample the posterior with :func:`bhmjax.sample` (same keyword arguments).
 
         ``reduce`` ("auto", True or False) picks the exact data reduction of
@@ -218,43 +222,122 @@ class Model:
         and ``fit.settings["reduction"]`` records ``kind``, ``rows`` and ``pseudo_rows``
         (the rows the likelihood evaluates; for counts also ``cells``, the same number).
 
+        ``marginalize`` ("auto", True or False): "auto" integrates out the group effects of
+        the grouping with the most levels when the family is gaussian (exact there; see
+        ``bhmjax._src.marginal``), True insists (``ValueError`` when it cannot), False
+        samples every group effect. NUTS then runs on the other parameters only, and
+        ``r_<g>`` is drawn exactly for every stored draw, so summaries, predictions, LOO
+        and export are those of a sampled fit; ``fit.settings["marginalized"]`` says what
+        was integrated out. Gaussian models sample on a standardized response
+        (``fit.settings["standardized"]``, see ``bhmjax._src.standardize``); every site is
+        reported on the data's scale.
+
         Returns a :class:`~bhmjax.Fit` whose ``spec`` is this model's :class:`ModelSpec`.
         """
-        from bhmjax.sampler import sample
+        from bhmjax import runner
 
-        reparam_s = self._learn_centeredness()
-        names, coords, dims = self.names()
-        names.update(sample_kwargs.pop("names", None) or {})
-        coords.update(sample_kwargs.pop("coords", None) or {})
-        dims.update(sample_kwargs.pop("dims", None) or {})
-        reduce = sample_kwargs.pop("reduce", "auto")
+        config, labels, sinks = runner.request_options(sample_kwargs, "Model.fit()")
+        return runner.execute(self.run_request(config, reduce=reduce, marginalize=marginalize, **labels, **sinks))
+
+    def run_request(self, config, *, reduce: Any = "auto", marginalize: Any = "auto", coords=None, dims=None,
+                    names=None, checkpoint=None, out=None, progress: bool = True):
+        """What :meth:`fit` runs: a :class:`~bhmjax.runner.RunRequest` for ``config`` (a RunConfig).
+
+        Everything the Fit holds comes from here (spec, the rows, the data the sampler
+        runs on (standardized, reduced, with the basis of an integrated grouping), names,
+        site order, pre-pass seconds), so a checkpoint resumed from this model's record
+        gives the Fit of an uninterrupted run.
+        """
+        from dataclasses import replace
+
+        from bhmjax import runner
+        from bhmjax._src import data as data_lib
+
         if reduce not in ("auto", True, False):
             raise ValueError(f"reduce must be 'auto', True or False, got {reduce!r}")
-        data = self.model_data(x64=bool(sample_kwargs.get("x64", False)))
-        reduced = self.reduced_data(data) if reduce else None
+        marginal = self._marginal(marginalize)
+        reparam_s = self._learn_centeredness(marginal)
+        model_names, model_coords, model_dims = self.names()
+        internal = tuple(k for k, v in model_names.items() if all(n is None for n in v))
+        data = self.model_data(x64=config.x64)
+        sampled, reduced = self.sampling_data(x64=config.x64, reduce=reduce, marginalize=marginal is not None)
+        structure = marginalize_lib.marginal_structure(self.spec.structure, marginal)
+        reduction = None
+        if reduced:  # the posterior is the row-level one; the fit keeps the rows for LOO and predictions
+            kind = self._reduction_kind()
+            reduction = {"kind": kind, "rows": self.num_rows, "pseudo_rows": sampled["N"]}
+            if kind != "gaussian":
+                reduction["cells"] = sampled["N"]
+        order = site_order(self.spec.structure)
+        arrays, static = data_lib.split_data(sampled)
+        data_lib.check_data(arrays)
+        settings = {"parameterization": {k: np.asarray(v).tolist() if isinstance(v, np.ndarray) else list(v)
+                                         for k, v in self.centeredness.items()}}
+        if self.reparam_info is not None:
+            settings["reparam"] = {"requested": "auto", "seconds": self.reparam_info.seconds,
+                                   "text": self.reparam_info.describe()}
+        if "response:loc" in sampled or any(k.startswith("scale:") for k in sampled):
+            loc = sampled.get("response:loc")
+            settings["standardized"] = {"loc": None if loc is None else float(self._response_loc()),
+                                        "scale": float(self.spec.family.scale(self._arrays["y"]))}
+        if marginal is not None:
+            settings["marginalized"] = marginalize_lib.record(structure, self._num_groups()[marginal])
+            if config.keep is not None:  # the draws of r_<g> replay the model: store every site, keep after
+                settings["keep"] = list(config.keep)
+                config = replace(config, keep=None)
+        return runner.RunRequest(
+            model=build_model(structure), arrays=arrays, static=static, config=config,
+            coords={**model_coords, **(coords or {})}, dims={**model_dims, **(dims or {})},
+            names={**model_names, **(names or {})}, data=data, spec=self.spec,
+            reduction=reduction, order=tuple(order), timings={"reparam": reparam_s}, internal=internal,
+            settings=settings, checkpoint=checkpoint, out=out, progress=progress)
+
+    def _num_groups(self) -> dict[str, int]:
+        """Levels per grouping of every predictor, by site suffix (``g``, ``g__sigma``)."""
+        return {g.name: self.spec.groups[g.term].encoding.num_groups for g in all_groups(self.spec.structure)}
+
+    def _response_loc(self) -> float:
+        return float(np.mean(self._arrays["y"]))
+
+    def _marginal(self, marginalize: Any) -> str | None:
+        """The grouping ``fit(marginalize=...)`` integrates out, or None."""
+        return marginalize_lib.choose(self.spec.structure, self._num_groups(), marginalize, self._additions())
+
+    def _additions(self) -> tuple[str, ...]:
+        """The response's addition terms that change the likelihood of a row (weights, censoring)."""
+        return tuple(k for k in ("weights", "cens") if getattr(self.spec.formula, k) is not None)
+
+    def sampling_data(self, *, x64: bool = False, reduce: Any = "auto",
+                      marginalize: Any = "auto") -> tuple[dict[str, Any], bool]:
+        """The data the sampler runs on, and whether the rows were reduced.
+
+        The model data, standardized for gaussian models (``bhmjax._src.standardize``),
+        reduced to exact sufficient statistics where ``reduce`` asks and it pays (see
+        :meth:`reduced_data`), with the basis of the integrated grouping when
+        ``marginalize`` picks one (see :meth:`fit`); built in float64, returned in the
+        sampling precision. Call ``build_model(marginal_structure(...))`` on it, as
+        :meth:`fit` does.
+        """
+        from bhmjax._src import reduce as exact
+
+        marginal = self._marginal(marginalize)
+        structure = marginalize_lib.marginal_structure(self.spec.structure, marginal)
+        data = standardize.standardize(self.model_data(x64=True), structure, self.spec.family)
+        if marginal is not None and len(structure.groups) == 1 and reduce:  # every group's rows as k pseudo rows
+            reduced = exact.block_gaussian_data(data, structure.intercept)
+        else:
+            reduced = self.reduced_data(data) if reduce else None
         if reduce is True and reduced is None:
             raise ValueError("reduce=True, but this model has no exact reduction that pays: it needs the "
                              "gaussian family and far fewer cells of group levels than rows, or a "
                              "discrete response (counts, 0/1, levels) and far fewer cells of identical "
                              "covariates, group levels and responses than rows.")
-        fit = sample(self.numpyro_model, data if reduced is None else reduced, names=names, coords=coords,
-                     dims=dims, **sample_kwargs)
-        if reduced is not None:  # the posterior is the row-level one; keep the rows for LOO and predictions
-            fit.data, fit.sampled_data = data, reduced
-            kind = self._reduction_kind()
-            fit.settings["reduction"] = {"kind": kind, "rows": self.num_rows, "pseudo_rows": reduced["N"]}
-            if kind != "gaussian":
-                fit.settings["reduction"]["cells"] = reduced["N"]
-        order = site_order(self.spec.structure)
-        fit.draws = {**{k: fit.draws[k] for k in order if k in fit.draws}, **fit.draws}
-        fit.spec = self.spec
-        fit.timings["reparam"] = reparam_s
-        fit.settings["parameterization"] = {k: np.asarray(v).tolist() if isinstance(v, np.ndarray) else list(v)
-                                            for k, v in self.centeredness.items()}
-        if self.reparam_info is not None:
-            fit.settings["reparam"] = {"requested": "auto", "seconds": self.reparam_info.seconds,
-                                       "text": self.reparam_info.describe()}
-        return fit
+        out = data if reduced is None else reduced
+        if marginal is not None:
+            out = marginalize_lib.add_basis(out, structure)
+        f = np.float64 if x64 else np.float32
+        out = {k: v.astype(f) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v for k, v in out.items()}
+        return out, reduced is not None
 
     @property
     def centeredness(self) -> dict[str, tuple[float, ...] | np.ndarray]:
@@ -265,24 +348,24 @@ class Model:
         return {g.name: self._per_group[g.name] if g.centeredness == PER_GROUP else g.centeredness
                 for g in all_groups(self.spec.structure)}
 
-    def _learn_centeredness(self) -> float:
-        """Run the SVI pre-pass of ``parameterization="auto"`` once; its seconds (0 when done)."""
-        if all(g.centeredness is not None for g in all_groups(self.spec.structure)):
-            return 0.0
-        import dataclasses
+    def _learn_centeredness(self, marginal: str | None = None) -> float:
+        """Run the SVI pre-pass of ``parameterization="auto"`` once; its seconds (0 when done).
 
+        With ``marginal`` (a grouping integrated out), on that model: only the sampled
+        groupings are learned.
+        """
+        if all(g.centeredness is not None for g in all_groups(self.spec.structure) if g.name != marginal):
+            return 0.0
         import jax
 
         from bhmjax._src import data as data_lib
-        from bhmjax._src.autoreparam import learn_centeredness, with_centeredness
+        from bhmjax._src.autoreparam import learn_centeredness
 
-        data = self.model_data()
-        arrays, static = data_lib.split_data(self.reduced_data(data) or data)
-        self.reparam_info = learn_centeredness(jax.random.PRNGKey(0), self.spec.structure, arrays, static)
-        structure = with_centeredness(self.spec.structure, self.reparam_info.centeredness)
-        self._per_group = {g.name: self.reparam_info.centeredness[g.name] for g in all_groups(structure)
-                           if g.centeredness == PER_GROUP}
-        self.spec = dataclasses.replace(self.spec, structure=structure)
+        data, _ = self.sampling_data(marginalize=marginal is not None)
+        arrays, static = data_lib.split_data(data)
+        structure = marginalize_lib.marginal_structure(self.spec.structure, marginal)
+        self.reparam_info = learn_centeredness(jax.random.PRNGKey(0), structure, arrays, static)
+        self.use_centeredness(self.reparam_info.centeredness)
         return self.reparam_info.seconds
 
     def _reduction_kind(self) -> str | None:
@@ -343,7 +426,19 @@ class Model:
         priors, encodings, design, centeredness (learned values included). A data
         column or prior that cannot be stored raises ``TypeError``/``ValueError`` naming it.
         """
-        return to_record(self.spec)
+        return to_record(self.spec, self._per_group)
+
+    def use_centeredness(self, values: Mapping[str, np.ndarray]) -> None:
+        """Set learned per-group centeredness, shape (G, K) per grouping, without a pre-pass
+        (a model rebuilt from its record: the values ``parameterization="auto"`` learned)."""
+        import dataclasses
+
+        from bhmjax._src.autoreparam import with_centeredness
+
+        structure = with_centeredness(self.spec.structure, values)
+        self._per_group = {g.name: np.asarray(values[g.name]) for g in all_groups(structure)
+                           if g.centeredness == PER_GROUP}
+        self.spec = dataclasses.replace(self.spec, structure=structure)
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> "Model":
@@ -352,10 +447,16 @@ class Model:
 
     # ------------------------------------------------------------------ description
 
-    def describe(self, verbose: bool = True) -> str:
-        """Priors, parameter shapes and groups per term; printed unless ``verbose=False``."""
+    def describe(self, verbose: bool = True, marginalize: Any = "auto") -> str:
+        """Priors, parameter shapes and groups per term, and what ``fit(marginalize=...)``
+        integrates out; printed unless ``verbose=False``."""
         text = describe(self.spec, self.num_rows)
-        if self.reparam_info is not None:
+        text += "\n\n" + marginalize_lib.describe(self.spec.structure, self._marginal(marginalize),
+                                                  self._num_groups(), marginalize, self._additions())
+        if self.spec.family.name in standardize.STANDARDIZED_FAMILIES:
+            text += ("\nsampled on a standardized response (y minus its mean, coordinates in units of its sd); "
+                     "every site is reported on the data's scale.")
+        if getattr(self, "reparam_info", None) is not None:
             text += "\n\n" + self.reparam_info.describe()
         if verbose:
             print(text)

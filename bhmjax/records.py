@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
+from bhmjax._src.reparam import PER_GROUP, data_key
+
 if TYPE_CHECKING:  # pragma: no cover
     from bhmjax._src.models import ModelSpec
     from bhmjax.model import Model
@@ -253,8 +255,11 @@ def _prior_from_record(record: Mapping[str, Any], arrays: Mapping[str, np.ndarra
 # --------------------------------------------------------------------------- the model
 
 
-def to_record(spec: "ModelSpec") -> tuple[dict, dict[str, np.ndarray]]:
+def to_record(spec: "ModelSpec", per_group: Mapping[str, np.ndarray] | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """The JSON-able record and the named arrays from which :func:`from_record` rebuilds the model.
+
+    ``per_group``: the learned (G, K) centeredness of groupings whose values differ
+    between groups (form ``PER_GROUP``; the model data hold them), stored as arrays.
 
     Raises
     ------
@@ -273,8 +278,16 @@ def to_record(spec: "ModelSpec") -> tuple[dict, dict[str, np.ndarray]]:
               for i, (key, value) in enumerate(source.priors.items())}
     from bhmjax._src.models import all_groups
 
-    parameterization = {g.name: "auto" if g.centeredness is None else [float(c) for c in g.centeredness]
-                        for g in all_groups(spec.structure)}
+    parameterization = {}
+    for g in all_groups(spec.structure):
+        if g.centeredness == PER_GROUP:
+            if per_group is None or g.name not in per_group:
+                raise ValueError(f"the per-group centeredness of {g.name!r} was not given, so the model cannot be "
+                                 "stored; pass the model data's values (per_group=)")
+            arrays[f"centeredness/{g.name}"] = np.asarray(per_group[g.name], np.float64)
+            parameterization[g.name] = {"per_group": f"centeredness/{g.name}"}
+        else:
+            parameterization[g.name] = "auto" if g.centeredness is None else [float(c) for c in g.centeredness]
     record = {"formula": spec.formula.text, "family": spec.family.name, "trials": source.trials,
               "parameterization": parameterization, "priors": priors, "columns": columns}
     options = {"weights": source.weights, "cens": source.cens, "cens_upper": source.cens_upper}
@@ -292,26 +305,43 @@ def from_record(record: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> 
 
     frame = pd.DataFrame({name: _column_from_record(col, arrays) for name, col in record["columns"].items()})
     priors = {key: _prior_from_record(value, arrays) for key, value in record["priors"].items()}
-    parameterization = {name: c if c == "auto" else tuple(c) for name, c in record["parameterization"].items()}
-    return Model(record["formula"], frame, record["family"], parameterization=parameterization,
-                 priors=priors, trials=record["trials"], weights=record.get("weights"), cens=record.get("cens"),
-                 cens_upper=record.get("cens_upper"), **record.get("dpars", {}))
+    stored = record["parameterization"]
+    learned = {name: np.asarray(arrays[c["per_group"]]) for name, c in stored.items() if isinstance(c, dict)}
+    parameterization = {name: "auto" if name in learned or c == "auto" else tuple(c) for name, c in stored.items()}
+    model = Model(record["formula"], frame, record["family"], parameterization=parameterization,
+                  priors=priors, trials=record["trials"], weights=record.get("weights"), cens=record.get("cens"),
+                  cens_upper=record.get("cens_upper"), **record.get("dpars", {}))
+    if learned:
+        model.use_centeredness(learned)
+    return model
 
 
 # --------------------------------------------------------------------------- the model of a file
 
 
-def model_entry(model: Callable | None, spec: Any) -> tuple[dict | None, dict[str, np.ndarray]]:
+def _per_group_values(spec: Any, data: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
+    """The (G, K) centeredness of ``PER_GROUP`` groupings, read from the model data."""
+    from bhmjax._src.models import all_groups
+
+    names = [g.name for g in all_groups(spec.structure) if g.centeredness == PER_GROUP]
+    return {n: np.asarray(data[data_key(n)]) for n in names if data is not None and data_key(n) in data}
+
+
+def model_entry(model: Callable | None, spec: Any, data: Mapping[str, Any] | None = None
+                ) -> tuple[dict | None, dict[str, np.ndarray]]:
     """``meta["model"]`` and its arrays (entry names without the ``model/`` prefix).
+
+    ``data``: the fit's (or run's) model data, which hold a formula model's learned
+    per-group centeredness.
 
     A formula model (``spec`` from ``bj.Model``) is stored as its record; a NumPyro
     function by its ``module:qualname``. Raises ``TypeError``/``ValueError`` naming a
     data column or prior of a formula model that cannot be stored.
     """
-    from bhmjax.checkpoint import model_reference
+    from bhmjax._src.identity import model_reference
 
     if spec is not None:
-        record, arrays = to_record(spec)
+        record, arrays = to_record(spec, _per_group_values(spec, data))
         return {"kind": "formula", "record": record}, arrays
     if model is not None:
         return {"kind": "function", "reference": model_reference(model)}, {}
@@ -321,7 +351,7 @@ def model_entry(model: Callable | None, spec: Any) -> tuple[dict | None, dict[st
 def _rebuild_formula(record: Mapping[str, Any], arrays: Mapping[str, np.ndarray], data: Mapping[str, Any],
                      x64: bool, where: str):
     """The stored ``bj.Model``, checked to give exactly the data the fit was sampled on."""
-    from bhmjax.io import FitFileError
+    from bhmjax._src.errors import FitFileError
 
     hint = "(written by another version of bhmjax or formulaic?)"
     try:
@@ -362,7 +392,7 @@ def _site_mismatch(model: Callable, draws: Mapping[str, np.ndarray], data: Mappi
 def _function_model(entry: dict | None, model: Callable | None, draws, data, x64: bool,
                     where: str) -> Callable | None:
     """The model passed to ``load``, else the stored ``module:qualname`` imported again (or None, warned)."""
-    from bhmjax.checkpoint import import_model
+    from bhmjax._src.identity import import_model
 
     fix = "pass it: bj.load(path, model=my_model)"
     if model is not None:

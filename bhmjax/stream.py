@@ -1,7 +1,7 @@
 """Draws larger than memory: estimate them before sampling, stream them to disk chunk by chunk.
 
 ``bj.sample(..., out=path)`` (and ``bj.Model.fit(out=...)``) hands every chunk of
-draws that :func:`bhmjax._src.sampling.advance` produces to a :class:`DrawWriter`,
+draws that the driver (:func:`bhmjax._src.engine.advance`) produces to a :class:`DrawWriter`,
 which writes it into preallocated files and drops it from memory. Two formats:
 
 * a folder (any path not ending in ``.nc``): one ``.npy`` file per site and per
@@ -31,10 +31,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DrawWriter", "available_memory", "check_memory", "site_shapes", "stored_bytes"]
+__all__ = ["DrawWriter", "available_memory", "check_memory", "stored_bytes"]
 
-STAT_DTYPES = {"diverging": np.bool_, "num_steps": np.int32, "accept_prob": None, "energy": None,
-               "step_size": None, "potential_energy": None}
+from bhmjax._src.stats import STATS, stat_dtypes
 
 
 def available_memory() -> int:
@@ -49,19 +48,10 @@ def available_memory() -> int:
     return 8 * 2**30
 
 
-def site_shapes(model: Callable, arrays: Mapping[str, Any], static: Mapping[str, Any],
-                keep=None, drop=()) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Shape and dtype of every stored site (latent and deterministic), from one abstract model run."""
-    from bhmjax._src.batch import site_shapes as abstract_sites
-
-    return {name: (tuple(v.shape), np.dtype(v.dtype)) for name, v in abstract_sites(model, arrays, static).items()
-            if name not in drop and (keep is None or name in keep)}
-
-
 def stored_bytes(shapes: Mapping[str, tuple], chains: int, draws: int) -> int:
-    """Bytes of ``draws`` stored draws of ``chains`` chains (sites plus the 6 statistics)."""
+    """Bytes of ``draws`` stored draws of ``chains`` chains (sites plus the sampler statistics)."""
     per_draw = sum(int(np.prod(s, dtype=np.int64)) * np.dtype(d).itemsize for s, d in shapes.values())
-    return chains * draws * (per_draw + 6 * 8)
+    return chains * draws * (per_draw + len(STATS) * 8)
 
 
 def _gib(n: float) -> str:
@@ -112,18 +102,21 @@ class DrawWriter:
         The full size of the run, (chains, draws) leading axes of every file.
     float_dtype : dtype
         The dtype of the float statistics.
+    stat_names : sequence of str
+        The sampler statistics the run reports (default: all of ``bhmjax._src.stats.STATS``).
     """
 
-    def __init__(self, path, shapes: Mapping[str, tuple], chains: int, draws: int, float_dtype) -> None:
+    def __init__(self, path, shapes: Mapping[str, tuple], chains: int, draws: int, float_dtype,
+                 stat_names=tuple(STATS)) -> None:
         path = Path(path)
         if path.suffix == ".zarr":
             raise ValueError(f"out={str(path)!r}: zarr is not a dependency of bhmjax, so .zarr is not "
                              "supported; stream to a folder (out='run_folder') or netCDF (out='run.nc').")
         self.path, self.chains, self.draws = path, chains, draws
         self.shapes = dict(shapes)
-        stat_shapes = {k: ((), np.dtype(d or float_dtype)) for k, d in STAT_DTYPES.items()}
+        stat_shapes = {k: ((), d) for k, d in stat_dtypes(stat_names, float_dtype).items()}
         self.stat_shapes = stat_shapes
-        self.offsets: dict[int, int] = {}
+        self.done = 0
         self.netcdf = path.suffix == ".nc"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._open()
@@ -165,24 +158,22 @@ class DrawWriter:
 
     # ---------------------------------------------------------------- chunks
 
-    def on_chunk(self, run) -> None:
-        """``advance``'s callback: write every new piece of every slot, then drop it."""
-        for s, pieces in enumerate(run.pieces):
-            chains = slice(s, s + 1) if run.method == "sequential" else slice(0, self.chains)
-            while pieces:
-                values, stats = pieces.pop(0)
-                start = self.offsets.get(s, 0)
-                n = next(iter(stats.values())).shape[1]
-                draws = slice(start, start + n)
-                for name, v in values.items():
-                    self._put("draws", name, chains, draws, np.asarray(v))
-                for name, v in stats.items():
-                    self._put("stats" if not self.netcdf else "sample_stats", name, chains, draws, np.asarray(v))
-                self.offsets[s] = start + n
+    def chunk(self, run, piece) -> None:
+        """The driver's sink call: write the chunk's draws (lanes, n, ...) after those written so far."""
+        if piece is None:
+            return
+        values, stats = piece
+        n = next(iter(stats.values())).shape[1]
+        draws, chains = slice(self.done, self.done + n), slice(0, self.chains)
+        for name, v in values.items():
+            self._put("draws", name, chains, draws, np.asarray(v))
+        for name, v in stats.items():
+            self._put("sample_stats" if self.netcdf else "stats", name, chains, draws, np.asarray(v))
+        self.done += n
 
     def finish(self, extra_meta: Mapping[str, Any] | None = None) -> tuple[dict, dict]:
         """Flush and close; the draws and statistics as read-only memory maps."""
-        done = min(self.offsets.values()) if self.offsets else 0
+        done = self.done
         if self.netcdf:
             self.file.close()
             return self._netcdf_maps(done)
@@ -191,7 +182,7 @@ class DrawWriter:
         del self.maps
         from bhmjax.io import _write_atomic
 
-        meta = {"chains": self.chains, "draws": done, "sites": list(self.shapes),
+        meta = {"chains": self.chains, "draws": done, "sites": list(self.shapes), "stats": list(self.stat_shapes),
                 **dict(extra_meta or {})}
         _write_atomic(self.path / "meta.json", json.dumps(meta, default=str).encode())
         return read_folder(self.path)
@@ -225,7 +216,7 @@ def read_folder(path) -> tuple[dict, dict]:
     meta = json.loads((path / "meta.json").read_text())
     done = meta["draws"]
     draws = {s: np.load(path / "draws" / f"{_safe(s)}.npy", mmap_mode="r")[:, :done] for s in meta["sites"]}
-    stats = {s: np.load(path / "stats" / f"{s}.npy", mmap_mode="r")[:, :done] for s in STAT_DTYPES}
+    stats = {s: np.load(path / "stats" / f"{s}.npy", mmap_mode="r")[:, :done] for s in meta["stats"]}
     return draws, stats
 
 

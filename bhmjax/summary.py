@@ -58,8 +58,10 @@ def hdi_columns(prob: float) -> tuple[str, str]:
 
 
 def shown_sites(fit: "Fit") -> list[str]:
-    """Sites with at least one named scalar, in the fit's order (what ``to_arviz`` exports)."""
-    return [s for s in fit.draws if any(n is not None for n in fit.site_names(s))]
+    """Sites with at least one named scalar that are not sampler internals (``fit.internal``), in the fit's
+    order (what ``to_arviz`` exports)."""
+    internal = set(getattr(fit, "internal", ()))
+    return [s for s in fit.draws if s not in internal and any(n is not None for n in fit.site_names(s))]
 
 
 def _match(pattern: str, names: Sequence[str], filter_vars: str | None) -> list[str]:

@@ -1,4 +1,4 @@
-"""A model importable by name, for the crash-and-resume test (run in a child process)."""
+"""A model importable by name, for the crash-and-resume tests (run in a child process)."""
 
 import sys
 
@@ -8,6 +8,7 @@ import numpyro.distributions as dist
 
 SETTINGS = dict(chains=2, warmup=200, draws=3000, seed=7, every=50, chain_method="sequential",
                 progress=False)
+LONG_WARMUP = dict(SETTINGS, warmup=4000, draws=100)  # a run killed while it is still warming up
 
 
 def model(y):
@@ -20,9 +21,10 @@ def data():
     return {"y": np.random.default_rng(3).standard_t(4, size=200)}
 
 
-if __name__ == "__main__":  # python -m tests._ckpt_model FOLDER: sample with checkpoints
+if __name__ == "__main__":  # python -m tests._ckpt_model FOLDER [warmup]: sample with checkpoints
     import bhmjax as bj
     from tests._ckpt_model import data as named_data  # the importable names, not __main__'s
     from tests._ckpt_model import model as named_model
 
-    bj.sample(named_model, named_data(), checkpoint=sys.argv[1], **SETTINGS)
+    settings = LONG_WARMUP if sys.argv[2:] == ["warmup"] else SETTINGS
+    bj.sample(named_model, named_data(), checkpoint=sys.argv[1], **settings)

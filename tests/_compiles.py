@@ -45,11 +45,10 @@ def compile_log() -> Iterator[list[tuple[str, str]]]:
 def fresh_programs(monkeypatch) -> None:
     """Swap bhmjax's caches of model checks and compiled programs for empty ones (until the
     monkeypatch is undone), so a model whose code was patched is traced and compiled anew."""
-    from bhmjax import sampler
-    from bhmjax._src import batch, chees, sampling
+    from bhmjax._src import engine, sampling, trace
 
-    for module, name in [(sampler, "_CHECKS"), (sampling, "_PROGRAMS"), (sampling, "_EXECUTABLES"),
-                         (chees, "_EXECUTABLES"), (batch, "_BATCH_EXECUTABLES")]:
+    for module, name in [(trace, "_TRACES"), (trace, "_CHECKS"), (sampling, "_PROGRAMS"),
+                         (engine, "_EXECUTABLES")]:  # the model trace and check, the programs, the one compile cache
         monkeypatch.setattr(module, name, {})
 
 

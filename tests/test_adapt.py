@@ -41,7 +41,7 @@ def test_mass_matrix_learns_scales_spanning_five_orders(adaptation):
     """On independent normals the adapted inverse mass matrix is the variance (within 2x)."""
     fit = bj.sample(scaled_normals, chains=2, warmup=500, draws=1000, seed=3, progress=False,
                     adaptation=adaptation, chain_method="sequential")
-    inverse_mass = np.asarray(next(iter(fit.state.adapt_state.inverse_mass_matrix.values())))
+    inverse_mass = np.asarray(next(iter(fit.state.kernel.adapt_state.inverse_mass_matrix.values())))
     ratio = inverse_mass / SCALES**2
     assert np.all(np.abs(np.log(ratio)) < np.log(2.0)), ratio
     x = fit.draws["x"].astype(np.float64)
@@ -88,5 +88,5 @@ def test_adaptation_stops_after_warmup():
     state = fit.state
     more = fit.extend(50, progress=False)
     np.testing.assert_array_equal(
-        jax.tree.leaves(state.adapt_state.inverse_mass_matrix),
-        jax.tree.leaves(more.state.adapt_state.inverse_mass_matrix))
+        jax.tree.leaves(state.kernel.adapt_state.inverse_mass_matrix),
+        jax.tree.leaves(more.state.kernel.adapt_state.inverse_mass_matrix))

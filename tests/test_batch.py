@@ -30,9 +30,9 @@ from scipy import stats as sps
 import bhmjax as bj
 from bhmjax import stream
 from bhmjax._src import batch as core
-from bhmjax._src import sampling
+from bhmjax._src import engine, sampling
 from bhmjax._src.precision import x64_mode
-from tests._stats import agreement_z
+from tests._stats import agreement_z, sbc_rank, uniform_p
 
 WARMUP, DRAWS, CHAINS = 150, 100, 2
 OPTS = dict(chains=CHAINS, warmup=WARMUP, draws=DRAWS, x64=True, batch_size=16, min_groups=8,
@@ -58,16 +58,21 @@ def dataset(rng, rows, num_groups, used=None, prior_sd=(1.0, 1.0)):
 
 
 def single_fit(data, index, warmup, draws, seed=0):
-    """One dataset through the same padded program, unbatched (one chain after another)."""
+    """The reference: one dataset, the same padded program, unbatched (one chain after another)."""
+    from bhmjax._src.config import build_config
+    from bhmjax._src.trace import model_trace
+
     arrays, static = bj._src.data.split_data(data)
     spec = core.PadSpec(rows=("y", "group"), groups=(("num_groups", ("group",)),), min_groups=8)
     padded, padded_static = core.pad(arrays, static, spec, core.bucket_of(arrays, static, spec))
-    config = sampling.NutsConfig(num_warmup=warmup)
-    key = jax.random.fold_in(jax.random.PRNGKey(seed), index)
-    run, runner = sampling.prepare(key, core.masked_model(vi_model), padded, padded_static, config,
-                                   num_chains=CHAINS, chain_method="sequential", buffer_len=draws)
-    sampling.advance(run, runner, num_warmup=warmup, num_draws=draws, thinning=1)
-    return sampling.result_of(run).draws
+    config = build_config(chains=CHAINS, warmup=warmup, draws=draws, x64=True)
+    model = core.masked_model(vi_model)
+    program = sampling.nuts_program(model, padded_static, config, model_trace(model, padded, padded_static))
+    keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), index), CHAINS)
+    run = engine.prepare(program, engine.Layout("sequential", CHAINS), padded, keys=keys, buffer_len=draws)
+    memory = engine.MemorySink()
+    engine.advance(run, warmup=warmup, draws=draws, thin=1, sinks=(memory,))
+    return memory.draws()[0]
 
 
 def outlier_dataset(rng, rows, num_groups, used=None):
@@ -189,26 +194,14 @@ SBC_DRAWS, SBC_BINS = 49, 10  # ranks 0..49: 50 values, 5 per bin
 SBC_SIZES = [(10, 3), (16, 5), (24, 6), (12, 8)]  # (rows, groups): buckets (16, 8) and (32, 8)
 
 
-def sbc_ranks(fits, truths, site, thin=4) -> np.ndarray:
-    """Rank of each true value among SBC_DRAWS thinned draws (chains concatenated), 0..SBC_DRAWS."""
-    def rank(i):
-        draws = fits[i].draws[site][:, ::thin].reshape(-1)[:SBC_DRAWS]
-        return int(np.sum(draws < truths[i]))
-    return np.array([rank(i) for i in range(len(truths))])
-
-
-def uniform_p(ranks, num_draws=SBC_DRAWS, bins=SBC_BINS) -> float:
-    """Chi-square p-value of uniform ranks; every bin holds the same number of integer ranks."""
-    values = num_draws + 1
-    assert values % bins == 0, "bins must split the integer ranks evenly"
-    counts = np.bincount(ranks, minlength=values).reshape(bins, values // bins).sum(axis=1)
-    return float(sps.chisquare(counts).pvalue)
+def sbc_ranks(fits, truths, site) -> np.ndarray:
+    return np.array([sbc_rank(fits[i].draws[site], truths[i], SBC_DRAWS) for i in range(len(truths))])
 
 
 def test_sbc_bins_hold_equal_numbers_of_ranks():
     """Negative control of the histogram: exactly uniform integer ranks give p = 1, while 51
     ranks in 10 bins of width 5.1 (the old binning) would see a pattern that is not there."""
-    assert uniform_p(np.repeat(np.arange(SBC_DRAWS + 1), 4)) == pytest.approx(1.0)
+    assert uniform_p(np.repeat(np.arange(SBC_DRAWS + 1), 4), SBC_DRAWS) == pytest.approx(1.0)
     ranks = np.repeat(np.arange(51), 400)  # 20,400 exactly uniform ranks: the first bin holds 6/51 of them
     assert sps.chisquare(np.histogram(ranks, bins=10, range=(0, 51))[0]).pvalue < 1e-3
 
@@ -233,12 +226,12 @@ def test_simulation_based_calibration():
     fits = bj.fit_many(vi_model, data, seed=5, **OPTS)
     assert len(fits.buckets) == 2
     for site in ("mu", "tau"):
-        p = uniform_p(sbc_ranks(fits, truths[site], site))
+        p = uniform_p(sbc_ranks(fits, truths[site], site), SBC_DRAWS)
         assert p > 1e-3, (site, p)
     for j, site in enumerate(("mu", "tau")):  # the prior of one parameter 3x too narrow
         narrow = [dict(d, prior_sd=np.where(np.arange(2) == j, 1 / 3, 1.0)) for d in data[:64]]
         bad = bj.fit_many(vi_model, narrow, seed=5, **OPTS)
-        p = uniform_p(sbc_ranks(bad, truths[site][:64], site))
+        p = uniform_p(sbc_ranks(bad, truths[site][:64], site), SBC_DRAWS)
         assert p < 1e-4, (site, p)
 
 
@@ -329,3 +322,81 @@ def test_memory_estimate_refuses_and_stream_to_disk(tmp_path):
         np.testing.assert_array_equal(np.asarray(fit.stats["diverging"]), ref.stats["diverging"])
     with pytest.raises(ValueError, match="cannot be combined"):
         bj.sample(vi_model, data, out=tmp_path / "a", checkpoint=tmp_path / "b", **opts)
+
+
+_PROCESS = """
+import os, sys
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+sys.path.insert(0, {tests!r})
+import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(coordinator_address="localhost:{port}", num_processes=2, process_id=int(sys.argv[1]))
+import numpy as np, bhmjax as bj
+from test_batch import OPTS, dataset, vi_model
+assert jax.process_count() == 2 and len(jax.devices()) == 4 and len(jax.local_devices()) == 2
+rng = np.random.default_rng(3)
+data = [dataset(rng, 9 + i, 2 + i % 6) for i in range(8)]
+fits = bj.fit_many(vi_model, data, **dict(OPTS, batch_size=8, devices="all"))
+np.savez(sys.argv[2], **{{f"{{i}}/{{k}}": fits[i].draws[k] for i in range(8) for k in ("mu", "tau", "theta")}})
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_joined_by_jax_distributed_equal_one_process(tmp_path):
+    """fit_many(devices="all") over two processes on localhost (CPU collectives: gloo) gives one process's fits."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    tests = os.path.dirname(os.path.abspath(__file__))
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    script = _PROCESS.format(tests=tests, port=port)
+    children = [subprocess.Popen([sys.executable, "-c", script, str(i), str(tmp_path / f"p{i}.npz")], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for child in children:
+        _, err = child.communicate(timeout=900)
+        assert child.returncode == 0, err[-3000:]
+    rng = np.random.default_rng(3)
+    data = [dataset(rng, 9 + i, 2 + i % 6) for i in range(8)]
+    one = bj.fit_many(vi_model, data, **dict(OPTS, batch_size=8, devices=None))
+    for i in range(2):
+        got = np.load(tmp_path / f"p{i}.npz")
+        for d in range(8):
+            for k in ("mu", "tau", "theta"):
+                np.testing.assert_allclose(got[f"{d}/{k}"], one[d].draws[k], rtol=1e-9, atol=1e-9)
+
+
+def test_collection_indexes_like_a_list_and_iterates_every_dataset():
+    """fits[6] of 6 datasets is an IndexError (not dataset 0); iteration keeps unfitted datasets in place."""
+    rng = np.random.default_rng(8)
+    frames = [{"y": rng.normal(size=12), "g": np.arange(12) % 3} for _ in range(5)]
+    frames.insert(2, {"y": rng.normal(size=5), "g": np.zeros(5, int)})  # a single group: not fitted
+    fits = bj.fit_many("y ~ 1 + (1 | g)", frames, chains=1, warmup=20, draws=10, devices=None)
+    for bad in (6, 30, -7):
+        with pytest.raises(IndexError, match=f"dataset index {bad} is out of range for 6 datasets"):
+            fits[bad]
+    np.testing.assert_array_equal(fits[-1].draws["Intercept"], fits[5].draws["Intercept"])
+    items = list(fits)
+    assert len(items) == 6 and not items[2] and "single level" in items[2].reason
+    for frame, fit in zip(frames, items):  # each dataset with its own fit
+        if fit:
+            assert fit.data["N"] == len(frame["y"]) and np.allclose(fit.data["y"], frame["y"], atol=1e-6)
+    with pytest.raises(ValueError, match="was not fitted"):
+        items[2].draws
+
+
+def test_fit_many_checkpoints_and_streams_through_the_driver(tmp_path):
+    rng = np.random.default_rng(9)
+    data = [dataset(rng, 9 + 2 * i, 3) for i in range(4)]
+    opts = dict(OPTS, warmup=30, draws=20)
+    plain = bj.fit_many(vi_model, data, **opts)
+    saved = bj.fit_many(vi_model, data, checkpoint=tmp_path / "c", **opts)
+    again = bj.fit_many(vi_model, data, checkpoint=tmp_path / "c", **opts)  # finished: read back, not rerun
+    streamed = bj.fit_many(vi_model, data, out=tmp_path / "s", **opts)
+    assert isinstance(streamed[0].draws["theta"], np.memmap)
+    for fits in (saved, again, streamed):
+        for i in range(4):
+            np.testing.assert_array_equal(np.asarray(fits[i].draws["theta"]), plain[i].draws["theta"])
+    with pytest.raises(ValueError, match=r"different model, data or settings: .*seed"):
+        bj.fit_many(vi_model, data, checkpoint=tmp_path / "c", **dict(opts, seed=1))

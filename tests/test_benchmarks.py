@@ -81,12 +81,20 @@ def test_informative_groups_favour_centered(smoke):
     assert cp["metrics"]["ess_per_1k_grads"] > ncp["metrics"]["ess_per_1k_grads"]
 
 
+def test_marginalized_cell_beats_the_sampled_forms(smoke):
+    """Group effects integrated out: no funnel and no ridge, so more ESS per gradient than either form."""
+    results, _ = smoke
+    pair = report.pairs(results)[("intercepts", 8, 1000, 0.1)]
+    assert pair["marginalized"]["status"] == "ok" and report.marginalized_ratio(pair) > 1
+
+
 def test_report_renders(smoke, tmp_path):
     _, path = smoke
     written = report.render([path], tmp_path)
     text = (tmp_path / "report.md").read_text()
     assert "## Headline" in text and "eight_schools" in text
     assert any(p.name.startswith("phase_intercepts") for p in written)
+    assert "marginalized beats the best sampled form" in text
     assert all(p.stat().st_size > 0 for p in written)
 
 

@@ -20,7 +20,7 @@ import numpyro.distributions as dist
 import pytest
 
 import bhmjax as bj
-from bhmjax._src import chees
+from bhmjax._src import engine
 from tests._stats import agreement_z, assert_converged
 
 HYPER = ("mu", "tau", "sigma")
@@ -80,8 +80,9 @@ def test_agreement_rejects_chees_on_a_wrong_prior(fits):
 def test_chees_fit_is_an_ordinary_fit(fits):
     fc, _ = fits
     assert fc.draws["theta"].shape == (128, 250, 8) and fc.num_chains == 128
-    for k in ("diverging", "num_steps", "accept_prob", "energy", "step_size", "tree_depth", "potential_energy"):
+    for k in ("diverging", "num_steps", "accept_prob", "energy", "step_size", "potential_energy"):
         assert fc.stats[k].shape == (128, 250), k
+    assert "tree_depth" not in fc.stats  # ChEES builds no tree: a synthesized depth would read as saturation
     steps = fc.stats["num_steps"]
     assert (steps == steps[:1]).all(), "all chains share one jittered trajectory length per draw"
     assert fc.num_grad_evals["sampling"] == int(steps.sum())
@@ -95,16 +96,50 @@ def test_chees_fit_is_an_ordinary_fit(fits):
 
 @pytest.mark.slow
 def test_new_data_reuse_the_compiled_programs(fits):
-    before = len(chees._EXECUTABLES)
+    before = engine.compile_counts()
     fit = bj.sample(varying_intercepts, data(seed=5), sampler="chees", chains=128, warmup=300, draws=250,
                     seed=1, progress=False)
-    assert len(chees._EXECUTABLES) == before and fit.timings["compile"] < 1.0
+    assert engine.compile_counts() == before and fit.timings["compile"] < 1.0
+
+
+SMALL = dict(sampler="chees", chains=16, warmup=60, draws=40, seed=3, progress=False)
+
+
+def test_explicit_target_accept_is_kept():
+    """An explicit 0.8 is the user's choice, not "left at the NUTS default" (ChEES's own default is 0.651)."""
+    assert bj.sample(varying_intercepts, data(), target_accept=0.8, **SMALL).settings["target_accept"] == 0.8
+    assert bj.sample(varying_intercepts, data(), **SMALL).settings["target_accept"] == 0.651
+
+
+def test_chees_checkpoints_streams_and_resumes(tmp_path, monkeypatch):
+    """ChEES runs through the same driver: a checkpoint, a stream and an interrupted run resumed
+    give the plain run's draws."""
+    from bhmjax import runner
+
+    plain = bj.sample(varying_intercepts, data(), **SMALL)
+    streamed = bj.sample(varying_intercepts, data(), out=tmp_path / "s", chunk_size=15, **SMALL)
+    update, calls = runner.Progress.update, []
+
+    def interrupted(self, n, phase):
+        calls.append(phase)
+        if calls.count("sampling") == 2:
+            raise KeyboardInterrupt
+        update(self, n, phase)
+
+    monkeypatch.setattr(runner.Progress, "update", interrupted)
+    with pytest.warns(RuntimeWarning, match="keeping the 30 draws"):
+        cut = bj.sample(varying_intercepts, data(), checkpoint=tmp_path / "c", every=15, **SMALL)
+    monkeypatch.setattr(runner.Progress, "update", update)
+    assert cut.num_draws == 30
+    for fit in (streamed, bj.resume(tmp_path / "c", progress=False)):
+        for k in ("mu", "tau", "theta"):
+            np.testing.assert_array_equal(np.asarray(fit.draws[k]), plain.draws[k])
+        np.testing.assert_array_equal(np.asarray(fit.stats["num_steps"]), plain.stats["num_steps"])
 
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(sampler="hmc"), "sampler must be 'nuts' or 'chees', got 'hmc'"),
     (dict(sampler="chees", chains=1), "needs at least 2 chains"),
-    (dict(sampler="chees", chains=8, checkpoint="ckpt"), "has no checkpoint= or out="),
 ])
 def test_chees_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):

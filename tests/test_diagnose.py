@@ -8,7 +8,7 @@ import numpyro.distributions as dist
 import pytest
 
 import bhmjax as bj
-from bhmjax.diagnose import diagnose, group_scales
+from bhmjax.diagnose import diagnose, group_scales, group_terms
 from bhmjax.fit import Fit
 
 from ._models import eight_schools_centered as centered  # noqa: E402
@@ -102,8 +102,112 @@ def test_group_scales_from_model_and_names(broken, schools):
     fit = _fake(draws, chains=2, n=5)
     fit.model, fit.data = noncentered, schools
     assert group_scales(fit) == {"eta": "tau"}  # non-centered: no Normal(., tau) site, found by name
-    fit.draws["sigma_g"] = draws["tau"] + 1  # two scale-like names: no guess
+    assert group_terms(fit) == {"eta": ("tau", "noncentered")}
+    fit.model = None  # names alone: one scale-like site is a guess of unknown form, two are no guess
+    assert group_terms(fit) == {"eta": ("tau", None)}
+    fit.draws["sigma_g"] = draws["tau"] + 1
     assert group_scales(fit) == {}
+
+
+# ------------------------------------------------- advice fits the fit's parameterization (#15, item 4)
+
+TINY = dict(chains=2, warmup=50, draws=50, seed=0, progress=False)
+
+
+def grouped_means(group, num_groups, y=None, centered=True):
+    """The demo's grouped means (examples/grouped_means.py): the effect is a deterministic site."""
+    mu = numpyro.sample("mu_alpha", dist.Normal(0.0, 10.0))
+    sigma = numpyro.sample("sigma_alpha", dist.HalfCauchy(5.0))
+    with numpyro.plate("groups", num_groups):
+        if centered:
+            alpha = numpyro.sample("alpha", dist.Normal(mu, sigma))
+        else:
+            alpha = numpyro.deterministic("alpha", mu + sigma * numpyro.sample("alpha_z", dist.Normal(0.0, 1.0)))
+    numpyro.sample("y", dist.Normal(alpha[group], 1.0), obs=y)
+
+
+def regression(x, y=None):
+    b = numpyro.sample("b", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(5.0))
+    numpyro.sample("y", dist.Normal(b[0] + b[1] * x, sigma), obs=y)
+
+
+def _diverging_at_small(fit, scale: str):
+    """The fit's draws marked divergent where ``scale`` is in its lowest tenth (the neck of a funnel)."""
+    x = np.asarray(fit.draws[scale], dtype=float).reshape(*fit.stats["diverging"].shape, -1).mean(axis=-1)
+    fit.stats = {**fit.stats, "diverging": x < np.quantile(x, 0.1)}
+    return next(p for p in diagnose(fit).problems if p.check == "divergences").advice
+
+
+@pytest.fixture(scope="module")
+def grouped_data():
+    rng = np.random.default_rng(0)
+    group = np.repeat(np.arange(6), 5)
+    return {"group": group, "num_groups": 6, "y": rng.normal(rng.normal(1.0, 2.0, 6)[group], 1.0)}
+
+
+@pytest.fixture(scope="module")
+def grouped_frame(grouped_data):
+    import pandas as pd
+
+    return pd.DataFrame({"y": grouped_data["y"], "g": grouped_data["group"]})
+
+
+def test_noncentered_numpyro_fit_is_not_told_to_go_noncentered(grouped_data):
+    fit = bj.sample(grouped_means, {**grouped_data, "centered": False}, **TINY)
+    assert group_terms(fit) == {"alpha": ("sigma_alpha", "noncentered")}
+    advice = _diverging_at_small(fit, "sigma_alpha")
+    assert "'sigma_alpha', the group scale of 'alpha'" in advice
+    assert "already non-centered" in advice and "try the centered parameterization" in advice
+    assert "try the non-centered" not in advice and "target_accept" in advice
+
+
+def test_centered_numpyro_fit_is_told_to_go_noncentered(grouped_data):
+    fit = bj.sample(grouped_means, {**grouped_data, "centered": True}, **TINY)
+    assert group_terms(fit) == {"alpha": ("sigma_alpha", "centered")}
+    advice = _diverging_at_small(fit, "sigma_alpha")
+    assert "these group effects are centered: try the non-centered parameterization" in advice
+
+
+@pytest.mark.parametrize("form, cure", [("noncentered", "parameterization='centered'"),
+                                        ("centered", "parameterization='noncentered'")])
+def test_formula_fit_advice_names_the_other_parameterization(grouped_frame, form, cure):
+    fit = bj.Model("y ~ 1 + (1 | g)", grouped_frame, parameterization=form).fit(**TINY)
+    assert group_terms(fit) == {"r_g": ("sd_g", form)}
+    advice = _diverging_at_small(fit, "sd_g")
+    assert "'sd_g', the group scale of 'r_g'" in advice and cure in advice
+    assert ("try the non-centered" in advice) == (form == "centered")
+
+
+@pytest.mark.parametrize("formula", [True, False])
+def test_residual_sigma_is_not_a_group_scale(formula):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=40)
+    data = {"x": x, "y": 1.0 + x + rng.normal(size=40)}
+    if formula:
+        import pandas as pd
+
+        fit = bj.Model("y ~ 1 + x", pd.DataFrame(data)).fit(**TINY)
+    else:
+        fit = bj.sample(regression, data, **TINY)
+    assert group_terms(fit) == {}  # b is not an effect of sigma: sigma is the scale of the observed y
+    advice = _diverging_at_small(fit, "sigma")
+    assert "group scale" not in advice and "'sigma'" not in advice and "funnel" not in advice
+    assert "first. Raise target_accept above 0.8 (e.g. 0.95 or 0.99); " in advice
+    assert ("non-centered" in advice) == (not formula)  # a NumPyro model may hide group effects
+
+
+def test_data_far_from_zero_are_advised_to_be_centred():
+    rng = np.random.default_rng(0)
+    stuck = rng.normal(size=(4, 1, 400)) + np.arange(4)[:, None, None]  # chains far apart: r_hat fails
+    fit = _fake({"mu": stuck[:, 0]})
+    fit.data = {"y": 1e6 + rng.normal(size=50), "group": np.arange(50) % 5, "flag": np.ones(50, bool)}
+    report = diagnose(fit)
+    far = next(p for p in report.problems if p.check == "data_location")
+    assert "the data sit far from zero: 'y' (mean 1e+06, sd" in far.message
+    assert far.advice.startswith("centre them") and "'group'" not in far.message
+    fit.draws = {"mu": rng.normal(size=(4, 400))}  # a converged fit is not nagged about its data
+    assert diagnose(fit).ok
 
 
 # ----------------------------------------------------------------------- synthetic fits

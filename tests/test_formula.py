@@ -292,5 +292,5 @@ def test_data_containers(df):
     assert model.num_rows == len(df)
     with pytest.raises(ValueError, match="different lengths"):
         bj.Model("y ~ x + (1 | g)", {"y": df.y.to_numpy(), "x": df.x.to_numpy()[:-1], "g": df.g.to_numpy()})
-    with pytest.raises(TypeError, match="must be a pandas DataFrame or a dict"):
+    with pytest.raises(TypeError, match="must be a data frame .* or a dict"):
         bj.Model("y ~ x", [1, 2, 3])

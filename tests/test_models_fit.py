@@ -91,7 +91,7 @@ def fit_family(family: str, parameterization="noncentered"):
     if key not in _FITS:
         frame, truth, r = simulate(family)
         model = bj.Model(formula_of(family), frame, family=family, parameterization=parameterization)
-        _FITS[key] = (model.fit(seed=1, **SETTINGS), truth, r)
+        _FITS[key] = (model.fit(seed=1, marginalize=False, **SETTINGS), truth, r)  # group effects sampled
     return _FITS[key]
 
 
@@ -144,7 +144,7 @@ def test_recovery_rejects_a_wrong_link(family, monkeypatch):
     fresh_programs(monkeypatch)  # the broken likelihood is traced and compiled anew
     monkeypatch.setitem(families.FAMILIES, family, _halved_link(families.FAMILIES[family]))
     fit = bj.Model(formula_of(family), frame, family=family).fit(
-        seed=1, chains=1, warmup=200, draws=200, progress=False, chain_method="sequential")
+        seed=1, marginalize=False, chains=1, warmup=200, draws=200, progress=False, chain_method="sequential")
     z = hyper_z(fit, truth)
     assert z.max() > 3.29, z  # the recovery check (all z < 3.29) rejects it
 
@@ -190,7 +190,7 @@ def test_radon_varying_slopes(posteriordb):
     df = _radon(posteriordb)
     model = bj.Model("log_radon ~ 1 + floor_measure + (1 + floor_measure | county)", df)
     fit = model.fit(chains=4, warmup=1000, draws=1000, seed=0, progress=False, target_accept=0.9,
-                    chain_method="sequential")
+                    chain_method="sequential", marginalize=False)
     table = fit.summary(round_to="none")
     assert int(fit.stats["diverging"].sum()) == 0
     assert table["r_hat"].max() < 1.01, table.sort_values("r_hat").tail()

@@ -128,9 +128,9 @@ def test_compare_warns_on_pareto_k_and_rejects_different_data(fits, sim, monkeyp
     train, _ = sim
     real = comparison._criteria
 
-    def high_k(name, fit):
-        loo, waic, _, good, n = real(name, fit)
-        return loo, waic, 5 if name == "unpooled" else 0, good, n
+    def high_k(fit):
+        loo, waic, _, good, n = real(fit)
+        return loo, waic, 5 if fit is fits["unpooled"] else 0, good, n
 
     monkeypatch.setattr(comparison, "_criteria", high_k)
     with pytest.warns(UserWarning, match=r"Pareto k > 0\.\d+ \('unpooled': 5 of 255\)"):

@@ -14,9 +14,12 @@ import numpyro
 import numpyro.distributions as dist
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import bhmjax as bj
 from bhmjax import io
+from bhmjax.design import new_design
 
 from ._models import eight_schools_centered, eight_schools_noncentered
 
@@ -264,3 +267,185 @@ def test_format_1_files_still_load(eight_schools):
     loaded = bj.load(V1_FILE, model=eight_schools_noncentered)
     assert loaded.posterior_predictive(seed=1)["y"].shape == (2, 20, 8)
     _same(loaded.draws["theta"], old.draws["theta"])
+
+
+# ----------------------------------------------------------------------- every kind of fit (property)
+
+TINY = dict(chains=2, warmup=50, draws=50, progress=False)
+FAMILIES = {  # family -> (formula, response drawn from the linear predictor eta)
+    "gaussian": ("y ~ 1 + x + (1 | g)", lambda rng, eta: rng.normal(eta, 1.0)),
+    "student_t": ("y ~ 1 + x + (1 | g)", lambda rng, eta: eta + rng.standard_t(4, eta.size)),
+    "bernoulli": ("y ~ 1 + x + (1 | g)", lambda rng, eta: rng.binomial(1, 1 / (1 + np.exp(-eta)))),
+    "binomial": ("y | trials(n) ~ 1 + x + (1 | g)", lambda rng, eta: rng.binomial(8, 1 / (1 + np.exp(-eta)))),
+    "poisson": ("y ~ 1 + x + (1 | g)", lambda rng, eta: rng.poisson(np.exp(0.5 * eta))),
+    "negative_binomial": ("y ~ 1 + x + (1 | g)", lambda rng, eta: rng.poisson(np.exp(0.5 * eta) * rng.gamma(5, 0.2, eta.size))),
+}
+
+
+def _family_frame(family: str, seed: int = 0, reducible: bool = False) -> pd.DataFrame:
+    """A few groups with labels of several kinds (str with a comma, int, bool) and one predictor."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(["a,1", "b", "c [2]"], 8)
+    x = np.tile([0.0, 1.0], 12) if reducible else rng.normal(size=g.size)
+    eta = 0.3 + 0.5 * x + np.repeat(rng.normal(0.0, 0.5, 3), 8)
+    return pd.DataFrame({"y": FAMILIES[family][1](rng, eta), "x": x, "g": g, "n": 8,
+                         "k": np.repeat([3, 1], 12), "flag": np.tile([True, False, False], 8)})
+
+
+def mixed_data(x0, counts, flag, group, num_groups: int, y=None):
+    """A NumPyro model of 0-d, int and bool data and string-labelled groups (importable by name)."""
+    mu = numpyro.sample("mu", dist.Normal(x0, 2.0))
+    tau = numpyro.sample("tau", dist.HalfNormal(1.0))
+    with numpyro.plate("groups", num_groups):
+        a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+    numpyro.deterministic("a_scaled", tau * a)
+    eta = mu + tau * a[group] + 0.1 * counts + 0.5 * flag
+    numpyro.sample("y", dist.Normal(eta, 1.0), obs=y)
+
+
+def _mixed_kwargs(seed: int = 0, labels=("x,y", "b[1]", "it's")):
+    rng = np.random.default_rng(seed)
+    group = np.repeat(np.arange(3), 6)
+    data = {"x0": np.asarray(0.5), "counts": rng.integers(0, 5, group.size), "flag": rng.random(group.size) < 0.5,
+            "group": group, "num_groups": 3, "y": rng.normal(size=group.size)}
+    return dict(data=data, coords={"g": list(labels)}, dims={"a": ["g"], "a_scaled": ["g"]})
+
+
+def _kind(kind: str, tmp: Path) -> bj.Fit:
+    if kind == "function":
+        kw = _mixed_kwargs()
+        return bj.sample(mixed_data, kw["data"], coords=kw["coords"], dims=kw["dims"], seed=3, **TINY)
+    if kind in FAMILIES:
+        frame = _family_frame(kind)
+        return bj.Model(FAMILIES[kind][0], frame, kind).fit(seed=4, reduce=False, **TINY)
+    if kind == "gaussian, reduced":
+        return bj.Model("y ~ 1 + x + (1 | g)", _family_frame("gaussian", reducible=True)).fit(seed=5, reduce=True,
+                                                                                            **TINY)
+    if kind == "bool predictor, int groups":
+        return bj.Model("y ~ 1 + flag + (1 | k)", _family_frame("poisson"), "poisson",
+                        parameterization="centered").fit(seed=6, **TINY)
+    if kind == "fit_many member":
+        fits = bj.fit_many("y ~ 1 + x + (1 | g)", [_family_frame("gaussian", s) for s in (1, 2)], seed=7,
+                           **{k: v for k, v in TINY.items()})
+        return fits[1]
+    if kind == "chees":
+        kw = _mixed_kwargs()
+        return bj.sample(mixed_data, kw["data"], coords=kw["coords"], dims=kw["dims"], seed=8, sampler="chees",
+                         chains=4, warmup=50, draws=50, progress=False)
+    if kind == "resumed":
+        kw = _mixed_kwargs()
+        bj.sample(mixed_data, kw["data"], coords=kw["coords"], dims=kw["dims"], seed=9, checkpoint=tmp / "ck",
+                  every=25, **TINY)
+        return bj.resume(tmp / "ck", progress=False)
+    if kind == "extended":  # the gaussian kind's fit (its programs are compiled), 20 draws more
+        return _BUILT.get("gaussian", _kind("gaussian", tmp)).extend(20)
+    raise AssertionError(kind)
+
+
+KINDS = ["function", *FAMILIES, "gaussian, reduced", "bool predictor, int groups", "fit_many member", "chees",
+         "resumed", "extended"]
+
+
+_BUILT: dict[str, bj.Fit] = {}
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def any_fit(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("kinds")
+    fit = _BUILT[request.param] = _kind(request.param, tmp)
+    return fit, bj.load(fit.save(tmp / "fit.bhm"))
+
+
+def _same_tree(a, b, where: str) -> None:
+    assert type(a) is type(b) or np.isscalar(a), where
+    if isinstance(a, dict):
+        assert (list(a) == list(b)) if where != "data" else (set(a) == set(b)), where  # keyword order is moot
+        for k in a:
+            _same_tree(a[k], b[k], f"{where}[{k!r}]")
+    elif isinstance(a, np.ndarray) or hasattr(a, "__array__") and not isinstance(a, (list, tuple)):
+        _same(np.asarray(b), np.asarray(a))
+    else:
+        assert a == b, where
+
+
+@pytest.mark.slow
+def test_every_fit_kind_round_trips(any_fit):
+    """Draws, stats, labels and data come back bit for bit; the loaded fit predicts, scores and exports alike."""
+    fit, loaded = any_fit
+    for name in ("draws", "stats", "data"):
+        _same_tree(getattr(fit, name), getattr(loaded, name), name)
+    assert loaded.coords == {k: list(v) for k, v in fit.coords.items()} or loaded.coords == fit.coords
+    assert {k: tuple(v) for k, v in loaded.dims.items()} == {k: tuple(v) for k, v in fit.dims.items()}
+    assert loaded.param_names() == fit.param_names()
+    assert loaded.summary().equals(fit.summary())
+    _same(loaded.posterior_predictive(seed=1)["y"], fit.posterior_predictive(seed=1)["y"])
+    _same(loaded.log_likelihood(), fit.log_likelihood())
+    _same_arviz(fit, loaded)
+
+
+_LABEL = st.one_of(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=6),
+                   st.sampled_from(["a,b", "[x]", "it's", " pad ", "0"]))
+
+
+@st.composite
+def _frames(draw):
+    """A formula model's data: group labels of one kind (text with commas/brackets, ints or bools), a bool
+    predictor, an int column and a float response."""
+    kind = draw(st.sampled_from(["text", "int", "bool"]))
+    if kind == "bool":
+        levels = [True, False]
+    else:
+        element = _LABEL if kind == "text" else st.integers(-10**6, 10**6)
+        levels = draw(st.lists(element, min_size=2, max_size=4, unique_by=str))
+    rows = draw(st.integers(len(levels) + 2, 12))
+    codes = np.array([i % len(levels) for i in range(rows)])
+    draw(st.randoms()).shuffle(codes)
+    g = np.array(levels, dtype=object)[codes] if kind == "text" else np.array(levels)[codes]
+    y = draw(st.lists(st.floats(-1e3, 1e3, allow_nan=False, width=32), min_size=rows, max_size=rows))
+    flag = np.arange(rows) % 2 == 0
+    return pd.DataFrame({"y": y, "g": g, "flag": flag, "k": np.arange(rows) % 3})
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frame=_frames(), parameterization=st.sampled_from(["centered", "noncentered"]))
+def test_saved_formula_fit_keeps_any_data_and_labels(frame, parameterization, tmp_path_factory):
+    """Property: save -> load of a formula fit (draws made up, nothing sampled) gives the same labels, names,
+    data and design, for labels of any type and text."""
+    model = bj.Model("y ~ 1 + flag + (1 | g)", frame, parameterization=parameterization)
+    n = model.spec.groups[0].encoding.num_groups
+    rng = np.random.default_rng(0)
+    draws = {"Intercept": rng.normal(size=(1, 2)), "b": rng.normal(size=(1, 2, 1)), "sigma": rng.random((1, 2)) + 0.1,
+             "sd_g": rng.random((1, 2, 1)) + 0.1, "r_g": rng.normal(size=(1, 2, n, 1))}
+    fit = bj.Fit(draws=draws, stats={"diverging": np.zeros((1, 2), bool)}, timings={}, num_grad_evals={},
+                 settings={}, data=model.model_data(), model=model.numpyro_model, spec=model.spec,
+                 coords={"g": list(model.spec.groups[0].encoding.labels), "g_term": ["Intercept"]},
+                 dims={"r_g": ["g", "g_term"]})
+    path = fit.save(tmp_path_factory.mktemp("prop") / "f.bhm", log_likelihood=False)
+    loaded = bj.load(path)
+    assert loaded.spec.groups[0].encoding.labels == model.spec.groups[0].encoding.labels
+    assert [type(v) for v in loaded.spec.groups[0].encoding.labels] == [type(v) for v in
+                                                                        model.spec.groups[0].encoding.labels]
+    assert loaded.param_names() == fit.param_names() and len(set(fit.param_names())) == len(fit.param_names())
+    for key, value in fit.data.items():
+        _same(np.asarray(loaded.data[key]), np.asarray(value))
+    rows = new_design(model.spec, frame.iloc[::-1])[0]
+    for key, value in new_design(loaded.spec, frame.iloc[::-1])[0].items():
+        _same(value, rows[key])
+
+
+def test_learned_per_group_centeredness_is_saved_and_loaded(tmp_path):
+    """A formula fit whose learned centeredness differs between groups (form PER_GROUP, values in the
+    model data) saves and loads with the same values: the record stores them as arrays."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"y": rng.poisson(2.0, 60), "g": np.arange(60) % 6})
+    model = bj.Model("y ~ 1 + (1 | g)", frame, "poisson", parameterization="auto")
+    learned = np.linspace(0.0, 1.0, 6)[:, None]
+    model.use_centeredness({"g": learned})
+    fit = model.fit(seed=1, chains=1, warmup=30, draws=10, progress=False)
+    loaded = bj.load(fit.save(tmp_path / "per_group.bhm"))
+    np.testing.assert_array_equal(np.asarray(loaded.settings["parameterization"]["g"]), learned)
+    assert loaded.spec.structure.groups[0].centeredness == fit.spec.structure.groups[0].centeredness
+    rebuilt = bj.Model.from_record(*model.to_record())
+    np.testing.assert_array_equal(rebuilt.centeredness["g"], learned)  # set again, not learned again
+    _same(loaded.log_likelihood(), fit.log_likelihood())
+    _same(loaded.predict(frame.iloc[:5], seed=3).draws, fit.predict(frame.iloc[:5], seed=3).draws)

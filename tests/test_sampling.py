@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import bhmjax as bj
-from bhmjax._src import sampling
+from bhmjax._src import engine, sampling
 
 from ._stats import agreement_z, assert_converged, mcse_z
 
@@ -133,9 +133,12 @@ def test_chain_methods_give_the_posterior(method, y20):
 
 
 def test_auto_chain_method_is_resolved():
-    method, devices = sampling.resolve_chain_method("auto", 4)
-    assert method in ("parallel", "sequential", "vectorized")
-    assert 4 % devices == 0
+    import jax
+
+    layout = engine.resolve_layout("auto", 4)
+    expected = "parallel" if jax.local_device_count() > 1 else "sequential"  # CPU: host devices, or one core
+    assert layout.method == expected
+    assert layout.lanes == 4 and (not layout.devices or 4 % len(layout.devices) == 0)
 
 
 def test_fit_fields(y20):
@@ -281,13 +284,20 @@ def test_chains_without_a_valid_initial_point_are_named():
     import jax
     import jax.numpy as jnp
 
+    from bhmjax._src.config import build_config
+    from bhmjax._src.trace import model_trace
+
     def hopeless():
         numpyro.sample("x", dist.Normal(0.0, 1.0))
         numpyro.factor("wall", -jnp.inf)
 
+    with pytest.raises(ValueError, match=r"site 'wall' is infinite at its value \(a factor\)"):
+        bj.sample(hopeless, chains=2, warmup=5, draws=5, progress=False)
+    config = build_config(chains=2, warmup=5, draws=5)  # the driver's own check, past the model check
+    program = sampling.nuts_program(hopeless, {}, config, model_trace(hopeless, {}, {}))
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
     with pytest.raises(ValueError, match=r"no valid initial point was found for chain\(s\) \[0, 1\]"):
-        sampling.run_chains(jax.random.PRNGKey(0), hopeless, {}, {}, sampling.NutsConfig(num_warmup=5),
-                            num_chains=2, num_draws=5, chain_method="sequential")
+        engine.prepare(program, engine.Layout("sequential", 2), {}, keys=keys, buffer_len=5)
 
 
 def test_python_branching_on_data_is_explained_before_compiling():
@@ -302,15 +312,187 @@ def test_python_branching_on_data_is_explained_before_compiling():
     assert sampling.trace_counts() == before
 
 
-def test_model_check_is_compiled_once_per_model_and_shapes():
-    from bhmjax import sampler
+def test_model_check_is_traced_once_per_model_and_shapes():
+    from bhmjax._src import trace
 
     def model(y):
         mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
         numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
 
-    first = sampler._check_program(model, {"y": np.ones(3)}, {})
-    assert sampler._check_program(model, {"y": np.zeros(3)}, {}) is first  # new values, same program
-    assert sampler._check_program(model, {"y": np.ones(4)}, {}) is not first
-    sampler.check_model(model, {"y": np.ones(3)}, {})
-    assert first[1]["y"]["is_observed"] and first[1]["y"]["value_shape"] == (3,)
+    first = trace.model_trace(model, {"y": np.ones(3)}, {})
+    assert trace.model_trace(model, {"y": np.zeros(3)}, {}) is first  # new values, same trace
+    assert trace.model_trace(model, {"y": np.ones(4)}, {}) is not first
+    assert first.sites["y"].kind == "observed" and first.sites["y"].shape == (3,)
+    assert first.latent == ("mu",) and list(first.stored()) == ["mu"]
+    before = len(trace._CHECKS)
+    for y in (np.ones(3), np.zeros(3)):
+        bj.sampler.check_model(model, {"y": y}, {})
+    assert len(trace._CHECKS) == before + 1  # one jitted check program for both
+
+
+# ----------------------------------------------------------------- first calls (issue #19)
+
+
+@pytest.mark.parametrize("wrong, right", [("num_chains", "chains"), ("tune", "warmup"), ("random_seed", "seed"),
+                                          ("num_warmup", "warmup"), ("num_samples", "draws"),
+                                          ("chain_metod", "chain_method")])
+def test_unknown_keywords_get_our_name(y20, wrong, right):
+    match = rf"unexpected keyword argument\(s\) '{wrong}' \(did you mean '{right}'\?\)"
+    with pytest.raises(TypeError, match=match):
+        bj.sample(normal_mean, {"y": y20}, **{wrong: 2})
+    model = bj.Model("y ~ 1", {"y": y20})
+    with pytest.raises(TypeError, match=match):
+        model.fit(**{wrong: 2})
+    if right != "chain_method":  # fit_many has no chain method (it batches)
+        with pytest.raises(TypeError, match=match):
+            bj.fit_many("y ~ 1", [{"y": y20}], **{wrong: 2})
+
+
+def test_seed_takes_ints_keys_generators_and_none(y20):
+    import jax
+
+    base = bj.sample(normal_mean, {"y": y20}, seed=3, **FAST)
+    for key in (jax.random.PRNGKey(3), jax.random.key(3)):  # the key PRNGKey(seed) would make
+        fit = bj.sample(normal_mean, {"y": y20}, seed=key, **FAST)
+        np.testing.assert_array_equal(fit.draws["mu"], base.draws["mu"])
+        assert fit.settings["seed"] == [0, 3]
+    drawn = bj.sample(normal_mean, {"y": y20}, seed=np.random.default_rng(5), **FAST)
+    expected = int(np.random.default_rng(5).integers(0, 2**31))
+    assert drawn.settings["seed"] == expected
+    np.testing.assert_array_equal(drawn.draws["mu"], bj.sample(normal_mean, {"y": y20}, seed=expected,
+                                                               **FAST).draws["mu"])
+    fresh = bj.sample(normal_mean, {"y": y20}, seed=None, **FAST)
+    assert isinstance(fresh.settings["seed"], int)  # drawn from the OS and recorded, so the run repeats
+    np.testing.assert_array_equal(fresh.draws["mu"], bj.sample(normal_mean, {"y": y20},
+                                                               seed=fresh.settings["seed"], **FAST).draws["mu"])
+    with pytest.raises(TypeError, match="seed must be an int, a JAX PRNG key, a numpy Generator or None"):
+        bj.sample(normal_mean, {"y": y20}, seed="7", **FAST)
+    with pytest.raises(ValueError, match=r"one threefry key .* shape \(3, 2\)"):
+        bj.sample(normal_mean, {"y": y20}, seed=jax.random.split(jax.random.PRNGKey(0), 3), **FAST)
+
+
+# ----------------------------------------------------------------- the model check (issue #14, defects 5 and 6)
+
+
+def bounded(y):
+    s = numpyro.sample("s", dist.Uniform(0.0, 10.0))
+    numpyro.sample("y", dist.Uniform(0.0, s), obs=y)
+
+
+def test_model_check_starts_where_the_run_starts():
+    """A model valid where its init strategy starts is sampled; one that can never start is named."""
+    y = np.array([1.0, 5.0, 9.5])
+    fit = bj.sample(bounded, {"y": y}, init_strategy={"s": 9.8}, **FAST)
+    assert (fit.draws["s"] > 9.5).all() and (fit.draws["s"] < 10).all()
+    with pytest.raises(ValueError, match=r"site 'y' is infinite at its observed data .*init_strategy='uniform'"):
+        bj.sample(bounded, {"y": y}, **FAST)  # uniform starts put s in (1.2, 8.8): never above 9.5
+
+
+def test_model_check_names_a_site_whose_density_fails():
+    class NoDensity(dist.Normal):
+        def log_prob(self, value):
+            raise NotImplementedError("no density here")
+
+    def model(y):
+        mu = numpyro.sample("mu", NoDensity(0.0, 1.0))
+        numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    with pytest.raises(ValueError, match=r"log density of site 'mu' \(NoDensity\) cannot be evaluated: "
+                                         r"NotImplementedError: no density here"):
+        bj.sample(model, {"y": np.ones(3)}, **FAST)
+
+
+def test_labels_that_do_not_fit_are_refused(y20):
+    data = {"group": np.array([0, 1, 2, 1]), "y": np.ones(4), "num_groups": 3}
+    with pytest.raises(ValueError, match=r"names\['theta'\] has 2 entries but site 'theta' has shape \(3,\)"):
+        bj.sample(group_means, data, names={"theta": ["a", "b"]}, **FAST)
+    with pytest.raises(ValueError, match=r"coords\['school'\] has 2 labels but axis 0 of site 'theta'"):
+        bj.sample(group_means, data, coords={"school": ["a", "b"]}, dims={"theta": ["school"]}, **FAST)
+    fit = bj.sample(group_means, data, **FAST)
+    with pytest.raises(ValueError, match=r"names\['theta'\] has 1 entries but site 'theta' has 3 values"):
+        bj.Fit(draws=fit.draws, stats=fit.stats, timings={}, num_grad_evals={}, settings={}, names={"theta": ["a"]})
+
+
+# ----------------------------------------------------------------- statistics (issue #14: one definition)
+
+
+def test_sampler_statistics_follow_their_definition(y20):
+    from bhmjax._src.stats import STATS, stat_dtypes, to_arviz
+
+    fit = bj.sample(normal_mean, {"y": y20}, max_tree_depth=3, **FAST)
+    assert list(fit.stats) == list(STATS)
+    assert {k: v.dtype for k, v in fit.stats.items()} == stat_dtypes(STATS, np.float32)
+    steps = fit.stats["num_steps"]
+    np.testing.assert_array_equal(fit.stats["tree_depth"], np.floor(np.log2(steps)).astype(int) + 1)
+    assert fit.stats["tree_depth"].max() <= 3 and steps.max() <= 2**3 - 1
+    exported = to_arviz(fit.stats)
+    assert set(exported) == {"diverging", "n_steps", "tree_depth", "acceptance_rate", "energy", "step_size", "lp"}
+    np.testing.assert_array_equal(exported["lp"], -fit.stats["potential_energy"])
+
+
+def test_saving_data_that_cannot_be_stored_says_so(y20, tmp_path):
+    fit = bj.sample(normal_mean, {"y": y20}, **FAST)
+    odd = bj.Fit(draws=fit.draws, stats=fit.stats, timings=fit.timings, num_grad_evals=fit.num_grad_evals,
+                 settings=fit.settings, data={"y": y20, "ragged": (1, (2, 3))})
+    with pytest.warns(UserWarning, match=r"data\['ragged'\] \(tuple\) cannot be stored"):
+        odd.save(tmp_path / "fit.bhm")
+
+
+# ----------------------------------------------------------------- generated quantities (hook for #21)
+
+
+def replicate(key, values, arrays):
+    """A toy generated quantity: a draw of the mean's posterior predictive per row, and its key's first word."""
+    import jax
+
+    noise = jax.random.normal(key, arrays["y"].shape, values["mu"].dtype)
+    return {"y_rep": values["mu"] + noise, "key_word": key[1]}
+
+
+def test_generated_quantities_are_stored_per_draw_and_independent_of_chunks(y20, tmp_path):
+    import jax
+    from dataclasses import replace
+
+    from bhmjax import runner
+    from bhmjax._src.config import build_config
+
+    config = build_config(chains=2, warmup=100, draws=60, seed=4, chunk_size=60)
+    request = runner.RunRequest(model=normal_mean, arrays={"y": y20}, static={}, config=config,
+                                generate=replicate, progress=False)
+    fit = runner.execute(request)
+    assert fit.draws["y_rep"].shape == (2, 60, 20) and fit.draws["key_word"].dtype == np.uint32
+    for c in range(2):  # draw i of chain c uses fold_in(the chain's generated-quantities key, i)
+        for i in (0, 37):
+            key = jax.random.fold_in(fit.state.gen_key[c], i)
+            expected = fit.draws["mu"][c, i] + jax.random.normal(key, (20,))
+            np.testing.assert_allclose(fit.draws["y_rep"][c, i], expected, rtol=1e-6)
+    assert len(np.unique(fit.draws["key_word"])) == 120  # a fresh key for every chain and draw
+    chunked = runner.execute(replace(request, config=replace(config, chunk_size=7)))
+    streamed = runner.execute(replace(request, config=replace(config, chunk_size=13), out=tmp_path / "s"))
+    saved = runner.execute(replace(request, config=replace(config, every=25), checkpoint=tmp_path / "c"))
+    for other in (chunked, streamed, saved):
+        np.testing.assert_array_equal(np.asarray(other.draws["y_rep"]), fit.draws["y_rep"])
+    longer = runner.extend(fit, 20)
+    key = jax.random.fold_in(fit.state.gen_key[1], 70)  # the draw counter continues
+    np.testing.assert_allclose(longer.draws["y_rep"][1, 70], longer.draws["mu"][1, 70] + jax.random.normal(key, (20,)),
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="the generated quantities"):
+        runner.execute(replace(request, config=replace(config, every=25), checkpoint=tmp_path / "c", generate=None))
+
+
+def test_internal_sites_are_stored_but_not_shown(y20):
+    """fit.internal (one definition of sampler internals) keeps a site out of summaries and the export."""
+    import dataclasses
+
+    from bhmjax.summary import shown_sites
+
+    def with_twin(y):
+        z = numpyro.sample("z", dist.Normal(0.0, 1.0))
+        mu = numpyro.deterministic("mu", 10.0 * z)
+        numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    fit = bj.sample(with_twin, {"y": y20}, chains=1, warmup=50, draws=20, progress=False)
+    assert sorted(shown_sites(fit)) == ["mu", "z"]
+    hidden = dataclasses.replace(fit, internal=("z",))
+    assert "z" in hidden.draws and shown_sites(hidden) == ["mu"]
+    assert list(hidden.summary().index) == ["mu"]

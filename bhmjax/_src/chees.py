@@ -1,4 +1,4 @@
-"""ChEES-HMC: many chains in lockstep, for accelerators, from BlackJAX on a NumPyro model.
+"""ChEES-HMC as an ensemble chain program: many chains in lockstep, for accelerators, from BlackJAX.
 
 NUTS builds a tree whose size depends on each chain's position, so vectorized chains
 wait for the slowest. ChEES-HMC (Hoffman, Radul and Sountsov 2021, "An Adaptive MCMC
@@ -10,105 +10,50 @@ estimate of E[|x - E x|^2]), with an ensemble-estimated diagonal mass matrix. Wi
 hundreds or thousands of chains each step is one batched gradient per leapfrog step.
 A chain that accepted almost nothing in the second half of warmup (stuck where the
 shared step size is far too large) restarts from a healthy chain's state before
-sampling (``_restart_stuck``; counted in ``adapted["restarted_chains"]``).
+sampling (``_restart_stuck``; counted in ``fit.settings["adapted"]["restarted_chains"]``).
 
-We do not reimplement it: ``blackjax.chees_adaptation`` does the warmup and
-``blackjax.mcmc.dynamic_hmc`` the sampling, on the log density of the NumPyro model
-from ``numpyro.infer.util.initialize_model(..., dynamic_args=True)`` (data are traced
-arguments, so new data of the same shapes reuse both compiled programs).
+We do not reimplement it: ``blackjax.chees_adaptation`` does the warmup (one compiled
+call: BlackJAX runs it as one scan, so the driver checkpoints after it) and
+``blackjax.mcmc.dynamic_hmc`` the sampling steps, on the log density of the model's
+abstract trace (data as arguments: new data of the same shapes reuse both programs).
+Keys: chain ``c`` starts from ``split(key_c)[0]`` (as NUTS does); the ensemble's
+warmup, restart and sampling keys come from ``split(key_0)[1]``; step ``i`` of
+sampling uses ``fold_in(key_sample, i)``, so draws do not depend on the chunking.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from numpyro.infer.util import initialize_model
+from bhmjax._src.config import RunConfig
+from bhmjax._src.engine import ChainProgram, init_keys
+from bhmjax._src.stats import STATS, SampleInfo
+from bhmjax._src.trace import ModelTrace
 
-__all__ = ["CheesConfig", "CheesResult", "run_chees"]
+__all__ = ["CheesState", "chees_program"]
 
-_EXECUTABLES: dict[tuple, Any] = {}
 STUCK_ACCEPTANCE = 0.01  # mean acceptance over the second half of warmup below which a chain restarts
+LEARNING_RATE = 0.025  # Adam's learning rate on the log trajectory length
+INIT_STEP_SIZE = 0.1
+MAX_LEAPFROG_STEPS = 1000
 
 
-@dataclass(frozen=True)
-class CheesConfig:
-    """Settings of a ChEES run (all part of the compile key).
+class CheesState(NamedTuple):
+    """Every chain's HMC state and the ensemble's tuned parameters and keys."""
 
-    Attributes
-    ----------
-    num_warmup : int
-        Adaptation steps (all chains together).
-    target_accept : float
-        Target harmonic-mean acceptance over chains (0.651 is optimal for HMC).
-    learning_rate : float
-        Adam's learning rate on the log trajectory length.
-    init_step_size : float
-    max_leapfrog_steps : int
-        Cap on the leapfrog steps of one transition.
-    init_strategy : str or callable
-        "uniform", "median", "feasible", "sample" or a NumPyro init strategy (each
-        chain gets its own key).
-    thinning : int
-    keep, drop : tuple of str or None
-        Sites to store / never to store (as for NUTS).
-    """
-
-    num_warmup: int = 500
-    target_accept: float = 0.651
-    learning_rate: float = 0.025
-    init_step_size: float = 0.1
-    max_leapfrog_steps: int = 1000
-    init_strategy: Any = "uniform"
-    thinning: int = 1
-    keep: tuple[str, ...] | None = None
-    drop: tuple[str, ...] = ()
-
-
-class CheesResult(NamedTuple):
-    """Host arrays with axes (chain, draw, ...), as :class:`sampling.SampleResult`."""
-
-    draws: dict[str, np.ndarray]
-    stats: dict[str, np.ndarray]
-    timings: dict[str, float]
-    num_grad_evals: dict[str, int]
-    adapted: dict[str, float]  # step_size, num_leapfrog_steps (mean before jitter), restarted_chains
-
-
-def _log_density(model: Callable, static: Mapping[str, Any], example: Mapping[str, Any], init_fn):
-    """``(logdensity(arrays), constrain(arrays), init(key, arrays), site_names)`` of the model.
-
-    Positions are flat vectors (``ravel_pytree`` of the unconstrained sites), so the
-    ensemble mass matrix and ChEES criterion see one array of shape (chains, dim).
-    """
-    info = initialize_model(jax.random.PRNGKey(0), model, init_strategy=init_fn, dynamic_args=True,
-                            model_kwargs={**example, **static})
-    _, unravel = ravel_pytree(info.param_info.z)
-    sites = tuple(name for name, site in info.model_trace.items()
-                  if site["type"] in ("sample", "deterministic") and not site.get("is_observed", False))
-
-    def logdensity(arrays):
-        potential = info.potential_fn(**arrays, **static)
-        return lambda x: -potential(unravel(x))
-
-    def constrain(arrays):
-        postprocess = info.postprocess_fn(**arrays, **static)
-        return lambda x: postprocess(unravel(x))
-
-    def init(key, arrays):
-        z = initialize_model(key, model, init_strategy=init_fn, dynamic_args=True,
-                             model_kwargs={**arrays, **static}).param_info.z
-        return ravel_pytree(z)[0]
-
-    return logdensity, constrain, init, sites
+    hmc: Any  # blackjax DynamicHMCState, leaves with a leading chain axis
+    step_size: Any  # ()
+    inverse_mass_matrix: Any  # (dim,)
+    num_steps: Any  # () mean leapfrog steps before jitter
+    keys: Any  # (3, 2): warmup, restart, sampling
+    i: Any  # () sampling steps taken
+    restarted: Any  # () chains restarted after warmup
 
 
 def _steps_fn(max_bits: int) -> Callable:
@@ -116,64 +61,6 @@ def _steps_fn(max_bits: int) -> Callable:
     from blackjax.mcmc import dynamic_hmc
 
     return lambda i, n: jnp.asarray(jnp.ceil(dynamic_hmc.halton_sequence(i, max_bits) * n), dtype=int)
-
-
-def _programs(model, static, config: CheesConfig, example, num_chains: int, num_draws: int):
-    """The warmup and sampling functions (pure; compiled by the caller)."""
-    import blackjax
-    from blackjax.adaptation.base import get_filter_adapt_info_fn
-
-    from bhmjax._src.sampling import _INIT_STRATEGIES
-
-    strategy = config.init_strategy
-    init_fn = _INIT_STRATEGIES[strategy]() if isinstance(strategy, str) else strategy
-    logdensity_of, constrain_of, init_of, sites = _log_density(model, static, example, init_fn)
-    stored = tuple(s for s in sites if s not in config.drop and (config.keep is None or s in config.keep))
-    max_bits = int(np.ceil(np.log2(config.num_warmup + num_draws * config.thinning)))
-    kernel = blackjax.mcmc.dynamic_hmc.build_kernel(next_random_arg_fn=lambda i: i + 1,
-                                                    integration_steps_fn=_steps_fn(max_bits))
-
-    def warmup(key, arrays):
-        key_init, key_warmup = jax.random.split(key)
-        positions = jax.vmap(lambda k: init_of(k, arrays))(jax.random.split(key_init, num_chains))
-        adaptation = blackjax.chees_adaptation(
-            logdensity_of(arrays), num_chains, target_acceptance_rate=config.target_accept,
-            max_leapfrog_steps=config.max_leapfrog_steps, mass_matrix_estimation="diagonal",
-            adaptation_info_fn=get_filter_adapt_info_fn(info_keys={"num_integration_steps", "acceptance_rate"}))
-        (states, params), info = adaptation.run(key_warmup, positions, config.init_step_size,
-                                                optax.adam(config.learning_rate), config.num_warmup,
-                                                max_sampling_steps=num_draws * config.thinning)
-        steps = jnp.sum(info.info.num_integration_steps) + num_chains  # + the initial gradients
-        states, stuck = _restart_stuck(key_init, states, info.info.acceptance_rate)
-        tuned = (params["step_size"], params["inverse_mass_matrix"], params["integration_steps_params"][0])
-        return states, tuned, steps, stuck
-
-    def sample(key, states, tuned, arrays):
-        step_size, inverse_mass_matrix, num_steps = tuned
-        logdensity, constrain = logdensity_of(arrays), constrain_of(arrays)
-
-        def one(state, key):
-            return kernel(key, state, logdensity, step_size, inverse_mass_matrix, (num_steps,))
-
-        def draw(states, key):
-            def thin(carry, k):
-                states, _ = carry
-                states, info = jax.vmap(one)(states, jax.random.split(k, num_chains))
-                return (states, info), info.num_integration_steps.sum()
-            first = jax.vmap(one)(states, jax.random.split(key, num_chains))
-            (states, info), grads = lax.scan(thin, first, jax.random.split(key, config.thinning - 1))
-            grads = grads.sum() + first[1].num_integration_steps.sum()
-            values = jax.vmap(constrain)(states.position)
-            stats = {"diverging": info.is_divergent, "num_steps": info.num_integration_steps.astype(jnp.int32),
-                     "accept_prob": info.acceptance_rate, "energy": info.energy,
-                     "step_size": jnp.full((num_chains,), step_size),
-                     "potential_energy": -states.logdensity}
-            return states, ({k: v for k, v in values.items() if k in stored}, stats, grads)
-
-        states, (values, stats, grads) = lax.scan(draw, states, jax.random.split(key, num_draws))
-        return states, values, stats, grads.sum()
-
-    return warmup, sample
 
 
 def _restart_stuck(key, states, acceptance):
@@ -188,72 +75,85 @@ def _restart_stuck(key, states, acceptance):
     half = acceptance[acceptance.shape[0] // 2:]
     stuck = jnp.mean(jnp.nan_to_num(half), axis=0) < STUCK_ACCEPTANCE
     healthy = ~stuck
-    pick = jax.random.choice(jax.random.fold_in(key, 1), stuck.shape[0], stuck.shape,
-                             p=healthy / jnp.maximum(healthy.sum(), 1))
+    pick = jax.random.choice(key, stuck.shape[0], stuck.shape, p=healthy / jnp.maximum(healthy.sum(), 1))
     source = jnp.where(stuck & healthy.any(), pick, jnp.arange(stuck.shape[0]))
     return jax.tree.map(lambda x: x[source], states), jnp.sum(stuck & healthy.any())
 
 
-def _signature(tree) -> tuple:
-    return tuple((tuple(np.shape(x)), str(jnp.result_type(x))) for x in jax.tree.leaves(tree))
+def chees_program(model: Callable, static: Mapping[str, Any], config: RunConfig, trace: ModelTrace) -> ChainProgram:
+    """The ChEES ensemble program of ``model`` under ``config`` (all ``config.chains`` chains at once)."""
+    import blackjax
+    from blackjax.adaptation.base import get_filter_adapt_info_fn
+    from blackjax.mcmc import dynamic_hmc
+    from numpyro.infer.util import initialize_model
 
+    info = trace.info
+    num_chains = config.chains
+    init_fn = config.init_fn()
+    _, unravel = ravel_pytree({k: jnp.zeros(v.shape, v.dtype) for k, v in trace.unconstrained.items()})
+    stored = tuple(trace.stored(config.keep, config.drop))
+    max_bits = int(np.ceil(np.log2(config.warmup + config.draws * config.thin)))
+    kernel = dynamic_hmc.build_kernel(next_random_arg_fn=lambda i: i + 1, integration_steps_fn=_steps_fn(max_bits))
 
-def run_chees(key: jax.Array, model: Callable, arrays: Mapping[str, np.ndarray], static: Mapping[str, Any],
-              config: CheesConfig, *, num_chains: int, num_draws: int) -> CheesResult:
-    """Run ``num_chains`` ChEES-HMC chains: ``config.num_warmup`` adaptation steps, ``num_draws`` draws.
+    def logdensity_of(arrays):
+        potential = info.potential_fn(**arrays, **static)
+        return lambda x: -potential(unravel(x))
 
-    Parameters
-    ----------
-    key : PRNG key
-    model : callable
-        A NumPyro model, called as ``model(**arrays, **static)``.
-    arrays, static : dict
-        Array data (traced) and Python scalars (compiled in).
-    config : CheesConfig
-    num_chains : int
-        Chains (hundreds or thousands on an accelerator; at least 2).
-    num_draws : int
-        Stored draws per chain (after thinning).
+    def init(keys, arrays):
+        def position(key):
+            z = initialize_model(init_keys(key)[0], model, init_strategy=init_fn, dynamic_args=True,
+                                 model_kwargs={**arrays, **static}).param_info.z
+            return ravel_pytree({k: z[k] for k in trace.latent})[0]
+        positions = jax.vmap(position)(keys)
+        hmc = jax.vmap(lambda p: dynamic_hmc.init(p, logdensity_of(arrays), 0))(positions)
+        dim = positions.shape[1]
+        dtype = positions.dtype
+        return CheesState(hmc, jnp.asarray(INIT_STEP_SIZE, dtype), jnp.ones(dim, dtype), jnp.asarray(1.0, dtype),
+                          jax.random.split(init_keys(keys[0])[1], 3), jnp.zeros((), jnp.int32),
+                          jnp.zeros((), jnp.int32))
 
-    Returns
-    -------
-    CheesResult with draws (num_chains, num_draws, *site_shape); ``num_steps`` is the
-    leapfrog steps (gradient evaluations) of each transition.
+    def warmup(state, arrays):
+        adaptation = blackjax.chees_adaptation(
+            logdensity_of(arrays), num_chains, target_acceptance_rate=config.target_accept,
+            max_leapfrog_steps=MAX_LEAPFROG_STEPS, mass_matrix_estimation="diagonal",
+            adaptation_info_fn=get_filter_adapt_info_fn(info_keys={"num_integration_steps", "acceptance_rate"}))
+        (hmc, params), adapt_info = adaptation.run(state.keys[0], state.hmc.position, INIT_STEP_SIZE,
+                                                   optax.adam(LEARNING_RATE), config.warmup,
+                                                   max_sampling_steps=config.draws * config.thin)
+        hmc, restarted = _restart_stuck(state.keys[1], hmc, adapt_info.info.acceptance_rate)
+        grads = jnp.sum(adapt_info.info.num_integration_steps, axis=0) + 1  # + the initial gradient
+        like = lambda new, old: jnp.asarray(new, old.dtype).reshape(old.shape)  # noqa: E731 - keep the state's types
+        return state._replace(hmc=hmc, step_size=like(params["step_size"], state.step_size),
+                              inverse_mass_matrix=like(params["inverse_mass_matrix"], state.inverse_mass_matrix),
+                              num_steps=like(params["integration_steps_params"][0], state.num_steps),
+                              restarted=like(restarted, state.restarted)), grads.astype(jnp.int32)
 
-    Examples
-    --------
-    >>> import jax, numpyro, numpyro.distributions as dist
-        >>> def model(y):
-    ...     mu = numpyro.sample("mu", dist.Normal(0, 10))
-    ...     numpyro.sample("y", dist.Normal(mu, 1), obs=y)
-    >>> res = run_chees(jax.random.PRNGKey(0), model, {"y": jnp.ones(3)}, {},
-    ...                 CheesConfig(num_warmup=100), num_chains=64, num_draws=50)
-    >>> res.draws["mu"].shape
-    (64, 50)
-    """
-    arrays = {k: jnp.asarray(v) for k, v in arrays.items()}
-    t0 = time.perf_counter()
-    cache_key = (model, tuple(sorted(static.items())), config, num_chains, num_draws, _signature(arrays),
-                 tuple(sorted(arrays)))
-    exes = _EXECUTABLES.get(cache_key)
-    key_warmup, key_sample = jax.random.split(key)
-    if exes is None:
-        warmup, sample = _programs(model, static, config, arrays, num_chains, num_draws)
-        warm_exe = jax.jit(warmup).lower(key_warmup, arrays).compile()
-        shapes = jax.eval_shape(warmup, key_warmup, arrays)
-        sample_exe = jax.jit(sample).lower(key_sample, shapes[0], shapes[1], arrays).compile()
-        exes = _EXECUTABLES[cache_key] = (warm_exe, sample_exe)
-    warm_exe, sample_exe = exes
-    timings = {"compile": time.perf_counter() - t0}
-    t = time.perf_counter()
-    states, tuned, warm_grads, stuck = jax.block_until_ready(warm_exe(key_warmup, arrays))
-    timings["warmup"] = time.perf_counter() - t
-    t = time.perf_counter()
-    states, values, stats, grads = jax.block_until_ready(sample_exe(key_sample, states, tuned, arrays))
-    timings["sampling"] = time.perf_counter() - t
-    swap = lambda x: np.swapaxes(np.asarray(x), 0, 1)  # noqa: E731 - (draw, chain) -> (chain, draw)
-    return CheesResult(draws={k: swap(v) for k, v in values.items()},
-                       stats={k: swap(v) for k, v in stats.items()}, timings=timings,
-                       num_grad_evals={"warmup": int(warm_grads), "sampling": int(grads)},
-                       adapted={"step_size": float(tuned[0]), "num_leapfrog_steps": float(tuned[2]),
-                                "restarted_chains": int(stuck)})
+    def step(state, arrays):
+        logdensity = logdensity_of(arrays)
+        keys = jax.random.split(jax.random.fold_in(state.keys[2], state.i), num_chains)
+        one = lambda s, k: kernel(k, s, logdensity, state.step_size, state.inverse_mass_matrix,  # noqa: E731
+                                  (state.num_steps,))
+        hmc, out = jax.vmap(one)(state.hmc, keys)
+        return state._replace(hmc=hmc, i=state.i + 1), SampleInfo(
+            diverging=out.is_divergent, num_steps=out.num_integration_steps.astype(jnp.int32), tree_depth=None,
+            accept_prob=out.acceptance_rate, energy=out.energy,
+            step_size=jnp.full((num_chains,), state.step_size), potential_energy=-hmc.logdensity)
+
+    def values(state, arrays):
+        constrain = info.postprocess_fn(**arrays, **static)
+        out = jax.vmap(lambda x: constrain(unravel(x)))(state.hmc.position)
+        return {k: out[k] for k in stored if k in out}
+
+    def valid(state):
+        finite = jnp.all(jnp.isfinite(state.hmc.logdensity_grad), axis=-1)
+        return jnp.isfinite(state.hmc.logdensity) & finite
+
+    def report(state) -> dict:
+        return {"step_size": float(state.step_size), "num_leapfrog_steps": float(state.num_steps),
+                "restarted_chains": int(state.restarted)}
+
+    key = ("chees", model, tuple(sorted(static.items())), config.warmup, config.draws, config.thin,
+           config.target_accept, config.keep, config.drop, num_chains)
+    return ChainProgram(init=init, step=step, values=values, valid=valid, key=key,
+                        init_key=repr(config.to_dict()["init_strategy"]), ensemble=True, warmup=warmup,
+                        stats=tuple(s for s in STATS if s != "tree_depth"), report=report)

@@ -51,6 +51,16 @@ class GroupEncoding:
             if code is None:
                 code = new.setdefault(v, self.num_groups + len(new))
             codes[i] = code
+        by_text = {str(label): label for label in self.labels}
+        clash = next((v for v in new if str(v) in by_text), None)
+        if clash is not None:
+            fitted = by_text[str(clash)]
+            raise TypeError(
+                f"{self.name!r} has the label {clash!r} ({type(clash).__name__}), which is not a fitted "
+                f"label, but {fitted!r} ({type(fitted).__name__}) is: the labels' types differ. Convert "
+                f"the column to the fitted labels' type ({type(fitted).__name__}) so these rows get the "
+                "fitted effects."
+            )
         if new and not allow_new:
             shown = ", ".join(repr(v) for v in list(new)[:10])
             raise ValueError(

@@ -60,14 +60,16 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
-from bhmjax._src import sites
+from bhmjax._src import marginal, sites
 from bhmjax._src.families import DPARS, FAMILIES, Family, inverse_link
 from bhmjax._src.families.categories import OrderedPrior
 from bhmjax._src.families.censoring import Censored
 from bhmjax._src.design import FixedDesignSpec, GroupDesignSpec
 from bhmjax._src.formula import FormulaSpec
+from bhmjax._src.identity import structure_digest
 from bhmjax._src.priors import Prior, VectorPrior, make_vector
 from bhmjax._src.reparam import data_key, group_effects
+from bhmjax._src.standardize import on_sampler_scale
 
 __all__ = ["GroupStructure", "SmoothStructure", "PredictorStructure", "ModelStructure", "ModelSpec",
            "build_model", "linear_predictor", "linear_predictors", "family_parameters",
@@ -173,6 +175,7 @@ class ModelStructure:
     dpars: tuple[PredictorStructure, ...] = ()
     categories: tuple[str, ...] = ()
     thresholds: int = 0
+    marginal: str | None = None  # the mean's grouping whose effects are integrated out (see ``marginal.py``)
 
     def mean(self) -> PredictorStructure | None:
         """The mean predictor (None for the categorical family, whose means are in ``dpars``)."""
@@ -264,26 +267,38 @@ def _population(p: PredictorStructure, data: Mapping[str, Any]):
     x_mean = data.get("X_mean" + p.data)
     if p.slopes:
         site = sites.b_site(p.dpar)
-        b = numpyro.sample(site, _vector(site, p.b_prior, data))
+        b = numpyro.sample(site, on_sampler_scale(site, _vector(site, p.b_prior, data), data))
         x = data["X" + p.data]
         eta = eta + (x - x_mean if p.intercept or p.centered else x) @ b
         coefs.update({name: b[j] for j, name in enumerate(p.slopes)})
     if p.intercept:
         site = sites.intercept_site(p.dpar)
-        a = numpyro.sample(site + "_c", _scalar(site, p.intercept_prior, data))
-        coefs["Intercept"] = numpyro.deterministic(site, a - x_mean @ b if p.slopes else a)
+        prior = _scalar(site, p.intercept_prior, data)
+        a = numpyro.sample(site + "_c", on_sampler_scale(site + "_c", prior, data,
+                                                         shift=p.dpar == sites.MU and p.intercept_prior.kind == "user"))
+        coefs["Intercept"] = a - x_mean @ b if p.slopes else a
+        # standardized data (standardize.py) are shifted by response:loc; the site is on the user's scale
+        loc = data.get("response:loc", 0.0) if p.dpar == sites.MU else 0.0
+        numpyro.deterministic(site, coefs["Intercept"] + loc)
         col = data.get("Intercept_col", 1.0) if p.dpar == sites.MU else 1.0  # a pseudo feature in reduced data
         eta = eta + a * col
     return eta, coefs, b
 
 
-def _group(g: GroupStructure, data: Mapping[str, Any], coefs: Mapping[str, Any]):
-    sd = numpyro.sample(f"sd_{g.name}", _vector(f"sd_{g.name}", g.sd_prior, data))
+def _scales(g: GroupStructure, data: Mapping[str, Any]):
+    """The term's sds (K,) and, for correlated terms, the Cholesky factor of its correlation."""
+    sd = numpyro.sample(f"sd_{g.name}", on_sampler_scale(f"sd_{g.name}", _vector(f"sd_{g.name}", g.sd_prior, data),
+                                                         data))
     chol = None
     if g.correlated:
         conc = data[f"prior:cor_{g.name}:concentration"]
         chol = numpyro.sample(f"L_{g.name}", dist.LKJCholesky(len(g.columns), conc))
         numpyro.deterministic(f"cor_{g.name}", chol @ chol.T)
+    return sd, chol
+
+
+def _group(g: GroupStructure, data: Mapping[str, Any], coefs: Mapping[str, Any]):
+    sd, chol = _scales(g, data)
     # Centre the group coefficients on the matching population ones (textbook centered form).
     loc = (jnp.stack([jnp.asarray(coefs.get(c, 0.0), sd.dtype) for c in g.columns])
            if any(c in coefs for c in g.columns) else None)
@@ -297,11 +312,15 @@ def _smooth(sm: SmoothStructure, data: Mapping[str, Any]):
     return data[f"Zs_{sm.term}"] @ numpyro.deterministic(f"s_{sm.name}", sds * zs)
 
 
-def _predictor(p: PredictorStructure, data: Mapping[str, Any]):
-    """The predictor's value per row and its slopes ``b`` (None without slopes)."""
+def _predictor(p: PredictorStructure, data: Mapping[str, Any], integrated: str | None = None):
+    """The predictor's value per row and its slopes ``b`` (None without slopes).
+
+    The mean's grouping ``integrated`` is left out: its effects are integrated out (see ``_glmm``).
+    """
     eta, coefs, b = _population(p, data)
     for g in p.groups:
-        eta = eta + _group(g, data, coefs)
+        if not (p.dpar == sites.MU and g.name == integrated):
+            eta = eta + _group(g, data, coefs)
     for sm in p.smooths:
         eta = eta + _smooth(sm, data)
     if p.offset:
@@ -353,9 +372,9 @@ def _glmm(s: ModelStructure, data: Mapping[str, Any]) -> None:
     family: Family = FAMILIES[s.family]
     etas, b_mu = {}, None
     for p in s.predictors():
-        etas[p.dpar], b = _predictor(p, data)
+        etas[p.dpar], b = _predictor(p, data, s.marginal)
         b_mu = b if p.dpar == sites.MU else b_mu
-    scalars = {name: numpyro.sample(name, _scalar(name, prior, data))
+    scalars = {name: numpyro.sample(name, on_sampler_scale(name, _scalar(name, prior, data), data))
                for name, prior in s.family_priors if name != "Intercept"}
     if s.thresholds:
         scalars["Intercept"] = _cutpoints(s, data, b_mu)
@@ -366,7 +385,14 @@ def _glmm(s: ModelStructure, data: Mapping[str, Any]) -> None:
         family = FAMILIES["binomial"]
     if "reduction:offset" in data:  # Poisson counts summed per cell: rate times the cell's rows
         eta = eta + data["reduction:offset"]
-    _observe(family, family.likelihood(eta, params, trials), data)
+    if s.marginal is None:
+        likelihood = family.likelihood(eta, params, trials)
+    else:  # gaussian rows with one grouping's effects integrated out (marginalize.why_not: nothing else)
+        g = next(g for g in s.groups if g.name == s.marginal)
+        sd, chol = _scales(g, data)
+        likelihood = marginal.MarginalNormalGroups(eta, marginal.basis_of(data), sd, params["sigma"], chol,
+                                                   block=data.get("marginal:block"))
+    _observe(family, likelihood, data)
     if "reduction:rss" in data:  # rows compressed to pseudo rows (see reduce.py): the rest of the sum
         var = params["sigma"] ** 2
         numpyro.factor("y_reduction", -0.5 * data["reduction:rss"] / var
@@ -383,7 +409,8 @@ def build_model(structure: ModelStructure) -> Callable:
     if model is None:
         def model(**data):
             return _glmm(structure, data)
-        model.__name__ = model.__qualname__ = f"formula_model_{len(_MODELS)}"
+        model.__name__ = model.__qualname__ = f"formula_model_{structure_digest(structure)[:12]}"
+        model.structure = structure  # its stable identity (bhmjax._src.identity.model_identity)
         _MODELS[structure] = model
     return model
 

@@ -1,7 +1,9 @@
 """Names of scalar parameters: ``theta[school_3]``, ``r_county[Aitkin, Intercept]``.
 
 The names are ArviZ's flat labels (``var[label, label]``, as its ``BaseLabeller`` writes
-them), so a summary by bhmjax and one by ArviZ of the exported fit name rows alike.
+them), so a summary by bhmjax and one by ArviZ of the exported fit name rows alike;
+except that a label holding a comma, bracket or quote is quoted (``r_g['x,y', Intercept]``),
+where ArviZ's name would be ambiguous (the ArviZ coords hold the labels as they are).
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import itertools
 from typing import Mapping, Sequence
 
-__all__ = ["axis_labels", "flat_names", "valid_labels"]
+__all__ = ["axis_labels", "flat_names", "quote_label", "valid_labels"]
+
+_SPECIAL = frozenset(",[]'\"")
 
 
 def valid_labels(values: Sequence, size: int) -> bool:
@@ -43,5 +47,15 @@ def flat_names(name: str, shape: tuple[int, ...], coords: Mapping[str, Sequence]
     """Row names for every scalar of a site, in C order (matching ``reshape(-1)``)."""
     if not shape:
         return [name]
-    labels = axis_labels(name, shape, coords, dims)
+    labels = [[quote_label(v) for v in axis] for axis in axis_labels(name, shape, coords, dims)]
     return [f"{name}[{', '.join(combo)}]" for combo in itertools.product(*labels)]
+
+
+def quote_label(label: str) -> str:
+    """``label`` as written inside a name's brackets: quoted (Python's repr) when it holds
+    a comma, bracket or quote or has surrounding blanks, so ``r_g['x,y', Intercept]``
+    cannot be read as three labels; other labels are written as they are.
+    """
+    if _SPECIAL.intersection(label) or label != label.strip():
+        return repr(label)
+    return label

@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["GaussianCells", "PseudoRows", "gaussian_cells", "gaussian_cell_loglik", "gaussian_pseudo_rows",
-           "reduce_gaussian_data", "aggregate_counts", "reduce_count_data", "merge_identical_rows", "worth_reducing",
-           "COUNT_FAMILIES"]
+           "gaussian_blocks", "reduce_gaussian_data", "block_gaussian_data", "aggregate_counts", "reduce_count_data",
+           "merge_identical_rows", "worth_reducing", "COUNT_FAMILIES"]
 
 #: Families whose rows sum exactly into one count per cell (see :func:`reduce_count_data`).
 COUNT_FAMILIES = ("bernoulli", "binomial", "poisson")
@@ -154,29 +154,59 @@ def gaussian_pseudo_rows(y: np.ndarray, w: np.ndarray, codes: np.ndarray, rtol: 
     )
 
 
-def reduce_gaussian_data(data: dict, intercept: bool, num_terms: int) -> dict | None:
-    """Formula-model data (see ``models.py``) with its rows replaced by pseudo rows.
+def gaussian_blocks(y: np.ndarray, w: np.ndarray, codes: np.ndarray, num_groups: int, lead: int,
+                    rtol: float = 1e-10) -> tuple[PseudoRows, int]:
+    """Every group's rows as exactly ``k`` pseudo rows whose first ``lead`` features are upper triangular.
 
-    Returns None when the compression would not pay (see :func:`worth_reducing`).
-    The result is the same model's data: ``Intercept_col`` carries the intercept's
-    pseudo feature, ``X`` keeps ``X_mean`` added back (the model centres it again),
-    and ``reduction:rss`` / ``reduction:dropped`` feed the likelihood's correction.
+    The pseudo rows of a group (``Lambda^{1/2} V'`` of its ``W'W``, zero rows where the
+    rank is short, see :func:`gaussian_pseudo_rows`) are rotated by the orthogonal ``Q'``
+    of the QR decomposition of their first ``lead`` columns: cross-products are kept, and
+    rows ``>= lead`` have those columns exactly 0. A grouping's effects on those columns
+    then see each group's residual coordinates as its first ``lead`` rows
+    (``marginal.py``, ``block=k``), with no scatter or gather. ``k = max(lead, rank)``;
+    groups without rows get zero rows. Returns the rows (group ``j`` in rows
+    ``j k .. j k + k - 1``) and ``k``.
     """
-    y = np.asarray(data["y"], np.float64)
-    n = len(y)
+    codes = np.asarray(codes).reshape(-1)
+    cells = gaussian_cells(y, w, codes[:, None])
+    m = w.shape[1]
+    vals, vecs = np.linalg.eigh(cells.ww)
+    keep = vals > rtol * np.maximum(vals[:, -1:], 1e-300)
+    k = max(lead, int(keep.sum(axis=1).max()))
+    vals, vecs, keep = vals[:, -k:], vecs[:, :, -k:], keep[:, -k:]
+    root = np.sqrt(np.where(keep, vals, 0.0))
+    rows = np.swapaxes(vecs, 1, 2) * root[:, :, None]  # (C, k, m)
+    proj = np.einsum("ckr,ck->cr", vecs, cells.wy)
+    y_new = np.where(keep, proj / np.where(keep, root, 1.0), 0.0)  # (C, k)
+    rot = np.linalg.qr(rows[:, :, :lead], mode="complete")[0]  # (C, k, k)
+    rows = np.einsum("cji,cjm->cim", rot, rows)
+    y_new = np.einsum("cji,cj->ci", rot, y_new)
+    rows[:, lead:, :lead] = 0.0
+    out_w, out_y = np.zeros((num_groups, k, m)), np.zeros((num_groups, k))
+    out_w[cells.codes[:, 0]], out_y[cells.codes[:, 0]] = rows, y_new
+    rss = float(cells.yy.sum() - np.sum(y_new**2))
+    pseudo = PseudoRows(y=out_y.reshape(-1), w=out_w.reshape(-1, m),
+                        codes=np.repeat(np.arange(num_groups), k)[:, None], rss=max(rss, 0.0),
+                        num_dropped=int(len(y) - num_groups * k))
+    return pseudo, k
+
+
+def _features(data: dict, intercept: bool, num_terms: int):
+    """Rows' features ``[1, X - X_mean, Z_0, ...]`` (float64), group codes, X_mean and term widths."""
+    n = len(np.asarray(data["y"]))
     parts = [np.ones((n, 1))] if intercept else []
     x_mean = None
     if "X" in data:  # the model centres X only beside an intercept
         x_mean = np.asarray(data["X_mean"], np.float64) if intercept else np.zeros(np.shape(data["X"])[1])
         parts.append(np.asarray(data["X"], np.float64) - x_mean)
     z = [np.asarray(data[f"Z_{i}"], np.float64) for i in range(num_terms)]
-    w = np.concatenate(parts + z, axis=1)
     codes = np.stack([np.asarray(data[f"codes_{i}"]) for i in range(num_terms)], axis=1) if num_terms \
         else np.zeros((n, 0), np.int64)
-    num_cells = len(np.unique(codes, axis=0)) if num_terms else 1
-    if not worth_reducing(n, num_cells, w.shape[1]):
-        return None
-    pseudo = gaussian_pseudo_rows(y, w, codes)
+    return np.concatenate(parts + z, axis=1), codes, x_mean, [zi.shape[1] for zi in z]
+
+
+def _pseudo_data(data: dict, pseudo: PseudoRows, intercept: bool, x_mean, widths) -> dict:
+    """``data`` with its rows replaced by ``pseudo`` (the model's own keys, in ``y``'s dtype)."""
     f = np.asarray(data["y"]).dtype
     out = dict(data)
     out["N"] = len(pseudo.y)
@@ -189,13 +219,45 @@ def reduce_gaussian_data(data: dict, intercept: bool, num_terms: int) -> dict | 
         k = x_mean.shape[0]
         out["X"] = (pseudo.w[:, col:col + k] + x_mean).astype(f)
         col += k
-    for i in range(num_terms):
-        k = z[i].shape[1]
+    for i, k in enumerate(widths):
         out[f"Z_{i}"] = pseudo.w[:, col:col + k].astype(f)
         out[f"codes_{i}"] = pseudo.codes[:, i].astype(np.int32)
         col += k
     out["reduction:rss"] = np.asarray(pseudo.rss, f)
     out["reduction:dropped"] = np.asarray(pseudo.num_dropped, f)
+    return out
+
+
+def reduce_gaussian_data(data: dict, intercept: bool, num_terms: int) -> dict | None:
+    """Formula-model data (see ``models.py``) with its rows replaced by pseudo rows.
+
+    Returns None when the compression would not pay (see :func:`worth_reducing`).
+    The result is the same model's data: ``Intercept_col`` carries the intercept's
+    pseudo feature, ``X`` keeps ``X_mean`` added back (the model centres it again),
+    and ``reduction:rss`` / ``reduction:dropped`` feed the likelihood's correction.
+    """
+    w, codes, x_mean, widths = _features(data, intercept, num_terms)
+    num_cells = len(np.unique(codes, axis=0)) if num_terms else 1
+    if not worth_reducing(len(w), num_cells, w.shape[1]):
+        return None
+    pseudo = gaussian_pseudo_rows(np.asarray(data["y"], np.float64), w, codes)
+    return _pseudo_data(data, pseudo, intercept, x_mean, widths)
+
+
+def block_gaussian_data(data: dict, intercept: bool) -> dict:
+    """Formula-model data of one group term with every group's rows as ``k`` pseudo rows.
+
+    See :func:`gaussian_blocks`: the term's columns lead, so its integrated effects
+    (``marginal.py``) read each group's residual coordinates from its first rows. Adds
+    ``marginal:block`` = ``k`` (static) to the data of :func:`reduce_gaussian_data`.
+    """
+    w, codes, x_mean, widths = _features(data, intercept, 1)
+    q = widths[0]
+    order = np.r_[w.shape[1] - q:w.shape[1], 0:w.shape[1] - q]  # the term's columns first
+    pseudo, k = gaussian_blocks(np.asarray(data["y"], np.float64), w[:, order], codes[:, 0], int(data["G_0"]), q)
+    pseudo = pseudo._replace(w=pseudo.w[:, np.argsort(order)])
+    out = _pseudo_data(data, pseudo, intercept, x_mean, widths)
+    out["marginal:block"] = k
     return out
 
 

@@ -43,6 +43,8 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
+from bhmjax._src.smallmat import TrilNormal
+
 __all__ = ["AUTO", "PER_GROUP", "as_centeredness", "data_key", "form_of", "group_effects",
            "PARAMETERIZATIONS"]
 
@@ -147,7 +149,7 @@ def _centered(name, sd, num_groups, chol_corr, loc):
     if chol_corr is None:
         d = dist.Normal(mean, sd).expand((num_groups, k)).to_event(2)
     else:
-        d = dist.MultivariateNormal(mean, scale_tril=sd[:, None] * chol_corr).expand((num_groups,)).to_event(1)
+        d = TrilNormal(mean, sd[:, None] * chol_corr, num_groups).to_event(1)  # no LAPACK: see smallmat.py
     if loc is None:
         return numpyro.sample(f"r_{name}", d)
     theta = numpyro.sample(f"theta_{name}", d)

@@ -1,0 +1,479 @@
+"""The driver: every run (sample, resume, extend, fit_many buckets; NUTS or ChEES) goes through it.
+
+A sampler is a :class:`ChainProgram`, shaped the way BlackJAX shapes an algorithm:
+``init`` gives a state, ``step(state, arrays) -> (state, info)`` advances it with
+explicit state and :class:`~bhmjax._src.stats.SampleInfo` tuples. A per-chain
+program (NUTS) moves one chain and the driver maps it over the *lanes* (chains,
+or datasets x chains) as the :class:`Layout` says: one after another (``lax.map``),
+vectorized (``vmap``), and split over devices (``shard_map`` over a mesh). An
+ensemble program (ChEES) moves every chain at once and is not mapped.
+
+The driver wraps the program's state in a :class:`LoopState` (the generated
+quantities' key and the stored-draw counter), compiles one chunk function per
+program, layout and shapes (:func:`compiled`, the one place that lowers and caches
+executables), advances the run chunk by chunk (:func:`advance`) and hands every
+chunk to its *sinks* (:class:`Sink`): memory, checkpoint, stream to disk. Draws do
+not depend on the chunking: every step's randomness comes from the state.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from bhmjax._src.stats import STATS
+
+__all__ = ["ChainProgram", "Layout", "LoopState", "MemorySink", "Run", "Sink", "advance", "compiled",
+           "compile_counts", "init_keys", "prepare", "resolve_layout", "trace_counts"]
+
+GENERATE_STREAM = 0x67656E  # fold_in data: a chain's key -> the key stream of its generated quantities
+
+
+class ChainProgram(NamedTuple):
+    """A sampler as the driver runs it.
+
+    Attributes
+    ----------
+    init : callable
+        Per-chain: ``init(key, arrays) -> state`` of one chain. Ensemble:
+        ``init(keys, arrays) -> state`` of all chains (keys shape (chains, 2)).
+    step : callable
+        ``step(state, arrays) -> (state, SampleInfo)``: one transition (of every chain of an ensemble).
+    values : callable
+        ``values(state, arrays) -> {site: value}``: the stored sites, constrained.
+    valid : callable
+        ``valid(state) -> bool``: the initial density and gradient are finite (per chain for an ensemble).
+    key : tuple
+        Names the chunk executables (the settings the step depends on).
+    init_key : Any
+        Names the init executable together with ``key`` (the init strategy).
+    ensemble : bool
+        The state holds every chain (not mapped by the layout).
+    warmup : callable, optional
+        Ensemble programs whose warmup runs in one call: ``warmup(state, arrays) -> (state, grads)``.
+    stats : tuple of str
+        The statistics its ``SampleInfo`` reports.
+    report : callable, optional
+        ``report(host_state) -> dict``: what the run adapted, for ``fit.settings["adapted"]``.
+    """
+
+    init: Callable
+    step: Callable
+    values: Callable
+    valid: Callable
+    key: tuple
+    init_key: Any = None
+    ensemble: bool = False
+    warmup: Callable | None = None
+    stats: tuple[str, ...] = tuple(STATS)
+    report: Callable | None = None
+
+
+class LoopState(NamedTuple):
+    """The driver's state of one lane (or of an ensemble): the program's state and the draw counter.
+
+    ``gen_key`` seeds the generated quantities: stored draw ``i`` uses
+    ``fold_in(gen_key, i)``, so they do not depend on chunking and resume bit for bit.
+    """
+
+    kernel: Any
+    gen_key: Any
+    draw: Any
+
+
+def init_keys(chain_key) -> tuple:
+    """``(key_init, key_kernel)`` of one chain: where its initial point and its sampler's keys come from."""
+    key_init, key_kernel = jax.random.split(chain_key)
+    return key_init, key_kernel
+
+
+# ---------------------------------------------------------------- layouts
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How lanes (chains, or datasets x chains) are spread over calls and devices.
+
+    Attributes
+    ----------
+    method : {"sequential", "vectorized", "parallel", "batched", "ensemble"}
+    lanes : int
+        Chains, or datasets x chains (``batched``), in lane order dataset-major.
+    devices : tuple of int
+        Ids of the devices the lanes are split over (empty: the default device).
+    per_dataset : int
+        ``batched``: chains per dataset; the data have a leading dataset axis.
+    """
+
+    method: str
+    lanes: int
+    devices: tuple[int, ...] = ()
+    per_dataset: int = 0
+
+    @property
+    def inner(self) -> str:
+        """How one device runs its lanes: "map" (one after another) or "vmap"."""
+        if self.method == "sequential" or (self.method == "parallel" and jax.default_backend() == "cpu"):
+            return "map"
+        return "vmap"
+
+    def mesh(self) -> Mesh | None:
+        if len(self.devices) <= 1:
+            return None
+        by_id = {d.id: d for d in jax.devices()}
+        return Mesh(np.asarray([by_id[i] for i in self.devices]), ("lanes",))
+
+
+def resolve_layout(chain_method: str, chains: int, ensemble: bool = False) -> Layout:
+    """The layout of ``chains`` chains for a chain method ("auto" picks one; see below).
+
+    "auto" picks, from measurements on a 2-core CPU (``python -m benchmarks.overhead
+    --quick``, varying intercepts G=200, N=10,000, 4 chains): "parallel" wherever two or
+    more devices can share the chains evenly (GPUs, or CPU host devices, each running its
+    chains one after another: 68.8 gradients/ms on 2 cores); else "sequential" on CPU
+    (36.9; vectorized chains compile more slowly and their batched gathers cost more there:
+    14.5) and "vectorized" on a single accelerator, where width is nearly free.
+    """
+    if ensemble:
+        return Layout("ensemble", chains)
+    devices = jax.local_devices()
+    usable = max(d for d in range(1, min(len(devices), chains) + 1) if chains % d == 0)
+    method = chain_method
+    if chain_method == "auto":
+        method = "parallel" if usable > 1 else ("sequential" if jax.default_backend() == "cpu" else "vectorized")
+    if method == "parallel" and usable > 1:
+        return Layout("parallel", chains, tuple(d.id for d in devices[:usable]))
+    return Layout(method, chains)
+
+
+def _over_lanes(fn: Callable, layout: Layout, inner: str, num_rest: int) -> Callable:
+    """``fn(lane_input, arrays, *rest)`` of one lane, mapped over the leading lane axis of ``lane_input``."""
+    c = layout.per_dataset
+
+    def per_device(lane_input, arrays, *rest):
+        if c:  # data per dataset: each of its chains gets a copy
+            arrays = jax.tree.map(lambda x: jnp.repeat(x, c, axis=0), arrays)
+            one = lambda pair: fn(pair[0], pair[1], *rest)  # noqa: E731
+            return jax.vmap(one)((lane_input, arrays)) if inner == "vmap" else lax.map(one, (lane_input, arrays))
+        one = lambda x: fn(x, arrays, *rest)  # noqa: E731
+        return jax.vmap(one)(lane_input) if inner == "vmap" else lax.map(one, lane_input)
+
+    mesh = layout.mesh()
+    if mesh is None:
+        return per_device
+    data = P("lanes") if c else P()
+    return jax.shard_map(per_device, mesh=mesh, in_specs=(P("lanes"), data) + (P(),) * num_rest,
+                         out_specs=P("lanes"), check_vma=False)
+
+
+def place(tree, layout: Layout, per_lane: bool):
+    """Host arrays onto the layout's devices: split along the lane axis, or replicated.
+
+    ``make_array_from_callback`` lets each process materialise only its addressable
+    shards, so the same call works across hosts (every host holds the host data).
+    """
+    mesh = layout.mesh()
+    if mesh is None:
+        return jax.tree.map(jnp.asarray, tree)
+    sharding = NamedSharding(mesh, P("lanes") if per_lane else P())
+
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+    return jax.tree.map(put, tree)
+
+
+def to_host(tree):
+    """Device arrays to numpy; across hosts the shards are gathered first."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        tree = multihost_utils.process_allgather(tree, tiled=True)
+    return jax.tree.map(np.asarray, tree)
+
+
+# ---------------------------------------------------------------- the chunk
+
+
+def _generated(generate: Callable | None, ensemble: bool, state: LoopState, values: dict, arrays) -> dict:
+    if generate is None:
+        return values
+    if ensemble:
+        keys = jax.vmap(lambda k: jax.random.fold_in(k, state.draw))(state.gen_key)
+        extra = jax.vmap(generate, in_axes=(0, 0, None))(keys, values, arrays)
+    else:
+        extra = generate(jax.random.fold_in(state.gen_key, state.draw), values, arrays)
+    return {**values, **extra}
+
+
+def _collect(program: ChainProgram, generate: Callable | None, buffer_len: int) -> Callable:
+    """``collect(state, arrays, n, thin, store) -> (state, grads, buffer)`` of one lane (or the ensemble).
+
+    Runs ``n * thin`` steps; with ``store`` it records every ``thin``-th draw (values,
+    generated quantities and statistics) into a buffer of ``buffer_len`` draws. Warmup
+    runs through it too (``store`` False), so the step is compiled once.
+    """
+    def record(state: LoopState, info, arrays):
+        values = _generated(generate, program.ensemble, state, program.values(state.kernel, arrays), arrays)
+        return values, info.as_dict()
+
+    def collect(state: LoopState, arrays, n, thin, store):
+        _, info0 = jax.eval_shape(program.step, state.kernel, arrays)
+        info0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), info0)
+
+        def one_step(_, carry):
+            kernel, _, grads = carry
+            kernel, info = program.step(kernel, arrays)
+            return kernel, info, grads + info.num_steps.astype(jnp.int32)
+
+        def body(i, carry):
+            state, grads, buffer = carry
+            kernel, info, grads = lax.fori_loop(0, thin, one_step, (state.kernel, info0, grads))
+            state = state._replace(kernel=kernel)
+            buffer = lax.cond(store, lambda b: jax.tree.map(lambda x, v: x.at[i].set(v), b,
+                                                            record(state, info, arrays)), lambda b: b, buffer)
+            return state._replace(draw=state.draw + store.astype(jnp.int32)), grads, buffer
+
+        shapes = jax.eval_shape(record, state, info0, arrays)
+        buffer = jax.tree.map(lambda s: jnp.zeros((buffer_len, *s.shape), s.dtype), shapes)
+        grads = jnp.zeros(info0.num_steps.shape, jnp.int32)
+        return lax.fori_loop(0, n, body, (state, grads, buffer))
+
+    return collect
+
+
+_TRACES: dict[str, int] = {"init": 0, "collect": 0}
+
+
+def trace_counts() -> dict[str, int]:
+    """How many times a chain program's init and chunk were traced (compiled) in this process."""
+    return dict(_TRACES)
+
+
+def _chunk_fn(program: ChainProgram, layout: Layout, generate: Callable | None, buffer_len: int) -> Callable:
+    collect = _collect(program, generate, buffer_len)
+    if program.ensemble:
+        def ensemble(state, arrays, n, thin, store):
+            state, grads, buffer = collect(state, arrays, n, thin, store)
+            return state, grads, jax.tree.map(lambda b: jnp.moveaxis(b, 0, 1), buffer)  # (chain, draw, ...)
+        mapped = ensemble
+    else:
+        mapped = _over_lanes(collect, layout, layout.inner, 3)
+
+    def chunk(state, arrays, n, thin, store):
+        _TRACES["collect"] += 1
+        return mapped(state, arrays, n, thin, store)
+    return chunk
+
+
+def _init_fn(program: ChainProgram, layout: Layout) -> Callable:
+    """``init(keys, arrays) -> (state, valid)``: the lanes' initial states and whether each starts finite."""
+    def init_one(key, arrays):
+        gen_key = jax.random.fold_in(key, GENERATE_STREAM)
+        kernel = program.init(key, arrays)
+        return LoopState(kernel, gen_key, jnp.zeros((), jnp.int32)), program.valid(kernel)
+
+    def ensemble(keys, arrays):
+        gen_keys = jax.vmap(lambda k: jax.random.fold_in(k, GENERATE_STREAM))(keys)
+        kernel = program.init(keys, arrays)
+        return LoopState(kernel, gen_keys, jnp.zeros((), jnp.int32)), program.valid(kernel)
+
+    mapped = ensemble if program.ensemble else _over_lanes(init_one, layout, "vmap", 0)
+
+    def init(keys, arrays):
+        _TRACES["init"] += 1
+        return mapped(keys, arrays)
+    return init, mapped
+
+
+def state_shapes(program: ChainProgram, layout: Layout, arrays: Mapping[str, Any]) -> LoopState:
+    """The shapes and dtypes of a run's state (its tree structure, for restoring one from leaves)."""
+    keys = jax.ShapeDtypeStruct((layout.lanes, 2), jnp.uint32)
+    abstract = {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype) for k, v in arrays.items()}
+    return jax.eval_shape(_init_fn(program, layout)[1], keys, abstract)[0]
+
+
+# ---------------------------------------------------------------- compiling, in one place
+
+_EXECUTABLES: dict[tuple, Any] = {}
+_COMPILES: dict[str, int] = {}
+
+
+def compile_counts() -> dict[str, int]:
+    """Executables compiled by :func:`compiled` in this process, by tag."""
+    return dict(_COMPILES)
+
+
+def _signature(tree) -> tuple:
+    return tuple((tuple(np.shape(x)), str(jnp.result_type(x))) for x in jax.tree.leaves(tree))
+
+
+def compiled(tag: str, fn: Callable, key: tuple, *args) -> Callable:
+    """The executable of ``fn`` for these arguments' shapes, compiled once per process per ``key``.
+
+    Every chain program's executables come from here (the place to count compilations
+    and to choose XLA options per program). ``key`` names what ``fn`` computes beyond its
+    arguments' shapes (program, layout, buffer length).
+    """
+    full = (tag, key, _signature(args))
+    exe = _EXECUTABLES.get(full)
+    if exe is None:
+        exe = jax.jit(fn).lower(*args).compile()
+        _EXECUTABLES[full] = exe
+        _COMPILES[tag] = _COMPILES.get(tag, 0) + 1
+    return exe
+
+
+# ---------------------------------------------------------------- runs
+
+
+class Sink(Protocol):
+    """Where chunks go: memory, a checkpoint, a stream to disk.
+
+    ``chunk(run, piece)`` is called after every chunk, with the run consistent at its
+    end; ``piece`` is ``(values, stats)``, host arrays of shape (lanes, draws, ...) of
+    the draws the chunk stored, or None for a warmup chunk.
+    """
+
+    def chunk(self, run: "Run", piece: tuple[dict, dict] | None) -> None: ...
+
+
+class MemorySink:
+    """Keeps every stored draw in host memory (``pieces`` restores the draws of an earlier run)."""
+
+    def __init__(self, pieces: list | None = None) -> None:
+        self.pieces = list(pieces or [])
+
+    def chunk(self, run: "Run", piece) -> None:
+        if piece is not None:
+            self.pieces.append(piece)
+
+    def draws(self) -> tuple[dict, dict]:
+        """Values and statistics so far, (lanes, draws, ...)."""
+        if not self.pieces:
+            return {}, {}
+        if len(self.pieces) > 1:  # join once, keep the joined piece
+            self.pieces = [jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *self.pieces)]
+        values, stats = self.pieces[0]
+        return dict(values), dict(stats)
+
+
+@dataclass
+class Run:
+    """A run in progress: where every lane is, what it cost, and the compiled chunk that advances it.
+
+    All lanes advance together, so ``warmup_done`` and ``draws_done`` are per run.
+    ``grads`` holds gradient evaluations per lane and phase.
+    """
+
+    program: ChainProgram
+    layout: Layout
+    arrays: dict
+    state: LoopState
+    chunk: Callable
+    buffer_len: int
+    warmup_done: int = 0
+    draws_done: int = 0
+    grads: dict[str, np.ndarray] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=lambda: {"compile": 0.0, "warmup": 0.0, "sampling": 0.0})
+
+    def host_state(self) -> LoopState:
+        """The state as host arrays with a leading lane axis (or the ensemble's own layout)."""
+        return to_host(self.state)
+
+
+def prepare(program: ChainProgram, layout: Layout, arrays: Mapping[str, np.ndarray], *, keys=None,
+            state: LoopState | None = None, buffer_len: int, generate: Callable | None = None) -> Run:
+    """Compile the program's chunk (and init) for these shapes; a run from ``keys`` (lanes, 2) or ``state``.
+
+    A fresh run's initial points are checked: chains whose log density or gradient is
+    not finite there are named (``ValueError``).
+    """
+    t0 = time.perf_counter()
+    per_lane = layout.per_dataset > 0
+    device_arrays = place(dict(arrays), layout, per_lane)
+    run_key = (program.key, layout, buffer_len, generate)
+    if state is None:
+        keys = place(np.asarray(keys), layout, True) if not program.ensemble else jnp.asarray(keys)
+        init = compiled("init", _init_fn(program, layout)[0], run_key + (program.init_key,), keys, device_arrays)
+        state, valid = init(keys, device_arrays)
+        _check_initial_points(valid)
+    else:
+        state = place(state, layout, True) if not program.ensemble else jax.tree.map(jnp.asarray, state)
+    one, yes = np.int32(1), np.bool_(True)  # host scalars: replicated, on one host or many
+    chunk = compiled("chunk", _chunk_fn(program, layout, generate, buffer_len), run_key,
+                     state, device_arrays, one, one, yes)
+    jax.block_until_ready(state)
+    lanes = layout.lanes
+    run = Run(program, layout, device_arrays, state, chunk, buffer_len,
+              grads={"warmup": np.zeros(lanes, np.int64), "sampling": np.zeros(lanes, np.int64)})
+    run.timings["compile"] = time.perf_counter() - t0
+    return run
+
+
+def _check_initial_points(valid) -> None:
+    bad = np.flatnonzero(~np.asarray(to_host(valid)).reshape(-1))
+    if bad.size:
+        raise ValueError(
+            f"no valid initial point was found for chain(s) {bad.tolist()}: the log density or its gradient "
+            "is not finite at every point tried. Try init_strategy='median' or a dict of initial values, "
+            "and check the priors' supports against the data.")
+
+
+def advance(run: Run, *, warmup: int, draws: int, thin: int, sinks: tuple = (),
+            progress: Callable[[int, str], None] | None = None) -> Run:
+    """Advance every lane to ``warmup`` warmup steps and ``draws`` stored draws, chunk by chunk.
+
+    After each chunk ``run`` is updated, then every sink's ``chunk`` is called and
+    ``progress(steps, phase)``; an interruption (Ctrl-C) leaves ``run`` consistent at the
+    last finished chunk.
+    """
+    size, one, no = run.buffer_len, np.int32(1), np.bool_(False)
+    while run.warmup_done < warmup:
+        t = time.perf_counter()
+        if run.program.warmup is not None:  # an ensemble whose adaptation runs in one call
+            n = warmup - run.warmup_done
+            warm = compiled("warmup", run.program.warmup, (run.program.key, run.layout), run.state.kernel,
+                            run.arrays)
+            run.timings["compile"] += time.perf_counter() - t
+            t = time.perf_counter()
+            kernel, grads = warm(run.state.kernel, run.arrays)
+            state = run.state._replace(kernel=kernel)
+        else:
+            n = min(size, warmup - run.warmup_done)
+            state, grads, _ = run.chunk(run.state, run.arrays, np.int32(n), one, no)
+        run.grads["warmup"] = run.grads["warmup"] + _per_lane(grads, run.layout.lanes)
+        jax.block_until_ready(state)
+        run.timings["warmup"] += time.perf_counter() - t
+        run.state, run.warmup_done = state, run.warmup_done + n
+        _after_chunk(run, sinks, progress, None, n, "warmup")
+    thin_ = np.int32(thin)
+    while run.draws_done < draws:
+        n = min(size, draws - run.draws_done)
+        t = time.perf_counter()
+        state, grads, buffer = run.chunk(run.state, run.arrays, np.int32(n), thin_, np.bool_(True))
+        buffer = jax.tree.map(lambda b: b[:, :n], to_host(buffer))
+        run.grads["sampling"] = run.grads["sampling"] + _per_lane(grads, run.layout.lanes)
+        run.timings["sampling"] += time.perf_counter() - t
+        run.state, run.draws_done = state, run.draws_done + n
+        _after_chunk(run, sinks, progress, buffer, n * thin, "sampling")
+    return run
+
+
+def _per_lane(grads, lanes: int) -> np.ndarray:
+    return np.broadcast_to(np.asarray(to_host(grads), np.int64).reshape(-1), (lanes,))
+
+
+def _after_chunk(run: Run, sinks, progress, piece, steps: int, phase: str) -> None:
+    for sink in sinks:
+        sink.chunk(run, piece)
+    if progress is not None:
+        progress(steps, phase)
