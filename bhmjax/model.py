@@ -271,8 +271,9 @@ class Model:
         order = site_order(self.spec.structure)
         arrays, static = data_lib.split_data(sampled)
         data_lib.check_data(arrays)
+        # the centeredness as run: an integrated grouping's is moot (and not learned: no pre-pass for it)
         settings = {"parameterization": {k: np.asarray(v).tolist() if isinstance(v, np.ndarray) else list(v)
-                                         for k, v in self.centeredness.items()}}
+                                         for k, v in self._centeredness_now(skip=marginal).items()}}
         if self.reparam_info is not None:
             settings["reparam"] = {"requested": "auto", "seconds": self.reparam_info.seconds,
                                    "text": self.reparam_info.describe()}
@@ -345,8 +346,13 @@ class Model:
         (an array (G, K), where learned values differ between groups); ``"auto"`` ones are
         learned on first use."""
         self._learn_centeredness()
+        return self._centeredness_now()
+
+    def _centeredness_now(self, skip: str | None = None) -> dict[str, tuple[float, ...] | np.ndarray | None]:
+        """The centeredness per grouping as it stands (None: not learned), without a pre-pass;
+        ``skip``: a grouping integrated out, whose centeredness is moot."""
         return {g.name: self._per_group[g.name] if g.centeredness == PER_GROUP else g.centeredness
-                for g in all_groups(self.spec.structure)}
+                for g in all_groups(self.spec.structure) if g.name != skip}
 
     def _learn_centeredness(self, marginal: str | None = None) -> float:
         """Run the SVI pre-pass of ``parameterization="auto"`` once; its seconds (0 when done).
@@ -436,8 +442,9 @@ class Model:
         from bhmjax._src.autoreparam import with_centeredness
 
         structure = with_centeredness(self.spec.structure, values)
-        self._per_group = {g.name: np.asarray(values[g.name]) for g in all_groups(structure)
-                           if g.centeredness == PER_GROUP}
+        # groupings not in ``values`` keep what they had (a pre-pass that learned only some of them)
+        self._per_group = {g.name: np.asarray(values[g.name]) if g.name in values else self._per_group[g.name]
+                           for g in all_groups(structure) if g.centeredness == PER_GROUP}
         self.spec = dataclasses.replace(self.spec, structure=structure)
 
     @classmethod

@@ -201,6 +201,24 @@ def test_marginalize_option_chooses_and_refuses():
     assert "integrated out: nothing (the bernoulli family" in bern.describe(verbose=False)
 
 
+@pytest.mark.parametrize("formula, options, found", [
+    ("y ~ 1 + x + (1 | g)", dict(sigma="~ x"), "a predicted sigma"),
+    ("y | weights(w) ~ 1 + x + (1 | g)", {}, "weights"),
+    ("y | cens(c) ~ 1 + x + (1 | g)", {}, "cens"),
+    ("y ~ 1 + x + offset(w) + (1 | g)", {}, "an offset"),
+    ("y ~ 1 + s(x, k = 5) + (1 | g)", {}, "splines"),
+])
+def test_marginalize_refuses_what_the_integrated_likelihood_does_not_carry(formula, options, found):
+    frame = unequal_slopes(crossed=False)
+    frame = dict(frame, w=np.linspace(0.5, 1.5, len(frame["y"])), c=np.where(np.arange(len(frame["y"])) % 7, 0, 1))
+    assert bj.Model("y ~ 1 + x + (1 | g)", frame)._marginal("auto") == "g"  # the same rows without the term
+    model = bj.Model(formula, frame, **options)
+    assert model._marginal("auto") is None
+    assert f"integrated out: nothing (the model has {found}" in model.describe(verbose=False)
+    with pytest.raises(ValueError, match=f"marginalize=True, but the model has {found}.* does not carry"):
+        model._marginal(True)
+
+
 @pytest.mark.parametrize("formula", ["y ~ 1 + x + (1 + x | g)", "y ~ 1 + x + (1 | g)", "y ~ 1 + (1 + x || g)",
                                      "y ~ 0 + x + (1 + x | g)"])
 def test_rows_in_blocks_have_the_row_density(formula):
@@ -233,7 +251,7 @@ def test_marginalized_fit_is_a_complete_fit():
     assert fit.settings["marginalized"]["group"] == "g" and fit.settings["marginalized"]["site"] == "r_g"
     assert "z_g" not in fit.draws and "z_h" in fit.draws
     assert fit.draws["r_g"].shape == (2, 60, 24, 2) and np.isfinite(fit.draws["r_g"]).all()
-    assert "r_g[3,x]" in fit.summary().index
+    assert "r_g[3, x]" in fit.summary().index  # ArviZ's labeller: ", "
     pred = fit.predict({"x": [0.0, 1.0], "g": [0, 99], "h": [1, 2]}, groups="new", seed=1)
     assert pred.draws.shape == (2, 60, 2) and np.isfinite(pred.draws).all()
     ll = fit.log_likelihood()
@@ -376,5 +394,7 @@ def test_automatic_parameterization_learns_only_the_sampled_groupings():
     model = bj.Model("y ~ 1 + (1 | g) + (1 | h)", frame, parameterization="auto")
     fit = model.fit(seed=2, **SMALL)
     learned = {g.name: g.centeredness for g in model.spec.structure.groups}
-    assert learned["g"] is None and learned["h"] is not None and 0 <= learned["h"][0] <= 1
+    assert learned["g"] is None and learned["h"] is not None  # per column or per group ("per_group")
+    h = np.asarray(fit.settings["parameterization"]["h"])
+    assert "g" not in fit.settings["parameterization"] and 0 <= h.min() and h.max() <= 1
     assert fit.settings["marginalized"]["group"] == "g" and fit.timings["reparam"] > 0

@@ -208,7 +208,8 @@ def test_extending_a_reduced_fit_stays_on_the_reduced_data(frame, monkeypatch):
                                                                            prepare(p, layout, arrays, **k))[1])
     longer = fit.extend(30)
     assert seen == [fit.settings["reduction"]["pseudo_rows"]] and seen[0] < len(frame)
-    assert longer.num_draws == 80 and longer.data["N"] == len(frame) and longer.sampled_data is fit.sampled_data
+    assert longer.num_draws == 80 and longer.data["N"] == len(frame)
+    assert longer.sampled_data["N"] == fit.sampled_data["N"] == seen[0]  # make_fit builds a new dict per fit
 
 
 # ---------------------------------------------------------------- counts
