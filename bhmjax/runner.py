@@ -369,13 +369,15 @@ def _request_of(folder: Path, meta: Mapping[str, Any], stored: Mapping[str, np.n
     from bhmjax._src.identity import model_identity
 
     expected, entry = meta["fingerprint"]["model"], meta["model"]
-    if model is not None and model_identity(model) != expected:
-        raise ValueError(f"the checkpoint in {str(folder)!r} belongs to another model ({expected}); refusing to "
-                         f"resume with {model_identity(model)}.")
     config, labels, extra = RunConfig.from_dict(meta["config"]), meta["labels"], meta["request"]
     dims = {k: tuple(v) for k, v in labels["dims"].items()}
     if entry["kind"] == "formula":
         built = rebuild(entry["record"], ckpt.group(stored, "model/"))
+        # the run may have sampled the model with a grouping integrated out (another function than
+        # ``Model.numpyro_model``, the documented ``model=``): either is the checkpoint's model
+        if model is not None and model_identity(model) not in (expected, model_identity(built.numpyro_model)):
+            raise ValueError(f"the checkpoint in {str(folder)!r} belongs to another model ({expected}); refusing "
+                             f"to resume with {model_identity(model)}.")
         marginalize = extra["settings"].get("marginalized") is not None
         return built.run_request(config, reduce=extra["reduction"] is not None, marginalize=marginalize,
                                  coords=labels["coords"], dims=dims,
