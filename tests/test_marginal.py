@@ -283,8 +283,8 @@ def test_draw_keys_follow_the_draw_index_not_the_chunk():
 
 # ---------------------------------------------------------------- statistics
 
-HYPER = ["Intercept", "x", "sd_g__Intercept", "sd_g__x", "cor_g__Intercept__x", "sigma", "sd_h__Intercept"]
-GROUPS = ["r_g[0,Intercept]", "r_g[1,x]", "r_g[3,Intercept]", "r_g[3,x]", "r_g[4,x]", "r_h[2,Intercept]"]
+HYPER = ["Intercept", "b[x]", "sd_g[Intercept]", "sd_g[x]", "cor_g[Intercept, x]", "sigma", "sd_h[Intercept]"]
+GROUPS = ["r_g[0, Intercept]", "r_g[1, x]", "r_g[3, Intercept]", "r_g[3, x]", "r_g[4, x]", "r_h[2, Intercept]"]
 
 
 @pytest.fixture(scope="module")
