@@ -21,6 +21,9 @@ from hypothesis import HealthCheck, Phase, settings
 
 matplotlib.use("Agg")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# No persistent XLA cache in the test processes (test_compile_cache sets its own): pytest-xdist workers
+# reading and writing one cache folder at once aborted in jax's compilation_cache (get and put) here.
+os.environ.setdefault("BHMJAX_COMPILATION_CACHE", "0")
 
 TESTS_DATA = Path(__file__).resolve().parent / "data"
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "posteriordb"
