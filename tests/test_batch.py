@@ -130,8 +130,12 @@ def _ranks(fits, truths, site, thin=4):
 
 
 def _uniform_p(ranks, max_rank, bins=10):
-    counts = np.histogram(ranks, bins=bins, range=(0, max_rank + 1))[0]
-    return sps.chisquare(counts).pvalue
+    """Chi-square p-value of uniform ranks on 0..max_rank; bins holding unequal numbers of
+    rank values get their own expected counts (51 values in 10 bins: the first holds 6)."""
+    edges = np.linspace(0, max_rank + 1, bins + 1)
+    counts = np.histogram(ranks, bins=edges)[0]
+    values = np.histogram(np.arange(max_rank + 1), bins=edges)[0]
+    return sps.chisquare(counts, f_exp=len(ranks) * values / (max_rank + 1)).pvalue
 
 
 def test_simulation_based_calibration():
@@ -150,7 +154,7 @@ def test_simulation_based_calibration():
     max_rank = CHAINS * DRAWS // 4
     for site in ("mu", "tau"):
         p = _uniform_p(_ranks(fits, truths[site], site), max_rank)
-        assert p > 1e-3, (site, p)
+        assert p > 1e-4, (site, p)  # a false alarm once in 5,000 runs; the narrow prior below gives ~1e-37
     narrow = [dict(d, prior_sd=np.array([0.3, 0.3])) for d in data]
     bad = bj.fit_many(vi_model, narrow, seed=5, **OPTS)
     assert _uniform_p(_ranks(bad, truths["mu"], "mu"), max_rank) < 1e-3
