@@ -10,6 +10,9 @@ import pytest
 
 matplotlib.use("Agg")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# No persistent XLA cache in the test processes (test_compile_cache sets its own): pytest-xdist workers
+# reading and writing one cache folder at once aborted in jax's compilation_cache (get and put) here.
+os.environ.setdefault("BHMJAX_COMPILATION_CACHE", "0")
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "posteriordb"
 
