@@ -138,6 +138,15 @@ def _uniform_p(ranks, max_rank, bins=10):
     return sps.chisquare(counts, f_exp=len(ranks) * values / (max_rank + 1)).pvalue
 
 
+def test_rank_histogram_expects_what_each_bin_holds():
+    """Negative control of the SBC histogram: exactly uniform ranks 0..50 give p = 1, although 10
+    bins of width 5.1 hold 6 rank values in the first and 5 in the others (equal expected counts
+    would call these ranks skewed: p < 1e-3)."""
+    ranks = np.repeat(np.arange(51), 400)
+    assert _uniform_p(ranks, 50) == pytest.approx(1.0)
+    assert sps.chisquare(np.histogram(ranks, bins=10, range=(0, 51))[0]).pvalue < 1e-3
+
+
 def test_simulation_based_calibration():
     """SBC (Talts et al. 2018): ranks of the true mu and tau among thinned posterior draws are uniform
     over 200 datasets simulated from the prior; fitting with a too narrow prior is rejected."""
