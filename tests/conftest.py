@@ -21,9 +21,23 @@ from hypothesis import HealthCheck, Phase, settings
 
 matplotlib.use("Agg")
 os.environ.setdefault("MPLBACKEND", "Agg")
-# No persistent XLA cache in the test processes (test_compile_cache sets its own): pytest-xdist workers
-# reading and writing one cache folder at once aborted in jax's compilation_cache (get and put) here.
-os.environ.setdefault("BHMJAX_COMPILATION_CACHE", "0")
+
+
+def _use_a_cache_of_this_worker() -> None:
+    """Each pytest-xdist worker (and the subprocesses it starts) keeps its own persistent XLA cache
+    beside the user's: workers reading and writing one folder at once aborted inside jax's
+    compilation_cache (get and put). test_compile_cache sets its own folder."""
+    from bhmjax._src.cache import default_cache_dir, set_compilation_cache
+
+    base = default_cache_dir()
+    if base is None or "BHMJAX_CACHE_DIR" in os.environ:  # cache off, or a folder chosen by the caller
+        return
+    folder = base.with_name(f"{base.name}-tests-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}")
+    os.environ["BHMJAX_CACHE_DIR"] = str(folder)
+    set_compilation_cache(folder)
+
+
+_use_a_cache_of_this_worker()
 
 TESTS_DATA = Path(__file__).resolve().parent / "data"
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "posteriordb"
