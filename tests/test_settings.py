@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,7 +21,7 @@ import numpyro.distributions as dist
 import pytest
 
 import bhmjax as bj
-from bhmjax._src import sampling
+from bhmjax._src import engine
 
 # ---------------------------------------------------------------- chain_method="auto"
 
@@ -34,11 +36,18 @@ from bhmjax._src import sampling
     (4, "gpu", 8, ("parallel", 4)),
 ])
 def test_auto_chain_method_follows_the_devices(monkeypatch, devices, backend, chains, expected):
-    monkeypatch.setattr(sampling.jax, "local_device_count", lambda: devices)
-    monkeypatch.setattr(sampling.jax, "default_backend", lambda: backend)
-    assert sampling.resolve_chain_method("auto", chains) == expected
+    fake = [SimpleNamespace(id=i) for i in range(devices)]
+    monkeypatch.setattr(engine.jax, "local_devices", lambda: fake)
+    monkeypatch.setattr(engine.jax, "default_backend", lambda: backend)
+
+    def chosen(method):
+        layout = engine.resolve_layout(method, chains)
+        assert layout.lanes == chains
+        return layout.method, max(len(layout.devices), 1)
+
+    assert chosen("auto") == expected
     for method in ("sequential", "vectorized"):  # explicit choices are kept
-        assert sampling.resolve_chain_method(method, chains) == (method, 1)
+        assert chosen(method) == (method, 1)
 
 
 # ---------------------------------------------------------------- dense mass matrix
@@ -65,7 +74,7 @@ def test_dense_mass_adapts_the_target_covariance():
     fit = bj.sample(correlated_normal, chains=2, warmup=1000, draws=300, seed=4, dense_mass=True,
                     progress=False, chain_method="sequential")
     assert fit.settings["adaptation"] == "stan"
-    (inverse_mass,) = fit.state.adapt_state.inverse_mass_matrix.values()
+    (inverse_mass,) = fit.state.kernel.adapt_state.inverse_mass_matrix.values()
     inverse_mass = np.asarray(inverse_mass)
     assert inverse_mass.shape == (2, 3, 3)
     for chain in inverse_mass:
@@ -86,14 +95,14 @@ def location_scale(y):
 
 def _starts(monkeypatch) -> list:
     """Record the unconstrained initial point of every run that sample() prepares."""
-    starts, prepare = [], sampling.prepare
+    starts, prepare = [], engine.prepare
 
     def spy(*args, **kwargs):
-        run, runner = prepare(*args, **kwargs)
-        starts.append(jax.tree.map(np.asarray, run.chain_states().z))
-        return run, runner
+        run = prepare(*args, **kwargs)
+        starts.append(jax.tree.map(np.asarray, run.host_state().kernel.z))
+        return run
 
-    monkeypatch.setattr(sampling, "prepare", spy)
+    monkeypatch.setattr(engine, "prepare", spy)
     return starts
 
 
