@@ -22,7 +22,7 @@ import pytest
 from numpyro import handlers
 
 import bhmjax as bj
-from bhmjax._src import models
+from bhmjax._src import autoreparam, models
 from tests._compiles import fresh_programs
 from tests._stats import agreement_z, assert_converged
 
@@ -175,3 +175,9 @@ def test_agreement_rejects_a_missing_jacobian(fits, monkeypatch):
         seed=2, marginalize=False, **SETTINGS)
     z = agreement_z(_hyper(broken), _hyper(fits["centered"]))
     assert z.max() > 4, (learned, dict(zip(HYPER, z.round(2))))
+
+
+def test_snap_rounds_then_pulls_the_ends_in():
+    """Values are rounded to 2 decimals first: 0.1004 and 0.1049 (0.10) are at the snapping bound."""
+    got = autoreparam.snap([0.1004, 0.1049, 0.1051, 0.5, 0.8951, 0.894])
+    np.testing.assert_array_equal(got, [0.0, 0.0, 0.11, 0.5, 1.0, 0.89])

@@ -194,8 +194,8 @@ def snap(values: Any) -> np.ndarray:
     for every bit of the gap: with ``theta`` pinned by the data, ``z = theta - (1 - c) mu``
     is a ridge of width ~ ``(1 - c) sd(mu)``, which at c = 0.97 costs a tree depth or two.
     """
-    v = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
-    return np.where(v >= 1.0 - SNAP, 1.0, np.where(v <= SNAP, 0.0, np.round(v, DECIMALS)))
+    v = np.round(np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0), DECIMALS)
+    return np.where(v >= 1.0 - SNAP, 1.0, np.where(v <= SNAP, 0.0, v))
 
 
 def learn_centeredness(key: jax.Array, structure: ModelStructure, arrays: Mapping[str, Any],

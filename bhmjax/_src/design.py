@@ -169,7 +169,10 @@ def build_group(term: GroupTermSpec, frame, dpar: str = sites.MU) -> tuple[Group
     if not columns:
         raise ValueError(f"the group term ({term.expr} | {term.name}) has no columns; "
                          "write (1 | g) for varying intercepts.")
-    encoding = encode_groups(group_values(term, frame), name=term.name)
+    try:
+        encoding = encode_groups(group_values(term, frame), name=term.name)
+    except TypeError as err:  # labels that cannot be ordered: a data error, named with its term
+        raise ValueError(f"the group term ({term.expr} | {term.name}): {err}") from err
     design = GroupDesignSpec(term=term, model_spec=mm.model_spec, columns=columns, encoding=encoding, dpar=dpar)
     return design, _columns(mm, columns), encoding.codes
 
