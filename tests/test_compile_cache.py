@@ -56,3 +56,33 @@ def test_cache_can_be_switched_off(tmp_path):
     out = subprocess.run([sys.executable, "-c", "import bhmjax as bj; print(bj.compilation_cache_dir())"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.stdout.strip() == "None"
+
+
+def test_compiled_programs_in_memory_are_bounded():
+    """Executables hold memory mappings (Linux allows 65,530): a process that compiles more programs
+    than the cache holds keeps only the most recent ones, and a program used again stays."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from bhmjax._src import engine
+    from bhmjax._src.lru import LRU
+
+    cache = LRU(2)
+    cache["a"], cache["b"] = 1, 2
+    assert cache["a"] == 1  # a use: "b" is now the oldest
+    cache["c"] = 3
+    assert list(cache) == ["a", "c"] and cache.get("b") is None
+    with pytest.raises(ValueError, match="maxsize"):
+        LRU(0)
+
+    saved = dict(engine._EXECUTABLES)
+    try:
+        first = engine.compiled("bounded", jnp.sin, ("first",), np.ones(3, np.float32))
+        for i in range(engine._EXECUTABLES.maxsize + 5):
+            engine.compiled("bounded", jnp.cos, (i,), np.ones(3, np.float32))
+            assert engine.compiled("bounded", jnp.sin, ("first",), np.ones(3, np.float32)) is first
+        assert len(engine._EXECUTABLES) == engine._EXECUTABLES.maxsize
+        assert ("bounded", (0,), engine._signature((np.ones(3, np.float32),))) not in engine._EXECUTABLES
+    finally:
+        engine._EXECUTABLES.clear()
+        engine._EXECUTABLES.update(saved)

@@ -37,6 +37,7 @@ from jax import lax
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoNormal
 
+from bhmjax._src.lru import LRU
 from bhmjax._src.models import ModelStructure, all_groups, build_model
 
 __all__ = ["ReparamInfo", "learn", "learn_centeredness", "snap", "with_centeredness", "NUM_STEPS",
@@ -49,7 +50,7 @@ STARTS = (0.02, 0.5, 0.98)
 DECIMALS = 2
 SNAP = 0.1
 
-_PROGRAMS: dict[tuple, Callable] = {}
+_PROGRAMS: LRU[Callable] = LRU(16)  # jitted SVI runs
 _TRACES = {"svi": 0}
 
 

@@ -29,6 +29,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from bhmjax._src.lru import LRU
 from bhmjax._src.stats import STATS
 
 __all__ = ["ChainProgram", "Layout", "LoopState", "MemorySink", "Run", "Sink", "advance", "compiled",
@@ -303,7 +304,7 @@ def state_shapes(program: ChainProgram, layout: Layout, arrays: Mapping[str, Any
 
 # ---------------------------------------------------------------- compiling, in one place
 
-_EXECUTABLES: dict[tuple, Any] = {}
+_EXECUTABLES: LRU[Any] = LRU(64)  # compiled code held alive: bounded (see lru.py)
 _COMPILES: dict[str, int] = {}
 
 

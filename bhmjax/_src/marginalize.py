@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from numpyro import handlers
 
+from bhmjax._src.lru import LRU
 from bhmjax._src.marginal import basis_data, block_basis, group_basis
 from bhmjax._src.models import ModelStructure
 
@@ -26,7 +27,7 @@ __all__ = ["MARGINALIZE", "why_not", "choose", "marginal_structure", "add_basis"
 
 MARGINALIZE = ("auto", True, False)
 
-_GENERATORS: dict[tuple, Callable] = {}
+_GENERATORS: LRU[Callable] = LRU(32)
 
 
 def why_not(structure: ModelStructure, additions: tuple[str, ...] = ()) -> str | None:

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bhmjax._src.lru import LRU
+
 __all__ = ["ModelTrace", "Site", "check_initial_point", "model_trace", "select"]
 
 
@@ -259,7 +261,7 @@ def model_trace(model: Callable, arrays: Mapping[str, Any], static: Mapping[str,
 
 # ---------------------------------------------------------------- the model check
 
-_CHECKS: dict[tuple, Callable] = {}
+_CHECKS: LRU[Callable] = LRU(32)  # jitted: each holds its executables
 
 
 def _check_program(model: Callable, static: Mapping[str, Any], init_fn: Callable) -> Callable:
