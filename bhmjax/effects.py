@@ -131,18 +131,24 @@ def coef_draws(fit: "Fit") -> dict[str, tuple[tuple, list[str], np.ndarray]]:
     """Per grouping, population plus group terms per level: (labels, terms, (chains, draws, levels, terms)).
 
     As brms' ``coef``: every population term (plus the group's deviation where it has
-    one), then group terms without a population term (their deviation alone).
+    one), then group terms without a population term (their deviation alone). A
+    cumulative model's group ``Intercept`` shifts the linear predictor, which enters
+    as ``cutpoint - eta``: it moves into every cutpoint, ``Intercept[k] - r``.
     """
     names, fixed = fixef_draws(fit)
+    cutpoints = [t for t in names if t.startswith("Intercept[")]
     out = {}
     for group, (labels, terms, r) in ranef_draws(fit).items():
-        all_terms = names + [t for t in terms if t not in names]
+        shifted = "Intercept" in terms and bool(cutpoints)
+        all_terms = names + [t for t in terms if t not in names and not (shifted and t == "Intercept")]
         value = np.zeros(r.shape[:3] + (len(all_terms),))
         for j, t in enumerate(all_terms):
             if t in names:
                 value[..., j] += fixed[:, :, None, names.index(t)]
             if t in terms:
                 value[..., j] += r[..., terms.index(t)]
+            elif shifted and t in cutpoints:
+                value[..., j] -= r[..., terms.index("Intercept")]
         out[group] = (labels, all_terms, value)
     return out
 
@@ -235,7 +241,8 @@ def r2_draws(fit: "Fit", draws: int | None = None) -> np.ndarray:
     spec = _spec(fit, "r2")
     if spec.categories:
         raise ValueError(f"r2 is not defined for the {spec.family.name} family: its expected response is a "
-                         "probability per level, not a number to compare with y (brms refuses it too).")
+                         "probability per level, not a number to compare with y (brms refuses categorical "
+                         "models, and warns that reading ordinal levels as numbers is likely invalid).")
     mu = np.asarray(predict(fit, None, kind="mean", draws=draws).draws, dtype=np.float64)
     if spec.family.name == "binomial":
         mu = mu * np.asarray(fit.data["trials"], dtype=np.float64)

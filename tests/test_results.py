@@ -247,3 +247,28 @@ def test_plot_predictions_draws_levels_of_a_categorical_effect(gauss):
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
     assert len(ax.get_legend().get_texts()) == 3  # x at mean - sd, mean, mean + sd
+
+
+def test_an_ordinal_model_cutpoints_per_level_and_level_probabilities():
+    rng = np.random.default_rng(2)
+    n = 120
+    g = rng.integers(0, 4, n)
+    x = rng.normal(size=n)
+    o = np.digitize(x + rng.normal(0, 0.5, 4)[g] + rng.logistic(size=n), [-1.0, 0.5, 2.0])
+    fit = bj.Model("o ~ x + (1 | g)", pd.DataFrame({"o": o, "x": x, "g": g}), family="cumulative").fit(
+        **{**SETTINGS, "warmup": 150, "draws": 100})
+    assert list(fit.fixef().index) == ["Intercept[1]", "Intercept[2]", "Intercept[3]", "x"]
+    coef = fit.coef(summary=False)["g"]  # brms: a cutpoint per level is Intercept[k] - r_g (cutpoint - eta)
+    cut, r = np.asarray(fit.draws["Intercept"], float), np.asarray(fit.draws["r_g"], float)[..., 0]
+    assert coef.shape[-1] == 4
+    np.testing.assert_allclose(coef[:, :, 2, 1], cut[..., 1] - r[:, :, 2], rtol=1e-12)
+    ce = fit.conditional_effects("x")
+    assert list(ce["level"][:4]) == [0, 1, 2, 3] and len(ce) == 100 * 4
+    np.testing.assert_allclose(ce.groupby("x")["Estimate"].sum(), 1.0, rtol=1e-5)
+    eta = _flat(fit.draws["b"])[:, 0, None] * ce["x"].to_numpy()[None, ::4]  # population: no r_g
+    p_low = 1 / (1 + np.exp(-(_flat(cut)[:, :1] - eta)))  # P(y = 0) = logistic(Intercept[1] - eta)
+    np.testing.assert_allclose(ce["Estimate"].to_numpy()[::4], p_low.mean(axis=0), rtol=1e-4)
+    with pytest.raises(ValueError, match="r2 is not defined for the cumulative family"):
+        fit.r2()
+    fig = fit.plot_predictions("x")
+    assert len(fig.axes) == 4
