@@ -1,10 +1,11 @@
-"""Reading a formula fit as brms users do: ``fixef``, ``ranef``, ``coef``, ``r2``, conditional effects.
+"""Reading a formula fit's terms as brms users do: ``fixef``, ``ranef``, ``coef`` and Bayesian ``r2``.
 
 Every function returns a tidy pandas frame with brms' columns ``Estimate`` (posterior
 mean), ``Est.Error`` (posterior sd) and one quantile column per probability (``Q2.5``,
 ``Q97.5``), or, with ``summary=False``, the draws themselves with leading axes
 (chains, draws). Terms carry brms' names: the mean's ``Intercept`` and ``x``, an
 auxiliary parameter's ``sigma_Intercept`` and ``sigma_x``, a category's ``mub_x``.
+Predictions over a grid of one predictor are in :mod:`bhmjax.conditional`.
 
 Examples
 --------
@@ -19,7 +20,7 @@ Examples
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -30,9 +31,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from bhmjax.fit import Fit
 
-__all__ = ["fixef", "ranef", "coef", "r2", "conditional_effects", "posterior_summary", "term_name"]
-
-RESOLUTION = 100  # grid points over a numeric effect (brms' ``resolution``)
+__all__ = ["fixef", "ranef", "coef", "r2", "fixef_draws", "ranef_draws", "coef_draws", "r2_draws",
+           "posterior_summary", "term_name", "formula_spec"]
 
 
 # --------------------------------------------------------------------------- shared
@@ -65,7 +65,7 @@ def term_name(dpar: str, column: str) -> str:
     return column if dpar == sites.MU else f"{dpar}_{column}"
 
 
-def _spec(fit: "Fit", what: str):
+def formula_spec(fit: "Fit", what: str):
     spec = getattr(fit, "spec", None)
     if spec is None or not hasattr(spec, "structure"):
         raise TypeError(f"{what} reads a formula model's terms, and this fit came from a NumPyro model "
@@ -90,7 +90,7 @@ def fixef_draws(fit: "Fit") -> tuple[list[str], np.ndarray]:
     Cumulative cutpoints are ``Intercept[1]``, ``Intercept[2]``, ...; spline coefficients
     are not population terms here (``fit.summary("s_", filter_vars="like")`` shows them).
     """
-    spec = _spec(fit, "fixef")
+    spec = formula_spec(fit, "fixef")
     names, cols = [], []
     if spec.structure.thresholds:
         cut = _site(fit, "Intercept", "fixef")
@@ -115,7 +115,7 @@ def ranef_draws(fit: "Fit") -> dict[str, tuple[tuple, list[str], np.ndarray]]:
     The terms of every predictor with a group term on that grouping are side by side
     (``Intercept``, ``x``, ``sigma_Intercept``), the deviations ``r`` from the population.
     """
-    spec = _spec(fit, "ranef")
+    spec = formula_spec(fit, "ranef")
     out: dict[str, tuple[tuple, list[str], list[np.ndarray]]] = {}
     for p in spec.structure.predictors():
         for g in p.groups:
@@ -193,8 +193,14 @@ def _long(per_group: dict, probs, summary: bool):
         for k, v in stats.items():
             frame[k] = v.ravel()
         frames.append(frame)
-    columns = ["group", "level", "term", *posterior_summary(np.zeros((1, 2)), probs)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _grouped(per_group: dict, fit: "Fit", what: str) -> dict:
+    if not per_group:
+        raise ValueError(f"{what} reads group-level effects, and the model {fit.spec.formula.text!r} has no group "
+                         "terms such as (1 | g); fit.fixef() shows its population-level effects.")
+    return per_group
 
 
 def ranef(fit: "Fit", probs: Sequence[float] = (0.025, 0.975), summary: bool = True):
@@ -207,7 +213,7 @@ def ranef(fit: "Fit", probs: Sequence[float] = (0.025, 0.975), summary: bool = T
         (grouping, level, term); levels in the order of the fit's labels. With
         ``summary=False`` a dict grouping -> draws (chains, draws, levels, terms).
     """
-    return _long(ranef_draws(fit), probs, summary)
+    return _long(_grouped(ranef_draws(fit), fit, "ranef"), probs, summary)
 
 
 def coef(fit: "Fit", probs: Sequence[float] = (0.025, 0.975), summary: bool = True):
@@ -220,7 +226,7 @@ def coef(fit: "Fit", probs: Sequence[float] = (0.025, 0.975), summary: bool = Tr
         draw; a term without a group effect keeps its population value). With
         ``summary=False`` a dict grouping -> draws (chains, draws, levels, terms).
     """
-    return _long(coef_draws(fit), probs, summary)
+    return _long(_grouped(coef_draws(fit), fit, "coef"), probs, summary)
 
 
 # --------------------------------------------------------------------------- Bayesian R2
@@ -238,7 +244,7 @@ def r2_draws(fit: "Fit", draws: int | None = None) -> np.ndarray:
     """
     from bhmjax.predict import predict
 
-    spec = _spec(fit, "r2")
+    spec = formula_spec(fit, "r2")
     if spec.categories:
         raise ValueError(f"r2 is not defined for the {spec.family.name} family: its expected response is a "
                          "probability per level, not a number to compare with y (brms refuses categorical "
@@ -264,156 +270,3 @@ def r2(fit: "Fit", probs: Sequence[float] = (0.025, 0.975), summary: bool = True
     if not summary:
         return values
     return pd.DataFrame({k: [v] for k, v in posterior_summary(values, probs).items()}, index=["R2"])
-
-
-# --------------------------------------------------------------------------- conditional effects
-
-
-def _categorical_columns(spec, frame) -> dict[str, tuple]:
-    """Columns the designs encode as categories and grouping factors, with their training levels.
-
-    A design's categorical column lists its reference level first; a grouping factor
-    its levels as the fit labels them (a nested grouping's factors: their sorted values).
-    """
-    from bhmjax.design import _variables_in
-
-    out: dict[str, tuple] = {}
-    for g in spec.groups:
-        factors = g.term.factors
-        for f in factors:
-            out.setdefault(f, tuple(g.encoding.labels) if len(factors) == 1 else
-                           tuple(sorted(frame[f].dropna().unique().tolist(), key=str)))
-    model_specs = [p.fixed.model_spec for p in spec.predictors] + [g.model_spec for g in spec.groups]
-    for ms in model_specs:
-        names = ms.required_variables
-        for expr, (kind, state) in ms.encoder_state.items():
-            used = _variables_in(expr, names)
-            if getattr(kind, "value", kind) == "categorical" and len(used) == 1:
-                out.setdefault(used[0], tuple(state.get("categories", ())))
-    return out
-
-
-def _levels(frame, col: str, categorical: dict) -> tuple | None:
-    """The levels of a categorical column (None for a numeric one)."""
-    if col in categorical:
-        return categorical[col]
-    values = frame[col]
-    if values.dtype.kind in "iuf":
-        return None
-    if hasattr(values, "cat"):
-        return tuple(values.cat.categories)
-    return tuple(sorted(values.dropna().unique().tolist(), key=str))
-
-
-def _values(frame, col: str, categorical: dict, role: str) -> list:
-    """Grid values: the effect's 100 points or levels; ``by``'s levels or mean and mean +- sd."""
-    levels = _levels(frame, col, categorical)
-    if levels is not None:
-        return list(levels)
-    x = frame[col].to_numpy(dtype=np.float64)
-    if role == "effect":
-        return list(np.linspace(x.min(), x.max(), RESOLUTION))
-    m, s = float(x.mean()), float(x.std(ddof=1))
-    return [m - s, m, m + s]
-
-
-def effect_grid(fit: "Fit", effect: str, by: str | None = None, conditions: Mapping[str, Any] | None = None,
-                groups: str | None = None) -> tuple["pd.DataFrame", str]:
-    """The rows conditional effects predict on, and the ``groups`` mode they use.
-
-    ``effect`` varies over 100 points of its range (numeric) or its levels; ``by`` over
-    its levels (numeric: mean - sd, mean, mean + sd); every other predictor is held at
-    its reference value (numeric: the mean; categorical: the first, reference, level),
-    or at ``conditions[column]``. Group effects are left out (``groups="population"``,
-    brms' ``re_formula=NA``) unless ``effect`` or ``by`` is a grouping factor, whose
-    fitted effects are then included (``"existing"``; other grouping factors at their
-    first level).
-    """
-    import pandas as pd
-
-    from bhmjax.design import _columns_needed
-
-    spec = _spec(fit, "conditional_effects")
-    source = getattr(spec, "source", None)
-    if source is None:
-        raise ValueError("conditional effects need the training data's columns (spec.source), which this "
-                         "model spec does not keep; build the model with bj.Model(formula, data).")
-    frame, factors = source.frame, {f for g in spec.groups for f in g.term.factors}
-    chosen = [effect] + ([by] if by is not None else [])
-    if groups is None:
-        groups = "existing" if factors & set(chosen) else "population"
-    needed = _columns_needed(spec, groups, False, None)
-    unknown = [c for c in chosen if c not in needed]
-    if unknown:
-        raise ValueError(f"{unknown[0]!r} is not a predictor of the model {spec.formula.text!r} (with "
-                         f"groups={groups!r}); its predictors are {needed}.")
-    if by == effect:
-        raise ValueError(f"by={by!r} is the effect itself; choose another predictor to condition on.")
-    categorical = _categorical_columns(spec, frame)
-    axes = [_values(frame, effect, categorical, "effect")] + ([_values(frame, by, categorical, "by")] if by else [])
-    grid = pd.DataFrame(pd.MultiIndex.from_product(axes, names=chosen).to_frame(index=False))
-    conditions = dict(conditions or {})
-    for col in needed:
-        if col in chosen:
-            continue
-        if col in conditions:
-            grid[col] = conditions[col]
-        else:
-            levels = _levels(frame, col, categorical)
-            grid[col] = levels[0] if levels is not None else float(frame[col].astype(np.float64).mean())
-    return grid, groups
-
-
-def conditional_effects(fit: "Fit", effect: str, by: str | None = None, *, conditions: Mapping[str, Any] | None = None,
-                        kind: str = "mean", dpar: str | None = None, groups: str | None = None,
-                        probs: Sequence[float] = (0.025, 0.975), draws: int | None = None) -> "pd.DataFrame":
-    """Predictions along one predictor (brms' ``conditional_effects``), with intervals.
-
-    Parameters
-    ----------
-    fit : Fit
-        A formula fit, any family ``predict`` supports.
-    effect : str
-        The predictor to vary (a data column).
-    by : str, optional
-        A second column: a line per level (numeric: at mean - sd, mean and mean + sd).
-    conditions : dict, optional
-        Values for other predictors instead of their reference values.
-    kind : {"mean", "linear_predictor"}
-        The expected response (brms' default ``posterior_epred``; a binomial's
-        probability per trial) or the linear predictor.
-    dpar : str, optional
-        An auxiliary parameter instead of the mean (see :func:`bhmjax.predict.predict`).
-    groups : {None, "population", "existing"}
-        None chooses as :func:`effect_grid` says.
-    probs : sequence of float
-        Quantiles of the interval.
-    draws : int, optional
-        Draws per chain to use.
-
-    Returns
-    -------
-    pandas.DataFrame
-        The grid (``effect``, ``by`` and every other predictor's value), then Estimate
-        (the posterior mean; brms' ``estimate__`` is the median), Est.Error and the
-        quantiles; ordinal and categorical families have a row per level of the
-        response, named in column ``level``.
-    """
-    import pandas as pd
-
-    from bhmjax.predict import predict
-
-    if kind not in ("mean", "linear_predictor"):
-        raise ValueError(f"kind must be 'mean' or 'linear_predictor' for conditional effects, got {kind!r}")
-    grid, groups = effect_grid(fit, effect, by, conditions, groups)
-    pred = predict(fit, grid, kind=kind, groups=groups, dpar=dpar, draws=draws)
-    stats = posterior_summary(pred.draws, probs)
-    if pred.draws.ndim == 4:
-        levels = list(pred.categories)
-        out = grid.loc[grid.index.repeat(len(levels))].reset_index(drop=True)
-        out["level"] = levels * len(grid)
-    else:
-        out = grid.copy()
-    for k, v in stats.items():
-        out[k] = np.asarray(v).ravel()
-    return pd.DataFrame(out)

@@ -261,7 +261,7 @@ class Fit:
 
         return log_likelihood(self, new_data, **kwargs)
 
-    # ------------------------------------------------------------------ reading the results (bhmjax.effects, bhmjax.hypothesis)
+    # ------------------------------------------------------------------ reading the results (effects, conditional, hypothesis)
 
     def fixef(self, probs: Sequence[float] = (0.025, 0.975), summary: bool = True):
         """Population-level effects, a frame by term; see :func:`bhmjax.effects.fixef`."""
@@ -288,10 +288,10 @@ class Fit:
         return effects.r2(self, probs, summary, **kwargs)
 
     def conditional_effects(self, effect: str, by: str | None = None, **kwargs) -> "pd.DataFrame":
-        """Predictions over a grid of one predictor; see :func:`bhmjax.effects.conditional_effects`."""
-        from bhmjax import effects
+        """Predictions over a grid of one predictor; see :func:`bhmjax.conditional.conditional_effects`."""
+        from bhmjax.conditional import conditional_effects
 
-        return effects.conditional_effects(self, effect, by, **kwargs)
+        return conditional_effects(self, effect, by, **kwargs)
 
     def hypothesis(self, *hypotheses: str, alpha: float = 0.05, summary: bool = True):
         """Posterior probabilities and intervals of hypotheses; see :func:`bhmjax.hypothesis.hypothesis`."""

@@ -547,10 +547,10 @@ def plot_predictions(fit: "Fit", effect: str, by: str | None = None, *, path: An
     A numeric effect is a line with a band per level of ``by`` (or per mean and mean +- sd
     of a numeric ``by``); a categorical one is points with error bars. Ordinal and
     categorical responses get one panel per response level. Keyword arguments go to
-    :func:`bhmjax.effects.conditional_effects` (``conditions``, ``kind``, ``dpar``,
+    :func:`bhmjax.conditional.conditional_effects` (``conditions``, ``kind``, ``dpar``,
     ``groups``, ``probs``, ``draws``); the table drawn is what it returns.
     """
-    from bhmjax.effects import conditional_effects
+    from bhmjax.conditional import conditional_effects
 
     table = conditional_effects(fit, effect, by, **kwargs)
     lo, hi = [c for c in table.columns if c.startswith("Q")][:2] or ("Estimate", "Estimate")

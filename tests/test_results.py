@@ -18,6 +18,8 @@ Two small fits are shared by the module; checks that need no sampling use synthe
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -103,6 +105,17 @@ def test_ranef_and_coef_are_the_group_draws_plus_the_population(gauss):
     assert row["Estimate"] == pytest.approx((intercept + r[:, :, 5, 0]).mean())
     assert row["Estimate"] != pytest.approx(r[:, :, 5, 0].mean())  # not ranef alone
     assert len(table) == 8 * 4 and len(ranef) == 8 * 2
+
+
+def test_group_readers_refuse_a_model_without_group_terms(gauss):
+    from bhmjax._src.predict import population_structure
+
+    fit = gauss[2]
+    plain = dataclasses.replace(fit, spec=dataclasses.replace(fit.spec, structure=population_structure(fit.spec.structure)))
+    assert list(plain.fixef().index) == ["Intercept", "x", "c[T.b]", "c[T.c]"]
+    for method in ("ranef", "coef"):
+        with pytest.raises(ValueError, match="has no group terms"):
+            getattr(plain, method)()
 
 
 def test_formula_only_helpers_refuse_a_numpyro_fit():
@@ -221,6 +234,8 @@ def test_conditional_effects_equal_predictions_on_the_grid(gauss):
     other = fit.conditional_effects("x")  # c at its reference level
     assert set(other["c"]) == {"a"}
     np.testing.assert_allclose(other["Estimate"], ce.loc[ce["c"] == "a", "Estimate"], rtol=1e-6)
+    fixed = fit.conditional_effects("x", conditions={"c": "c"})
+    np.testing.assert_allclose(fixed["Estimate"], ce.loc[ce["c"] == "c", "Estimate"], rtol=1e-6)
 
 
 def test_conditional_effects_of_a_poisson_model_and_by_group(pois):
@@ -238,6 +253,8 @@ def test_conditional_effects_of_a_poisson_model_and_by_group(pois):
         np.testing.assert_allclose(rows["Estimate"], np.exp(eta_g).mean(axis=0), rtol=1e-4)
     with pytest.raises(ValueError, match="not a predictor"):
         fit.conditional_effects("z")
+    with pytest.raises(ValueError, match=r"conditions name \['z'\]"):
+        fit.conditional_effects("x", conditions={"z": 1.0})
     fig = fit.plot_predictions("x", by="g")
     assert len(fig.axes[0].lines) == 5
 
