@@ -102,6 +102,8 @@ def effect_grid(fit: "Fit", effect: str, by: str | None = None, conditions: Mapp
     chosen = [effect] + ([by] if by is not None else [])
     if groups is None:
         groups = "existing" if factors & set(chosen) else "population"
+    if groups not in ("population", "existing"):
+        raise ValueError(f"groups must be None, 'population' or 'existing' for conditional effects, got {groups!r}")
     needed = _columns_needed(spec, groups, False, None)
     unknown = [c for c in chosen if c not in needed]
     if unknown:

@@ -66,6 +66,7 @@ def term_name(dpar: str, column: str) -> str:
 
 
 def formula_spec(fit: "Fit", what: str):
+    """``fit.spec`` of a formula fit; ``TypeError`` naming ``what`` for a NumPyro-function fit."""
     spec = getattr(fit, "spec", None)
     if spec is None or not hasattr(spec, "structure"):
         raise TypeError(f"{what} reads a formula model's terms, and this fit came from a NumPyro model "

@@ -253,6 +253,10 @@ def test_conditional_effects_of_a_poisson_model_and_by_group(pois):
         np.testing.assert_allclose(rows["Estimate"], np.exp(eta_g).mean(axis=0), rtol=1e-4)
     with pytest.raises(ValueError, match="not a predictor"):
         fit.conditional_effects("z")
+    with pytest.raises(ValueError, match="groups must be None, 'population' or 'existing'"):
+        fit.conditional_effects("x", groups="new")
+    with pytest.raises(ValueError, match="kind must be 'mean' or 'linear_predictor'"):
+        fit.conditional_effects("x", kind="response")
     with pytest.raises(ValueError, match=r"conditions name \['z'\]"):
         fit.conditional_effects("x", conditions={"z": 1.0})
     fig = fit.plot_predictions("x", by="g")
