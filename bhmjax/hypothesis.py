@@ -5,7 +5,7 @@ as ``(left) - (right) OP 0`` and evaluated on every draw. Names are the rows of
 ``fit.summary()`` (``b[x]``, ``sd_g[Intercept]``, ``r_g[a, Intercept]``; quotes and
 spaces inside brackets optional) and, for formula fits, brms' names (``x``, ``b_x``,
 ``Intercept``, ``sigma_x``, ``sd_g__Intercept``, ``cor_g__Intercept__x``). The
-expression is parsed, never ``eval``-ed: numbers, names, ``+ - * / **``, parentheses
+expression is parsed, never ``eval``-ed: numbers, names, ``+ - * /``, ``^`` or ``**``, parentheses
 and the functions in :data:`FUNCTIONS`.
 
 Examples
@@ -153,7 +153,7 @@ def _evaluate(node: ast.AST, values: list[np.ndarray], text: str) -> np.ndarray:
             and len(node.args) == 1 and not node.keywords):
         return FUNCTIONS[node.func.id](_evaluate(node.args[0], values, text))
     raise ValueError(f"hypothesis {text!r} uses {ast.dump(node)[:60]}...; only numbers, parameter names, "
-                     f"+ - * / **, parentheses and the functions {sorted(FUNCTIONS)} are allowed.")
+                     f"+ - * / ^, parentheses and the functions {sorted(FUNCTIONS)} are allowed.")
 
 
 def hypothesis_draws(fit: "Fit", text: str) -> tuple[str, str, np.ndarray]:
@@ -166,6 +166,7 @@ def hypothesis_draws(fit: "Fit", text: str) -> tuple[str, str, np.ndarray]:
     expr = f"({left})" + (f"-({right})" if _key(right) != "0" else "")
     lookup, cols = _names(fit)
     code, used = _tokenize(expr, lookup)
+    code = code.replace("^", "**")  # R's power, as brms users write it (names are placeholders by now)
     try:
         tree = ast.parse(code, mode="eval")
     except SyntaxError as err:

@@ -167,9 +167,10 @@ def test_hypothesis_reads_brms_names_and_summary_rows(gauss):
 def test_hypothesis_on_a_numpyro_fit_and_its_errors():
     fit = _synthetic()
     mu, theta = fit.draws["mu"], fit.draws["theta"]
-    table = fit.hypothesis("exp(mu) > 2 * theta[B]", "mu + theta[A] < 0")
+    table = fit.hypothesis("exp(mu) > 2 * theta[B]", "mu + theta[A] < 0", "mu^2 > 1")
     assert table["Post.Prob"][0] == pytest.approx(np.mean(np.exp(mu) > 2 * theta[..., 1]))
     assert table["Post.Prob"][1] == pytest.approx(np.mean(mu + theta[..., 0] < 0))
+    assert table["Post.Prob"][2] == pytest.approx(np.mean(mu ** 2 > 1))
     with pytest.raises(KeyError, match=r"no parameter named 'muu'.*did you mean.*Names are"):
         fit.hypothesis("muu > 0")
     for bad in ("__import__('os').system('true') > 0", "mu.__class__ > 0", "open('x') > 0"):
