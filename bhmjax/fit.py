@@ -261,6 +261,44 @@ class Fit:
 
         return log_likelihood(self, new_data, **kwargs)
 
+    # ------------------------------------------------------------------ reading the results (effects, conditional, hypothesis)
+
+    def fixef(self, probs: Sequence[float] = (0.025, 0.975), summary: bool = True):
+        """Population-level effects, a frame by term; see :func:`bhmjax.effects.fixef`."""
+        from bhmjax import effects
+
+        return effects.fixef(self, probs, summary)
+
+    def ranef(self, probs: Sequence[float] = (0.025, 0.975), summary: bool = True):
+        """Group-level deviations per grouping, level and term; see :func:`bhmjax.effects.ranef`."""
+        from bhmjax import effects
+
+        return effects.ranef(self, probs, summary)
+
+    def coef(self, probs: Sequence[float] = (0.025, 0.975), summary: bool = True):
+        """Population plus group-level effects per level; see :func:`bhmjax.effects.coef`."""
+        from bhmjax import effects
+
+        return effects.coef(self, probs, summary)
+
+    def r2(self, probs: Sequence[float] = (0.025, 0.975), summary: bool = True, **kwargs):
+        """Bayesian R2 (Gelman et al. 2019); see :func:`bhmjax.effects.r2`."""
+        from bhmjax import effects
+
+        return effects.r2(self, probs, summary, **kwargs)
+
+    def conditional_effects(self, effect: str, by: str | None = None, **kwargs) -> "pd.DataFrame":
+        """Predictions over a grid of one predictor; see :func:`bhmjax.conditional.conditional_effects`."""
+        from bhmjax.conditional import conditional_effects
+
+        return conditional_effects(self, effect, by, **kwargs)
+
+    def hypothesis(self, *hypotheses: str, alpha: float = 0.05, summary: bool = True):
+        """Posterior probabilities and intervals of hypotheses; see :func:`bhmjax.hypothesis.hypothesis`."""
+        from bhmjax.hypothesis import hypothesis
+
+        return hypothesis(self, *hypotheses, alpha=alpha, summary=summary)
+
     # ------------------------------------------------------------------ export and plots (bhmjax.io, bhmjax.plots)
 
     def to_arviz(self, **kwargs):
@@ -322,3 +360,9 @@ class Fit:
         from bhmjax import plots
 
         return plots.plot_energy(self, *args, **kwargs)
+
+    def plot_predictions(self, *args, **kwargs):
+        """Conditional effects with intervals; see :func:`bhmjax.plots.plot_predictions`."""
+        from bhmjax import plots
+
+        return plots.plot_predictions(self, *args, **kwargs)

@@ -232,10 +232,15 @@ class Model:
         (``fit.settings["standardized"]``, see ``bhmjax._src.standardize``); every site is
         reported on the data's scale.
 
+        ``init_strategy`` defaults to the family's start where it has one (weibull: "median",
+        see ``bhmjax._src.families.continuous``), else "uniform"; ``fit.settings`` records it.
+
         Returns a :class:`~bhmjax.Fit` whose ``spec`` is this model's :class:`ModelSpec`.
         """
         from bhmjax import runner
 
+        if "init_strategy" not in sample_kwargs and self.spec.family.init is not None:
+            sample_kwargs = {**sample_kwargs, "init_strategy": self.spec.family.init}
         config, labels, sinks = runner.request_options(sample_kwargs, "Model.fit()")
         return runner.execute(self.run_request(config, reduce=reduce, marginalize=marginalize, **labels, **sinks))
 

@@ -1,4 +1,4 @@
-"""Figures to judge a fit: trace, rank, forest, shrinkage, pair/funnel, PPC and energy.
+"""Figures to judge a fit: trace, rank, forest, shrinkage, pair/funnel, PPC, energy and predictions.
 
 Every function returns a ``matplotlib.figure.Figure`` built without pyplot (so it works
 headless and leaves no global state; in a notebook it shows as a picture when returned)
@@ -30,7 +30,7 @@ from bhmjax import summary
 if TYPE_CHECKING:  # pragma: no cover
     from bhmjax.fit import Fit
 
-__all__ = ["plot_energy", "plot_forest", "plot_funnel", "plot_pair", "plot_ppc", "plot_rank",
+__all__ = ["plot_energy", "plot_forest", "plot_funnel", "plot_pair", "plot_ppc", "plot_predictions", "plot_rank",
            "plot_shrinkage", "plot_trace", "select"]
 
 _DIVERGENT = dict(color="red", s=14, zorder=3, label="divergent")
@@ -538,4 +538,44 @@ def plot_energy(fit: "Fit", *, path: Any = None) -> "Figure":
     ax.set_yticks([])
     ax.set_xlabel("energy (centered per chain)")
     ax.legend(title="E-BFMI per chain: " + " ".join(f"{v:.2f}" for v in ebfmi), fontsize=8, title_fontsize=8)
+    return _finish(fig, path)
+
+
+def plot_predictions(fit: "Fit", effect: str, by: str | None = None, *, path: Any = None, **kwargs) -> "Figure":
+    """Conditional effects of ``effect`` (brms' ``plot(conditional_effects(...))``): mean and interval.
+
+    A numeric effect is a line with a band per level of ``by`` (or per mean and mean +- sd
+    of a numeric ``by``); a categorical one is points with error bars. Ordinal and
+    categorical responses get one panel per response level. Keyword arguments go to
+    :func:`bhmjax.conditional.conditional_effects` (``conditions``, ``kind``, ``dpar``,
+    ``groups``, ``probs``, ``draws``); the table drawn is what it returns.
+    """
+    from bhmjax.conditional import conditional_effects
+
+    table = conditional_effects(fit, effect, by, **kwargs)
+    lo, hi = [c for c in table.columns if c.startswith("Q")][:2] or ("Estimate", "Estimate")
+    panels = list(dict.fromkeys(table["level"])) if "level" in table.columns else [None]
+    fig, axes = _figure(1, len(panels), 4.8 * len(panels), 3.8)
+    numeric = table[effect].dtype.kind in "iuf"
+    lines = list(dict.fromkeys(table[by])) if by is not None else [None]
+    for ax, level in zip(axes[0], panels):
+        part = table if level is None else table[table["level"] == level]
+        for k, value in enumerate(lines):
+            rows = part if value is None else part[part[by] == value]
+            label = None if value is None else f"{by} = {value:.3g}" if isinstance(value, float) else f"{by} = {value}"
+            if numeric:
+                ax.plot(rows[effect], rows["Estimate"], color=f"C{k}", label=label)
+                ax.fill_between(rows[effect], rows[lo], rows[hi], color=f"C{k}", alpha=0.2)
+            else:
+                x = np.arange(len(rows)) + (k - (len(lines) - 1) / 2) * 0.12
+                ax.errorbar(x, rows["Estimate"], yerr=[rows["Estimate"] - rows[lo], rows[hi] - rows["Estimate"]],
+                            fmt="o", color=f"C{k}", capsize=3, label=label)
+                ax.set_xticks(np.arange(len(rows)), [str(v) for v in rows[effect]])
+        ax.set_xlabel(effect)
+        ax.set_ylabel(kwargs.get("dpar") or ("linear predictor" if kwargs.get("kind") == "linear_predictor"
+                                             else "expected response"))
+        if level is not None:
+            ax.set_title(f"P(y = {level})", fontsize=9)
+        if by is not None:
+            ax.legend(fontsize=8)
     return _finish(fig, path)

@@ -217,8 +217,9 @@ def predict(fit: "Fit", new_data: Any, kind: str = "response", groups: str = "ex
     ----------
     fit : Fit
         A formula fit (``bj.Model(...).fit()``).
-    new_data : pandas.DataFrame or dict of 1-d arrays
-        The predictor columns (the response is not needed).
+    new_data : pandas.DataFrame, dict of 1-d arrays or None
+        The predictor columns (the response is not needed); None: the fitted rows
+        (``fit.data``, with their trials).
     kind : {"response", "mean", "linear_predictor"}
         Draws of the response (int32 for counts, 0/1 and category codes), of its mean
         (the success probability for binomial; for ordinal and categorical families
@@ -257,7 +258,12 @@ def predict(fit: "Fit", new_data: Any, kind: str = "response", groups: str = "ex
     groups = "new" if allow_new_levels and groups == "existing" else groups
     spec = _formula_spec(fit, "predict")
     _check_dpar(spec, kind, dpar)
-    rows, n, new, index = new_design(spec, new_data, groups=groups, trials=_needs_trials(spec, kind, trials))
+    if new_data is None:  # the fitted rows, as brms' newdata = NULL
+        rows, n = _training_rows(fit)
+        rows.pop("y", None)
+        new, index = {}, None
+    else:
+        rows, n, new, index = new_design(spec, new_data, groups=groups, trials=_needs_trials(spec, kind, trials))
     values = _run(fit, rows, n, new, kind, groups, draws, seed, max_bytes, dpar)
     categories = tuple(spec.categories) if values.ndim == 4 or (kind == "response" and spec.categories) else ()
     return Prediction(values, kind, groups, index, {k: v for k, v in new.items()}, categories)

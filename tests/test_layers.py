@@ -18,7 +18,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "bhmjax"
 
 LAYERS = ["_terms", "display", "summary", "fit", "marginal", "diagnose", "records", "io", "stream", "checkpoint",
-          "runner", "_build", "model", "design", "predict", "arviz", "plots", "comparison", "sampler", "batch",
+          "runner", "_build", "model", "design", "predict", "effects", "conditional", "hypothesis", "arviz", "plots", "comparison", "sampler", "batch",
           "__init__"]
 EXEMPT = {"fit": ("Fit", None), "records": (None, "from_record")}  # module: (class whose methods, function)
 

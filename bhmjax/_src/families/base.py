@@ -84,6 +84,9 @@ class Family:
         (``np.log`` for lognormal, whose mean predictor is on the log scale).
     censoring : bool
         Whether censored rows (``cens=``) are supported: the distribution has a CDF.
+    init : str, optional
+        The init strategy :meth:`bhmjax.Model.fit` uses for this family when the user
+        gives no ``init_strategy`` (None: the sampler's default, "uniform").
     """
 
     name: str
@@ -95,6 +98,7 @@ class Family:
     mean_fn: Callable | None = None
     transform: Callable | None = None
     censoring: bool = False
+    init: str | None = None
 
     @property
     def discrete(self) -> bool:
