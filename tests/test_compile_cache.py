@@ -86,3 +86,16 @@ def test_compiled_programs_in_memory_are_bounded():
     finally:
         engine._EXECUTABLES.clear()
         engine._EXECUTABLES.update(saved)
+
+
+def test_compiled_programs_are_released_near_the_map_limit(monkeypatch):
+    """Past the fraction of vm.max_map_count, every cached program (ours and jax.jit's) is dropped."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from bhmjax._src import engine, lru
+
+    engine.compiled("release", jnp.sin, ("x",), np.ones(3, np.float32))
+    assert lru.release_if_near_map_limit() is False and len(engine._EXECUTABLES) > 0
+    monkeypatch.setattr(lru, "_map_limit", lambda: 10)  # any process is near a limit of 10
+    assert lru.release_if_near_map_limit() is True and len(engine._EXECUTABLES) == 0

@@ -29,7 +29,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from bhmjax._src.lru import LRU
+from bhmjax._src.lru import LRU, release_if_near_map_limit
 from bhmjax._src.stats import STATS
 
 __all__ = ["ChainProgram", "Layout", "LoopState", "MemorySink", "Run", "Sink", "advance", "compiled",
@@ -327,6 +327,7 @@ def compiled(tag: str, fn: Callable, key: tuple, *args) -> Callable:
     full = (tag, key, _signature(args))
     exe = _EXECUTABLES.get(full)
     if exe is None:
+        release_if_near_map_limit()
         exe = jax.jit(fn).lower(*args).compile()
         _EXECUTABLES[full] = exe
         _COMPILES[tag] = _COMPILES.get(tag, 0) + 1
