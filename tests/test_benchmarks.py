@@ -43,7 +43,7 @@ def test_json_has_every_field(smoke):
     assert set(results["peers"]) == {"pymc", "nutpie"}
     assert "available" in results["auto_parameterization"]
     ok = [c for c in results["cells"] if c["status"] == "ok"]
-    assert len(ok) == 5
+    assert len(ok) == 6  # eight schools x 2, intercepts x 3 (centered, noncentered, marginalized), auto
     for cell in ok:
         assert set(cell["metrics"]) == set(harness.METRICS), cell["label"]
         assert set(cell["spread"]) == set(harness.METRICS)
