@@ -378,18 +378,27 @@ def prior_predictive(model: Any, data: Mapping[str, Any] | None = None, *, draws
                      seed: int = 0) -> dict[str, np.ndarray]:
     """Draws of every site from the prior, ``{site: (1, draws, *shape)}``, the data included.
 
-    ``model`` is a ``bj.Model`` (its own data's design; ``data`` unused) or a NumPyro
-    model called with ``**data``; observed sites are drawn, not fixed.
+    ``model`` is a ``bj.Model`` (its own data's design; ``data`` unused), a ``Fit`` (its
+    model on its data: a formula fit's full model, group effects drawn even where the
+    run integrated them out) or a NumPyro model called with ``**data``; observed sites
+    are drawn, not fixed.
     """
     import jax
     from numpyro.infer import Predictive
 
+    from bhmjax._src.models import build_model
+    from bhmjax.fit import Fit
     from bhmjax.model import Model
 
     if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 1:
         raise ValueError(f"draws must be a positive integer, got {draws!r}")
-    if isinstance(model, Model):
-        fn, kwargs = model.numpyro_model, {**model.model_data(), "y": None}
+    if isinstance(model, Fit) and model.spec is None:
+        model, data = model.model, model.data
+    if isinstance(model, (Model, Fit)):
+        if isinstance(model, Model):
+            fn, kwargs = model.numpyro_model, {**model.model_data(), "y": None}
+        else:
+            fn, kwargs = build_model(model.spec.structure), {**model.data, "y": None}
         if kwargs.get("trials") is not None:  # NumPyro's binomial sampler needs integer counts
             kwargs["trials"] = np.asarray(kwargs["trials"]).astype(np.int32)
     elif callable(model):

@@ -153,7 +153,7 @@ def test_waic_matches_arviz_0x(slopes):
 
 
 def test_predictive_groups_feed_arviz(slopes):
-    prior = bj.prior_predictive(slopes.model, slopes.data, draws=100, seed=2)
+    prior = bj.prior_predictive(slopes, draws=100, seed=2)  # its full model: r_g drawn, integrated or not
     data = slopes.to_arviz(prior=prior, posterior_predictive=True)
     groups = set(data.children) if ONE else set(data.groups())
     assert groups >= {"prior", "prior_predictive", "posterior_predictive", "observed_data", "log_likelihood"}

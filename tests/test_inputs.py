@@ -55,5 +55,15 @@ def test_labels_with_commas_or_brackets_make_unambiguous_names():
                  settings={}, coords={"g": labels, "term": ["Intercept", "x"]}, dims={"r_g": ["g", "term"]})
     names = fit.param_names()
     assert names[:4] == ["r_g['x,y', Intercept]", "r_g['x,y', x]", "r_g[x, Intercept]", "r_g[x, x]"]
-    assert "r_g['a[1]', x]" in names and "r_g[\"it's\", Intercept]" in names and "r_g[' pad', x]" in names
+    assert "r_g['a[1]', x]" in names and "r_g[it's, Intercept]" in names and "r_g[' pad', x]" in names
     assert len(set(names)) == len(names) and names[-1] == "mu"
+
+
+def test_labels_are_quoted_only_where_a_name_would_be_ambiguous():
+    """ArviZ writes eta[St. Paul's]: an apostrophe inside a label is not ambiguous; commas, brackets,
+    leading or trailing quotes and blanks are."""
+    from bhmjax._src.naming import quote_label
+
+    assert quote_label("St. Paul's") == "St. Paul's" and quote_label("plain") == "plain"
+    for label in ("x,y", "a[1]", "'a", 'a"', " a"):
+        assert quote_label(label) == repr(label)

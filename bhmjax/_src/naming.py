@@ -2,7 +2,8 @@
 
 The names are ArviZ's flat labels (``var[label, label]``, as its ``BaseLabeller`` writes
 them), so a summary by bhmjax and one by ArviZ of the exported fit name rows alike;
-except that a label holding a comma, bracket or quote is quoted (``r_g['x,y', Intercept]``),
+except that a label holding a comma or bracket, or starting or ending with a quote, is quoted
+(``r_g['x,y', Intercept]``; ``eta[St. Paul's]`` stays as ArviZ writes it),
 where ArviZ's name would be ambiguous (the ArviZ coords hold the labels as they are).
 """
 
@@ -13,7 +14,8 @@ from typing import Mapping, Sequence
 
 __all__ = ["axis_labels", "flat_names", "quote_label", "valid_labels"]
 
-_SPECIAL = frozenset(",[]'\"")
+_SPECIAL = frozenset(",[]")
+_QUOTES = frozenset("'\"")
 
 
 def valid_labels(values: Sequence, size: int) -> bool:
@@ -53,9 +55,10 @@ def flat_names(name: str, shape: tuple[int, ...], coords: Mapping[str, Sequence]
 
 def quote_label(label: str) -> str:
     """``label`` as written inside a name's brackets: quoted (Python's repr) when it holds
-    a comma, bracket or quote or has surrounding blanks, so ``r_g['x,y', Intercept]``
-    cannot be read as three labels; other labels are written as they are.
+    a comma or bracket, starts or ends with a quote, or has surrounding blanks, so
+    ``r_g['x,y', Intercept]`` cannot be read as three labels; other labels (``St. Paul's``
+    too) are written as they are, as ArviZ writes them.
     """
-    if _SPECIAL.intersection(label) or label != label.strip():
+    if _SPECIAL.intersection(label) or label != label.strip() or label[:1] in _QUOTES or label[-1:] in _QUOTES:
         return repr(label)
     return label
