@@ -392,13 +392,13 @@ def prior_predictive(model: Any, data: Mapping[str, Any] | None = None, *, draws
 
     if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 1:
         raise ValueError(f"draws must be a positive integer, got {draws!r}")
-    if isinstance(model, Fit) and model.spec is None:
+    if isinstance(model, Fit) and model.spec is None:  # a NumPyro function's fit: its model on its data
         model, data = model.model, model.data
+    if isinstance(model, Fit):  # a formula fit: the full model (the run's may integrate effects out)
+        fn, kwargs = build_model(model.spec.structure), {**model.data, "y": None}
+    elif isinstance(model, Model):
+        fn, kwargs = model.numpyro_model, {**model.model_data(), "y": None}
     if isinstance(model, (Model, Fit)):
-        if isinstance(model, Model):
-            fn, kwargs = model.numpyro_model, {**model.model_data(), "y": None}
-        else:
-            fn, kwargs = build_model(model.spec.structure), {**model.data, "y": None}
         if kwargs.get("trials") is not None:  # NumPyro's binomial sampler needs integer counts
             kwargs["trials"] = np.asarray(kwargs["trials"]).astype(np.int32)
     elif callable(model):
