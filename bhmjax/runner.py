@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -23,7 +24,7 @@ from bhmjax._src import engine
 from bhmjax._src.config import RunConfig, build_config, check_keywords
 from bhmjax._src.precision import x64_mode
 from bhmjax._src.stats import STATS
-from bhmjax._src.trace import ModelTrace, check_initial_point, model_trace
+from bhmjax._src.trace import ModelTrace, check_initial_point, check_log_densities, model_trace
 from bhmjax.fit import Fit
 
 __all__ = ["Progress", "RunRequest", "execute", "extend", "make_fit", "request_options", "resume_checkpoint"]
@@ -266,11 +267,16 @@ def _start(request: RunRequest, program, trace: ModelTrace, layout, keys, buffer
     layout = layout or engine.resolve_layout(config.chain_method, config.chains, program.ensemble)
     if keys is None:
         keys = jax.random.split(config.root_key(), config.chains)
-    if not layout.per_dataset:  # the model check, where this run's first chain starts
-        check_initial_point(model, arrays, request.static, config.init_fn(),
-                            engine.init_keys(keys[0])[0], repr(config.to_dict()["init_strategy"]), trace)
+    init_name = repr(config.to_dict()["init_strategy"])
+    check = None
+    if not layout.per_dataset:  # the model check, where this run's chains start
+        if program.checks is None:  # a program that cannot check in its init: the model check's own program
+            check_initial_point(model, arrays, request.static, config.init_fn(),
+                                engine.init_keys(keys[0])[0], init_name, trace)
+        else:
+            check = partial(check_log_densities, trace, init_name=init_name)
     return engine.prepare(program, layout, arrays, keys=keys, buffer_len=buffer_len,
-                          generate=request.generate)
+                          generate=request.generate, check=check)
 
 
 def _stored_shapes(trace: ModelTrace, request: RunRequest) -> dict[str, tuple]:

@@ -199,13 +199,15 @@ CATALOG = [
 ]
 
 
-# Rows whose error shows only when the model runs on the data (bj.sample's model check).
+# Rows whose error shows only when the model runs on the data: the model check, done by the run's
+# init program where the chains start (its chunk, the sampler, is never compiled).
 FOUND_BY_THE_MODEL_CHECK = {"observed data outside the support"}  # the others: the abstract trace
 # Not the model's: the abstract trace ("probe", jax.eval_shape: nothing compiled) and the run's keys
 # (stage, threefry, unstack...: the same small programs for every model, compiled once per process).
 MODEL_FREE = {"probe", "stage", "jit(stage)", "_threefry_seed", "jit(_threefry_seed)", "_threefry_split",
               "jit(_threefry_split)", "squeeze", "jit(squeeze)", "unstack", "jit(unstack)"}
-MODEL_CHECK_PROGRAM = [("trace", "run"), ("lower", "jit(run)"), ("compile", "jit(run)")]
+MODEL_CHECK_PROGRAM = [("trace", "run"), ("lower", "jit(run)"), ("compile", "jit(run)")]  # bj.check_model's
+INIT_PROGRAM = [("trace", "init"), ("lower", "jit(init)"), ("compile", "jit(init)")]
 
 
 @pytest.mark.parametrize("case", CATALOG, ids=[c[0] for c in CATALOG])
@@ -216,8 +218,9 @@ def test_catalogued_bad_input_raises_its_documented_error(case, monkeypatch):
     with fresh_caches(monkeypatch), compile_log() as compiled:
         with pytest.raises(exc, match=match):
             thunk()
-    assert sampling.trace_counts() == before
-    allowed = MODEL_CHECK_PROGRAM if name in FOUND_BY_THE_MODEL_CHECK else []
+    checked = name in FOUND_BY_THE_MODEL_CHECK
+    assert sampling.trace_counts() == {**before, "init": before["init"] + checked}
+    allowed = INIT_PROGRAM if checked else []
     compiled = [c for c in compiled if c[1] not in MODEL_FREE]
     assert sorted(compiled) == sorted(allowed), f"{name!r} compiled {compiled} before raising"
 

@@ -64,6 +64,9 @@ class ChainProgram(NamedTuple):
         The statistics its ``SampleInfo`` reports.
     report : callable, optional
         ``report(host_state) -> dict``: what the run adapted, for ``fit.settings["adapted"]``.
+    checks : callable, optional
+        ``checks(state, arrays) -> {site: log density}`` where a chain starts (every chain
+        of an ensemble): the model check, computed by the init program itself.
     """
 
     init: Callable
@@ -76,6 +79,7 @@ class ChainProgram(NamedTuple):
     warmup: Callable | None = None
     stats: tuple[str, ...] = tuple(STATS)
     report: Callable | None = None
+    checks: Callable | None = None
 
 
 class LoopState(NamedTuple):
@@ -276,16 +280,20 @@ def _chunk_fn(program: ChainProgram, layout: Layout, generate: Callable | None, 
 
 
 def _init_fn(program: ChainProgram, layout: Layout) -> Callable:
-    """``init(keys, arrays) -> (state, valid)``: the lanes' initial states and whether each starts finite."""
+    """``init(keys, arrays) -> (state, valid, checks)``: the lanes' initial states, whether each starts
+    finite, and each site's log density there (``{}`` for a program without ``checks``)."""
+    def checks(kernel, arrays):
+        return {} if program.checks is None else program.checks(kernel, arrays)
+
     def init_one(key, arrays):
         gen_key = jax.random.fold_in(key, GENERATE_STREAM)
         kernel = program.init(key, arrays)
-        return LoopState(kernel, gen_key, jnp.zeros((), jnp.int32)), program.valid(kernel)
+        return LoopState(kernel, gen_key, jnp.zeros((), jnp.int32)), program.valid(kernel), checks(kernel, arrays)
 
     def ensemble(keys, arrays):
         gen_keys = jax.vmap(lambda k: jax.random.fold_in(k, GENERATE_STREAM))(keys)
         kernel = program.init(keys, arrays)
-        return LoopState(kernel, gen_keys, jnp.zeros((), jnp.int32)), program.valid(kernel)
+        return LoopState(kernel, gen_keys, jnp.zeros((), jnp.int32)), program.valid(kernel), checks(kernel, arrays)
 
     mapped = ensemble if program.ensemble else _over_lanes(init_one, layout, "vmap", 0)
 
@@ -393,11 +401,14 @@ class Run:
 
 
 def prepare(program: ChainProgram, layout: Layout, arrays: Mapping[str, np.ndarray], *, keys=None,
-            state: LoopState | None = None, buffer_len: int, generate: Callable | None = None) -> Run:
+            state: LoopState | None = None, buffer_len: int, generate: Callable | None = None,
+            check: Callable[[dict], None] | None = None) -> Run:
     """Compile the program's chunk (and init) for these shapes; a run from ``keys`` (lanes, 2) or ``state``.
 
-    A fresh run's initial points are checked: chains whose log density or gradient is
-    not finite there are named (``ValueError``).
+    A fresh run's initial points are checked: ``check({site: log density})`` sees where
+    the first chain that starts badly (else the first chain) starts, and may raise
+    naming a site; chains whose log density or gradient is not finite there are named
+    (``ValueError``).
     """
     t0 = time.perf_counter()
     per_lane = layout.per_dataset > 0
@@ -406,7 +417,9 @@ def prepare(program: ChainProgram, layout: Layout, arrays: Mapping[str, np.ndarr
     if state is None:
         keys = place(np.asarray(keys), layout, True) if not program.ensemble else jnp.asarray(keys)
         init = compiled("init", _init_fn(program, layout)[0], run_key + (program.init_key,), keys, device_arrays)
-        state, valid = init(keys, device_arrays)
+        state, valid, checks = init(keys, device_arrays)
+        if check is not None and checks:
+            check(_lane_checks(checks, valid, program.ensemble))
         _check_initial_points(valid)
     else:
         state = place(state, layout, True) if not program.ensemble else jax.tree.map(jnp.asarray, state)
@@ -419,6 +432,15 @@ def prepare(program: ChainProgram, layout: Layout, arrays: Mapping[str, np.ndarr
               grads={"warmup": np.zeros(lanes, np.int64), "sampling": np.zeros(lanes, np.int64)})
     run.timings["compile"] = time.perf_counter() - t0
     return run
+
+
+def _lane_checks(checks: dict, valid, ensemble: bool) -> dict:
+    """The sites' log densities of the first lane that starts badly (else of lane 0), on the host."""
+    bad = np.flatnonzero(~np.asarray(to_host(valid)).reshape(-1))
+    lane = int(bad[0]) if bad.size else 0
+    if ensemble:  # (chains, ...) inside one state
+        return {k: np.asarray(v)[lane] for k, v in checks.items()}
+    return {k: np.asarray(v)[lane] for k, v in to_host(checks).items()}
 
 
 def _check_initial_points(valid) -> None:

@@ -21,7 +21,7 @@ from bhmjax._src import adapt
 from bhmjax._src.config import RunConfig
 from bhmjax._src.engine import ChainProgram, init_keys, trace_counts
 from bhmjax._src.stats import SampleInfo, tree_depth
-from bhmjax._src.trace import ModelTrace
+from bhmjax._src.trace import ModelTrace, site_log_densities
 
 __all__ = ["nuts_program", "trace_counts"]
 
@@ -94,7 +94,12 @@ def nuts_program(model: Callable, static: Mapping[str, Any], config: RunConfig, 
         grads = [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(state.z_grad)]
         return jnp.isfinite(state.potential_energy) & jnp.all(jnp.asarray(grads))
 
-    program = ChainProgram(init=init, step=step, values=values, valid=valid, key=key, init_key=init_id)
+    def checks(state, arrays):
+        kwargs = kwargs_of(arrays)
+        return site_log_densities(model, kwargs, trace.constrain_fn(**kwargs)(state.z))
+
+    program = ChainProgram(init=init, step=step, values=values, valid=valid, key=key, init_key=init_id,
+                           checks=checks)
     try:
         _PROGRAMS[(key, init_id)] = program
     except TypeError:

@@ -27,7 +27,8 @@ import numpy as np
 
 from bhmjax._src.lru import LRU
 
-__all__ = ["ModelTrace", "Site", "check_initial_point", "model_trace", "select"]
+__all__ = ["ModelTrace", "Site", "check_initial_point", "check_log_densities", "model_trace", "select",
+           "site_log_densities"]
 
 
 @dataclass(frozen=True)
@@ -264,26 +265,34 @@ def model_trace(model: Callable, arrays: Mapping[str, Any], static: Mapping[str,
 _CHECKS: LRU[Callable] = LRU(32)  # jitted: each holds its executables
 
 
+def site_log_densities(model: Callable, kwargs: Mapping[str, Any], values: Mapping[str, Any]) -> dict:
+    """``{site: log density}`` of every sample site of ``model(**kwargs)`` at ``values`` (constrained).
+
+    Traceable: the chain programs evaluate it where each chain starts (their ``checks``).
+    """
+    from numpyro import handlers
+
+    with handlers.block(), handlers.trace() as tr, handlers.seed(rng_seed=0), handlers.substitute(data=values):
+        model(**kwargs)
+    out = {}
+    for name, site in tr.items():
+        if site["type"] != "sample":
+            continue
+        lp = site["fn"].log_prob(site["value"])
+        if site.get("mask") is not None:
+            lp = jnp.where(site["mask"], lp, 0.0)
+        out[name] = lp
+    return out
+
+
 def _check_program(model: Callable, static: Mapping[str, Any], init_fn: Callable) -> Callable:
     """``(key_init, arrays) -> {site: log density}`` at the point ``init_fn`` starts from (jitted)."""
-    from numpyro import handlers
     from numpyro.infer.util import initialize_model
 
     def run(key_init, arrays):
         kwargs = {**arrays, **static}
         info = initialize_model(key_init, model, init_strategy=init_fn, dynamic_args=True, model_kwargs=kwargs)
-        values = info.postprocess_fn(**kwargs)(info.param_info.z)
-        with handlers.block(), handlers.trace() as tr, handlers.seed(rng_seed=0), handlers.substitute(data=values):
-            model(**kwargs)
-        out = {}
-        for name, site in tr.items():
-            if site["type"] != "sample":
-                continue
-            lp = site["fn"].log_prob(site["value"])
-            if site.get("mask") is not None:
-                lp = jnp.where(site["mask"], lp, 0.0)
-            out[name] = lp
-        return out
+        return site_log_densities(model, kwargs, info.postprocess_fn(**kwargs)(info.param_info.z))
 
     return jax.jit(run)
 
@@ -307,6 +316,11 @@ def check_initial_point(model: Callable, arrays: Mapping[str, Any], static: Mapp
         log_densities = program(init_key, dict(arrays))
     except (TypeError, ValueError, IndexError) as err:
         raise _explain(err, arrays) from err
+    check_log_densities(trace, log_densities, init_name)
+
+
+def check_log_densities(trace: ModelTrace, log_densities: Mapping[str, Any], init_name: str) -> None:
+    """Refuse the start ``log_densities`` (from :func:`site_log_densities`) where a site's is not finite."""
     for name, lp in log_densities.items():
         _check_log_density(trace.sites[name], np.asarray(lp), init_name)
 
