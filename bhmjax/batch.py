@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from bhmjax._src import batch as core
+from bhmjax._src import compiles
 from bhmjax._src import data as data_lib
 from bhmjax._src import engine
 from bhmjax._src.config import build_config, check_keywords, positive_int
@@ -221,9 +222,10 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
     if spec is not None:
         spec = core.PadSpec(spec.rows, spec.groups, spec.row_count, spec.observed, min_rows, min_groups)
     devs = _devices(devices)
-    with x64_mode(config.x64):
+    with x64_mode(config.x64), compiles.watch() as log:
         buckets, info = _run_buckets(prepared, spec, config, devs, batch_size, memory_fraction, progress,
                                      checkpoint, out)
+    info["compiles"] = compiles.summarize(log)
     return FitCollection(prepared, buckets, config, info)
 
 
@@ -385,7 +387,8 @@ class FitCollection:
     buckets : list of tuple
         The padded shapes, ``(rows, ((group_count, size), ...))``: one compiled program each.
     timings : dict
-        Seconds in ``compile``, ``warmup`` and ``sampling`` over all buckets.
+        Seconds in ``compile``, ``warmup`` and ``sampling`` over all buckets, and what was
+        compiled (``programs_compiled``, ``compiled`` seconds per program: see ``Fit.timings``).
     """
 
     def __init__(self, prepared: list[_Dataset], buckets: list[_Bucket], config, info: dict) -> None:
@@ -394,7 +397,8 @@ class FitCollection:
         self.labels = [d.label for d in prepared]
         self.buckets = info["buckets"]
         self.batch_sizes = info["batch_sizes"]
-        self.timings = {"compile": info["compile_s"], "warmup": info["warmup_s"], "sampling": info["sampling_s"]}
+        self.timings = {"compile": info["compile_s"], "warmup": info["warmup_s"], "sampling": info["sampling_s"],
+                        **info.get("compiles", {})}
         self._where = {i: (b, j) for b, bk in enumerate(buckets) for j, i in enumerate(bk.members)}
         self._fits: dict[int, Fit] = {}
 
@@ -410,7 +414,7 @@ class FitCollection:
 
         bad = sum(d.error is not None for d in self._data)
         lines = [("datasets", f"{len(self)} in {len(self.buckets)} shape bucket(s)"),
-                 ("time", ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items()))]
+                 ("time", ", ".join(f"{k} {self.timings[k]:.1f} s" for k in ("compile", "warmup", "sampling")))]
         return card("bhmjax FitCollection", lines, verdict=(f"{bad} not fitted", bad == 0),
                     note=".summary() per dataset and parameter; .failed() lists what did not converge")
 

@@ -30,8 +30,12 @@ class Fit:
         Sampler statistics of shape (chains, draws): ``diverging``, ``num_steps``
         (leapfrog steps = gradient evaluations), ``tree_depth``, ``accept_prob``,
         ``energy``, ``step_size``, ``potential_energy``.
-    timings : dict of str -> float
-        Seconds spent in ``compile``, ``warmup`` and ``sampling``.
+    timings : dict
+        Seconds spent in ``compile`` (building and compiling the run's programs), ``warmup``
+        and ``sampling``; what the call compiled: ``programs_compiled`` (XLA compilations,
+        every program JAX built on the way), ``programs_from_cache`` (fetched from the
+        persistent cache), ``compiled`` (XLA seconds per program name), ``trace_s`` and
+        ``lower_s`` (Python tracing and lowering).
     num_grad_evals : dict of str -> int
         Gradient evaluations in ``warmup`` and ``sampling`` (all chains).
     settings : dict
@@ -68,7 +72,7 @@ class Fit:
 
     draws: dict[str, np.ndarray]
     stats: dict[str, np.ndarray]
-    timings: dict[str, float]
+    timings: dict[str, Any]
     num_grad_evals: dict[str, int]
     settings: dict[str, Any]
     coords: dict[str, Sequence] = field(default_factory=dict)

@@ -20,7 +20,7 @@ import numpy as np
 
 from bhmjax import checkpoint as ckpt
 from bhmjax import stream
-from bhmjax._src import engine
+from bhmjax._src import compiles, engine
 from bhmjax._src.config import RunConfig, build_config, check_keywords
 from bhmjax._src.precision import x64_mode
 from bhmjax._src.stats import STATS
@@ -199,18 +199,21 @@ def _buffer_len(config: RunConfig, progress: bool, folder: Path | None) -> int:
 
 def execute(request: RunRequest) -> Fit:
     """Run ``request`` (or continue its checkpoint) and return its complete Fit."""
-    request = model_to_run(request)
-    folder = request.checkpoint
-    lock = None if folder is None else ckpt.Owner.acquire(folder)  # also proves the folder writable, early
-    try:
-        with x64_mode(request.config.x64):
-            values, stats, run, facts = run_request(request, lock=lock)
-        return make_fit(request, values, stats, timings=run.timings,
-                        grads={k: int(np.sum(v)) for k, v in run.grads.items()}, state=run.host_state(),
-                        chain_method=run.layout.method, facts=facts)
-    finally:
-        if lock is not None:
-            lock.release()
+    with compiles.watch() as log:
+        request = model_to_run(request)
+        folder = request.checkpoint
+        lock = None if folder is None else ckpt.Owner.acquire(folder)  # also proves the folder writable, early
+        try:
+            with x64_mode(request.config.x64):
+                values, stats, run, facts = run_request(request, lock=lock)
+            fit = make_fit(request, values, stats, timings=run.timings,
+                           grads={k: int(np.sum(v)) for k, v in run.grads.items()}, state=run.host_state(),
+                           chain_method=run.layout.method, facts=facts)
+        finally:
+            if lock is not None:
+                lock.release()
+    fit.timings.update(compiles.summarize(log))
+    return fit
 
 
 def run_request(request: RunRequest, *, lock: ckpt.Owner | None = None, trace: ModelTrace | None = None,

@@ -1,4 +1,4 @@
-"""Every JAX trace, lowering and compilation in this process, seen through jax.monitoring.
+"""Every JAX trace, lowering and compilation in this process (bhmjax._src.compiles), and fresh caches.
 
 ``bhmjax._src.sampling.trace_counts`` counts only the sampler's own programs; these events
 also see the model check's jitted program, eager operations (each a small compiled
@@ -11,35 +11,18 @@ import contextlib
 from collections.abc import Iterator
 
 import jax
-from jax import monitoring
 
-EVENTS = {
-    "/jax/core/compile/jaxpr_trace_duration": "trace",
-    "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
-    "/jax/core/compile/backend_compile_duration": "compile",
-}
-_logs: list[list[tuple[str, str]]] = []
-
-
-def _listen(event: str, duration: float, **kwargs) -> None:
-    kind = EVENTS.get(event)
-    if kind is not None:
-        for log in _logs:
-            log.append((kind, str(kwargs.get("fun_name", "?"))))
-
-
-monitoring.register_event_duration_secs_listener(_listen)
+from bhmjax._src import compiles
 
 
 @contextlib.contextmanager
 def compile_log() -> Iterator[list[tuple[str, str]]]:
-    """Record ``(kind, function name)`` of every trace, lowering and compile inside the block."""
+    """Record ``(kind, function name)`` of every trace, lowering and compile inside the block
+    (filled when the block ends)."""
     log: list[tuple[str, str]] = []
-    _logs.append(log)
-    try:
+    with compiles.watch() as events:
         yield log
-    finally:
-        _logs.remove(log)
+    log.extend((e.kind, e.name) for e in events if e.kind != "cache_hit")
 
 
 def fresh_programs(monkeypatch) -> None:

@@ -28,7 +28,8 @@ monitoring.register_event_listener(listen)
 import bhmjax as bj
 from tests._ckpt_model import model, data
 fit = bj.sample(model, data(), chains=2, warmup=50, draws=50, progress=False)
-print(json.dumps({**counts, "cache": bj.compilation_cache_dir(), "mu": float(fit.draws["mu"].mean())}))
+print(json.dumps({**counts, "cache": bj.compilation_cache_dir(), "mu": float(fit.draws["mu"].mean()),
+                  "timings": fit.timings}))
 """
 
 
@@ -48,6 +49,36 @@ def test_second_process_compiles_nothing_new(tmp_path):
     assert first["misses"] >= 2  # the chain program and its initialisation were compiled
     assert second["misses"] == 0 and second["hits"] >= first["misses"]
     assert second["mu"] == first["mu"]  # same seed, same draws
+    # the fit reports what its call compiled and fetched, as JAX's own events count them
+    assert first["timings"]["programs_compiled"] == first["misses"]
+    assert {"jit(init)", "jit(chunk)"} <= set(first["timings"]["compiled"])
+    assert second["timings"]["programs_compiled"] == 0 and second["timings"]["compiled"] == {}
+    assert second["timings"]["programs_from_cache"] == second["hits"]
+
+
+def test_a_fit_reports_its_compilations_and_a_repeat_compiles_nothing(monkeypatch):
+    """Two chain programs (init, which also checks the model where the chains start, and the
+    chunk); new data of the same shapes compile nothing, not even an eager operation."""
+    import numpy as np
+
+    import bhmjax as bj
+    from bhmjax._src import engine
+    from tests._ckpt_model import data, model
+    from tests._compiles import fresh_caches
+
+    settings = dict(chains=2, warmup=30, draws=30, progress=False)
+    with fresh_caches(monkeypatch):
+        before = engine.compile_counts()
+        first = bj.sample(model, data(), **settings)
+        made = {k: v - before.get(k, 0) for k, v in engine.compile_counts().items()}
+        assert made == {"init": 1, "chunk": 1}
+        assert {"jit(init)", "jit(chunk)"} <= set(first.timings["compiled"])
+        assert first.timings["programs_compiled"] >= len(first.timings["compiled"])  # same names add up
+        assert all(v > 0 for v in first.timings["compiled"].values())
+        again = {k: np.asarray(v) + 1.0 if np.asarray(v).dtype.kind == "f" else v for k, v in data().items()}
+        second = bj.sample(model, again, **{**settings, "seed": 1})
+    assert second.timings["programs_compiled"] == 0 and second.timings["compiled"] == {}
+    assert second.timings["trace_s"] == 0.0
 
 
 @pytest.mark.slow
