@@ -144,7 +144,7 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
              rows: Sequence[str] | None = None, groups: Mapping[str, Sequence[str]] | None = None,
              devices: Any = "all", batch_size: int | None = None, min_rows: int = 8, min_groups: int = 2,
              memory_fraction: float = 0.5, progress: bool = False, checkpoint: str | os.PathLike | None = None,
-             out: str | os.PathLike | None = None, **model_kwargs) -> FitCollection:
+             out: str | os.PathLike | None = None, buckets: str = "auto", **model_kwargs) -> FitCollection:
     """Fit one model to many datasets in one compiled program per shape bucket.
 
     Parameters
@@ -165,6 +165,12 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
         None or 1: one device).
     batch_size : int, optional
         Datasets per compiled call; default from the available memory.
+    buckets : {"auto", "pow2"}
+        The padded shapes: rows and group counts rounded up to powers of two ("pow2"),
+        then, with "auto", neighbouring shapes joined wherever a compilation would cost
+        more than the padded work it saves (a cost model:
+        :func:`bhmjax._src.batch.plan_buckets`). A stream of small ragged datasets
+        then compiles one program. ``fits.buckets`` lists the shapes used.
     chains, warmup, draws, seed, thin, target_accept, max_tree_depth, dense_mass, adaptation,
     init_strategy, keep, drop, x64 : as in :func:`bhmjax.sample`.
     checkpoint : path, optional
@@ -198,6 +204,8 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
     if checkpoint is not None and out is not None:
         raise ValueError("out= and checkpoint= cannot be combined: a checkpoint keeps the draws in its "
                          "folder already. Use one of them.")
+    if buckets not in ("auto", "pow2"):
+        raise ValueError(f"buckets must be 'auto' or 'pow2', got {buckets!r}")
     config = build_config(chains=chains, warmup=warmup, draws=draws, seed=seed, thin=thin,
                           target_accept=target_accept, max_tree_depth=max_tree_depth, dense_mass=dense_mass,
                           adaptation=adaptation, init_strategy=init_strategy, keep=keep, drop=drop, x64=x64,
@@ -224,7 +232,7 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
     devs = _devices(devices)
     with x64_mode(config.x64), compiles.watch() as log:
         buckets, info = _run_buckets(prepared, spec, config, devs, batch_size, memory_fraction, progress,
-                                     checkpoint, out)
+                                     checkpoint, out, plan=buckets)
     info["compiles"] = compiles.summarize(log)
     return FitCollection(prepared, buckets, config, info)
 
@@ -298,13 +306,18 @@ def _same_size_as_before(checkpoint, number: int, size: int) -> int:
     return int(sizes[str(number)])
 
 
-def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, checkpoint, out):
+def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, checkpoint, out, plan="auto"):
     ok = [i for i, d in enumerate(prepared) if d.error is None]
     keys: dict[tuple, list[int]] = {}
     padded = {}
+    base = {i: core.bucket_of(prepared[i].arrays, prepared[i].static, spec) for i in ok} if spec is not None else {}
+    if spec is not None and plan == "auto":
+        steps = config.chains * (config.warmup + config.draws * config.thin) * core.GRADIENTS_PER_STEP
+        joined = core.plan_buckets(list(base.values()), steps)
+        base = {i: joined[b] for i, b in base.items()}
     for i in ok:
         d = prepared[i]
-        b = ("equal",) if spec is None else core.bucket_of(d.arrays, d.static, spec)
+        b = ("equal",) if spec is None else base[i]
         padded[i] = (d.arrays, d.static) if spec is None else core.pad(d.arrays, d.static, spec, b)
         keys.setdefault((d.model, b), []).append(i)
     root = config.root_key()

@@ -87,7 +87,7 @@ def ragged():
     """Three ragged datasets in two buckets, fitted by fit_many and by bj.sample unpadded."""
     rng = np.random.default_rng(8)
     data = [outlier_dataset(rng, 9, 3), outlier_dataset(rng, 12, 5, used=4), outlier_dataset(rng, 20, 6)]
-    fits = bj.fit_many(vi_model, data, seed=3, **dict(OPTS, warmup=300, draws=500, batch_size=2))
+    fits = bj.fit_many(vi_model, data, seed=3, buckets="pow2", **dict(OPTS, warmup=300, draws=500, batch_size=2))
     singles = [bj.sample(vi_model, d, chains=2, warmup=300, draws=1000, seed=i, x64=True, progress=False,
                          chain_method="sequential") for i, d in enumerate(data)]
     return data, fits, singles
@@ -148,18 +148,39 @@ def test_batched_equals_loop_of_single_fits():
     assert len(table.loc[1]) == 2 + 2 * 1  # mu, tau, z[0], theta[0]
 
 
-def test_compilations_bounded_by_buckets_and_reused():
-    """50 datasets of 5 sizes compile once per bucket; new data of the same shapes compile nothing."""
+def test_a_ragged_stream_compiles_once_and_is_reused(monkeypatch):
+    """50 datasets of 5 sizes (two power-of-two shapes) run as one padded shape: one chain program,
+    as counted by the driver and reported by the collection; new data of the same shapes compile
+    nothing. With ``buckets="pow2"`` they take two programs (the control)."""
+    from tests._compiles import fresh_programs
+
     rng = np.random.default_rng(2)
     sizes = [(10, 4), (14, 6), (16, 8), (20, 5), (30, 7)]
     data = [dataset(rng, *sizes[i % 5]) for i in range(50)]
-    before = sampling.trace_counts()["collect"]
+    fresh_programs(monkeypatch)
+    before = engine.compile_counts().get("chunk", 0)
     fits = bj.fit_many(vi_model, data, **OPTS)
-    compiled = sampling.trace_counts()["collect"] - before
-    assert len(fits.buckets) == 2 and compiled <= len(fits.buckets)
+    assert fits.buckets == [(32, (("num_groups", 8),))]
+    assert engine.compile_counts()["chunk"] - before == 1
+    assert fits.timings["programs_compiled"] + fits.timings["programs_from_cache"] >= 1
     before = sampling.trace_counts()
-    bj.fit_many(vi_model, [dataset(rng, *sizes[i % 5]) for i in range(50)], **OPTS)
-    assert sampling.trace_counts() == before
+    again = bj.fit_many(vi_model, [dataset(rng, *sizes[i % 5]) for i in range(50)], **OPTS)
+    assert sampling.trace_counts() == before and again.timings["programs_compiled"] == 0
+    pow2 = bj.fit_many(vi_model, data[:10], buckets="pow2", **OPTS)
+    assert len(pow2.buckets) == 2
+
+
+def test_bucket_plan_weighs_compilations_against_padded_work():
+    small = [(16, (("G", 8),)), (32, (("G", 8),)), (64, (("G", 16),))] * 10
+    huge = [(1 << 17, (("G", 1024),))]
+    steps = 4 * 2000 * core.GRADIENTS_PER_STEP
+    plan = core.plan_buckets(small + huge, steps)
+    assert {plan[b] for b in small} == {(64, (("G", 16),))}  # the small ones join in one shape
+    assert plan[huge[0]] == huge[0]  # padding 30 small datasets to 131,072 rows would cost minutes
+    free = core.plan_buckets(small + huge, steps, compile_s=0.0)  # compiling free: no padding at all
+    assert all(free[b] == b for b in small + huge)
+    with pytest.raises(ValueError, match="buckets must be 'auto' or 'pow2', got 'po2'"):
+        bj.fit_many(vi_model, [dataset(np.random.default_rng(0), 10, 4)], buckets="po2", **OPTS)
 
 
 _SHARDED = """
@@ -223,7 +244,7 @@ def sbc_data(rng, count: int) -> tuple[dict, list]:
 def test_simulation_based_calibration():
     """SBC on ragged sizes (module docstring); each parameter's broken twin is rejected."""
     truths, data = sbc_data(np.random.default_rng(4), 200)
-    fits = bj.fit_many(vi_model, data, seed=5, **OPTS)
+    fits = bj.fit_many(vi_model, data, seed=5, buckets="pow2", **OPTS)
     assert len(fits.buckets) == 2
     for site in ("mu", "tau"):
         p = uniform_p(sbc_ranks(fits, truths[site], site), SBC_DRAWS)

@@ -59,6 +59,17 @@ def test_second_process_compiles_nothing_new(tmp_path):
 def test_a_fit_reports_its_compilations_and_a_repeat_compiles_nothing(monkeypatch):
     """Two chain programs (init, which also checks the model where the chains start, and the
     chunk); new data of the same shapes compile nothing, not even an eager operation."""
+    settings = dict(chains=2, warmup=30, draws=30, progress=False)
+    first, second = _fit_twice(monkeypatch, settings)
+    built = set(first.timings["compiled"]) | set(first.timings["fetched"])  # the disk cache may hold them
+    assert {"jit(init)", "jit(chunk)"} <= built
+    assert first.timings["programs_compiled"] + first.timings["programs_from_cache"] >= len(built)
+    assert all(v > 0 for v in first.timings["compiled"].values())
+    assert second.timings["programs_compiled"] == 0 and second.timings["compiled"] == {}
+    assert second.timings["trace_s"] == 0.0
+
+
+def _fit_twice(monkeypatch, settings):
     import numpy as np
 
     import bhmjax as bj
@@ -66,19 +77,14 @@ def test_a_fit_reports_its_compilations_and_a_repeat_compiles_nothing(monkeypatc
     from tests._ckpt_model import data, model
     from tests._compiles import fresh_caches
 
-    settings = dict(chains=2, warmup=30, draws=30, progress=False)
     with fresh_caches(monkeypatch):
         before = engine.compile_counts()
         first = bj.sample(model, data(), **settings)
-        made = {k: v - before.get(k, 0) for k, v in engine.compile_counts().items()}
+        made = {k: v - before.get(k, 0) for k, v in engine.compile_counts().items() if v > before.get(k, 0)}
         assert made == {"init": 1, "chunk": 1}
-        assert {"jit(init)", "jit(chunk)"} <= set(first.timings["compiled"])
-        assert first.timings["programs_compiled"] >= len(first.timings["compiled"])  # same names add up
-        assert all(v > 0 for v in first.timings["compiled"].values())
         again = {k: np.asarray(v) + 1.0 if np.asarray(v).dtype.kind == "f" else v for k, v in data().items()}
         second = bj.sample(model, again, **{**settings, "seed": 1})
-    assert second.timings["programs_compiled"] == 0 and second.timings["compiled"] == {}
-    assert second.timings["trace_s"] == 0.0
+    return first, second
 
 
 @pytest.mark.slow

@@ -70,21 +70,23 @@ def summarize(log: list[Event]) -> dict:
     ``programs_compiled``: XLA compilations (persistent-cache fetches excluded);
     ``programs_from_cache``: executables fetched from the persistent cache;
     ``compiled``: seconds per compiled program name (XLA only, summed over same-named
-    programs); ``trace_s`` and ``lower_s``: Python tracing and lowering to MLIR.
+    programs); ``fetched``: names of the programs fetched; ``trace_s`` and ``lower_s``: Python tracing and lowering to MLIR.
     """
     compiled: dict[str, float] = {}
-    hits = pending = 0
+    fetched: list[str] = []
+    pending = 0
     for event in log:
         if event.kind == "cache_hit":
             pending += 1
         elif event.kind == "compile":
             if pending:  # this compile was the fetch the hit announced
                 pending -= 1
-                hits += 1
+                fetched.append(event.name)
                 continue
             compiled[event.name] = compiled.get(event.name, 0.0) + event.seconds
-    count = sum(1 for e in log if e.kind == "compile") - hits
-    return {"programs_compiled": count, "programs_from_cache": hits,
+    count = sum(1 for e in log if e.kind == "compile") - len(fetched)
+    return {"programs_compiled": count, "programs_from_cache": len(fetched),
             "compiled": {k: round(v, 4) for k, v in sorted(compiled.items(), key=lambda kv: -kv[1])},
+            "fetched": sorted(set(fetched)),
             "trace_s": round(sum(e.seconds for e in log if e.kind == "trace"), 4),
             "lower_s": round(sum(e.seconds for e in log if e.kind == "lower"), 4)}
