@@ -260,7 +260,7 @@ def _worst(table, fit) -> tuple[float, float, int]:
         fit.stats["diverging"].sum())
 
 
-def test_failed_applies_its_rules(formula_fits):
+def test_failed_applies_its_rules(formula_fits, monkeypatch):
     """A fit fails when max R-hat > r_hat, min(bulk, tail ESS) < min_ess or divergences > divergences
     (strict: a dataset exactly at a threshold passes), with the reason and the worst values."""
     fits = formula_fits
@@ -285,6 +285,18 @@ def test_failed_applies_its_rules(formula_fits):
             np.testing.assert_allclose([row["max_r_hat"], row["min_ess"]], worst[label][:2], rtol=1e-6)
             assert row["divergences"] == worst[label][2]
         assert np.isnan(table.loc["one_group", "max_r_hat"])
+    for label in fitted:  # every fit passes at its own lowest (bulk or tail) ESS and fails just above it
+        at = fits.failed(**{**lax, "min_ess": worst[label][1]})
+        above = fits.failed(**{**lax, "min_ess": float(np.nextafter(worst[label][1], np.inf))})
+        assert label not in at.index and label in above.index, (label, worst[label])
+    # min_ess reads the tail ESS too (these short fits happen to have their lowest ESS in bulk): one
+    # parameter's tail ESS lowered to 1 makes its fit fail at min_ess=2, with that value as its worst
+    label, low = fitted[0], summary.copy()
+    low.loc[(label, low.loc[label].index[0]), "ess_tail"] = 1.0
+    monkeypatch.setattr(fits, "summary", lambda *args, **kwargs: low)
+    table = fits.failed(**{**lax, "min_ess": 2.0})
+    assert list(table.index) == [label, "one_group"] and table.loc[label, "min_ess"] == 1.0, table
+    monkeypatch.undo()
     default = fits.failed()
     expected = [label for label in fitted if worst[label][0] > 1.01 or worst[label][1] < 100 or worst[label][2] > 0]
     assert list(default.index) == expected + ["one_group"]
