@@ -9,11 +9,13 @@ settings and ``batch_size``, so the compiled programs are shared between tests.
   unpadded dataset: ``|mean_a - mean_b| / sqrt(mcse_a^2 + mcse_b^2) < 4`` for every
   parameter. Unmasked padding counts row 0 up to 8 times and moves its group by several
   posterior sds.
-* Calibration (Talts et al. 2018): ranks of the true mu and tau among 49 thinned
-  posterior draws of 200 prior-simulated datasets of four sizes (two buckets) are
-  uniform over their 50 values (10 bins of 5 ranks, chi-square p > 1e-3); each parameter
-  has a negative control, its prior 3x too narrow in the fitted model, which must be
-  rejected with p < 1e-4 on 64 datasets.
+* Calibration (Talts et al. 2018): ranks of the true mu, tau and theta[0] among 49
+  thinned posterior draws of 200 prior-simulated datasets of four sizes (two buckets) are
+  uniform over their 50 values (10 bins of 5 ranks, chi-square p > 1e-3); mu and tau
+  each have a negative control, its prior 3x too narrow in the fitted model, which must
+  be rejected with p < 1e-4 on 64 datasets. theta[0] is the group of row 0, which the
+  padding repeats: with the row mask off its ranks give p ~ 1e-12 (0.24 with it), while
+  mu's and tau's stay uniform.
 """
 
 import os
@@ -216,7 +218,10 @@ SBC_SIZES = [(10, 3), (16, 5), (24, 6), (12, 8)]  # (rows, groups): buckets (16,
 
 
 def sbc_ranks(fits, truths, site) -> np.ndarray:
-    return np.array([sbc_rank(fits[i].draws[site], truths[i], SBC_DRAWS) for i in range(len(truths))])
+    """Ranks of ``site``; ``theta0`` is the first group's effect, whose rows include row 0 (the row padding repeats)."""
+    def draws(i):
+        return fits[i].draws["theta"][..., 0] if site == "theta0" else fits[i].draws[site]
+    return np.array([sbc_rank(draws(i), truths[i], SBC_DRAWS) for i in range(len(truths))])
 
 
 def test_sbc_bins_hold_equal_numbers_of_ranks():
@@ -228,7 +233,7 @@ def test_sbc_bins_hold_equal_numbers_of_ranks():
 
 
 def sbc_data(rng, count: int) -> tuple[dict, list]:
-    truths, data = {"mu": [], "tau": []}, []
+    truths, data = {"mu": [], "tau": [], "theta0": []}, []
     for i in range(count):
         rows, groups = SBC_SIZES[i % len(SBC_SIZES)]
         mu, tau = rng.normal(0, 1), abs(rng.normal(0, 1))
@@ -236,7 +241,7 @@ def sbc_data(rng, count: int) -> tuple[dict, list]:
         group = np.arange(rows) % groups
         data.append({"y": rng.normal(theta[group], 1.0), "group": group, "prior_sd": np.array([1.0, 1.0]),
                      "num_groups": groups})
-        truths["mu"].append(mu), truths["tau"].append(tau)
+        truths["mu"].append(mu), truths["tau"].append(tau), truths["theta0"].append(theta[0])
     return truths, data
 
 
@@ -246,7 +251,7 @@ def test_simulation_based_calibration():
     truths, data = sbc_data(np.random.default_rng(4), 200)
     fits = bj.fit_many(vi_model, data, seed=5, buckets="pow2", **OPTS)
     assert len(fits.buckets) == 2
-    for site in ("mu", "tau"):
+    for site in ("mu", "tau", "theta0"):  # theta0: unmasked padding (row 0 counted again) skews it
         p = uniform_p(sbc_ranks(fits, truths[site], site), SBC_DRAWS)
         assert p > 1e-3, (site, p)
     for j, site in enumerate(("mu", "tau")):  # the prior of one parameter 3x too narrow
@@ -281,7 +286,7 @@ def _worst(table, fit) -> tuple[float, float, int]:
         fit.stats["diverging"].sum())
 
 
-def test_failed_applies_its_rules(formula_fits):
+def test_failed_applies_its_rules(formula_fits, monkeypatch):
     """A fit fails when max R-hat > r_hat, min(bulk, tail ESS) < min_ess or divergences > divergences
     (strict: a dataset exactly at a threshold passes), with the reason and the worst values."""
     fits = formula_fits
@@ -306,6 +311,18 @@ def test_failed_applies_its_rules(formula_fits):
             np.testing.assert_allclose([row["max_r_hat"], row["min_ess"]], worst[label][:2], rtol=1e-6)
             assert row["divergences"] == worst[label][2]
         assert np.isnan(table.loc["one_group", "max_r_hat"])
+    for label in fitted:  # every fit passes at its own lowest (bulk or tail) ESS and fails just above it
+        at = fits.failed(**{**lax, "min_ess": worst[label][1]})
+        above = fits.failed(**{**lax, "min_ess": float(np.nextafter(worst[label][1], np.inf))})
+        assert label not in at.index and label in above.index, (label, worst[label])
+    # min_ess reads the tail ESS too (these short fits happen to have their lowest ESS in bulk): one
+    # parameter's tail ESS lowered to 1 makes its fit fail at min_ess=2, with that value as its worst
+    label, low = fitted[0], summary.copy()
+    low.loc[(label, low.loc[label].index[0]), "ess_tail"] = 1.0
+    monkeypatch.setattr(fits, "summary", lambda *args, **kwargs: low)
+    table = fits.failed(**{**lax, "min_ess": 2.0})
+    assert list(table.index) == [label, "one_group"] and table.loc[label, "min_ess"] == 1.0, table
+    monkeypatch.undo()
     default = fits.failed()
     expected = [label for label in fitted if worst[label][0] > 1.01 or worst[label][1] < 100 or worst[label][2] > 0]
     assert list(default.index) == expected + ["one_group"]
