@@ -97,7 +97,9 @@ def bench_many(num=300, loop_subset=10, chains=4, warmup=200, draws=200) -> None
         "datasets": num, "chains": chains, "warmup": warmup, "draws": draws,
         "groups_range": [8, 20], "rows_range": [50, 500],
         "fit_many_seconds": round(batch_s, 2), "fit_many_datasets_per_s": round(per_batch, 3),
-        "fit_many_timings": {k: round(v, 1) for k, v in fits.timings.items()},
+        "fit_many_timings": {k: round(v, 2) if isinstance(v, float) else v for k, v in fits.timings.items()},
+        "compile_share_of_wall": round(fits.timings["compile"] / batch_s, 3),
+        "padded_work_share": fits.settings["padded_work_share"],
         "buckets": len(fits.buckets), "compilations": compiles, "batch_sizes": fits.batch_sizes,
         "failed": len(fits.failed()), "max_r_hat": float(np.nanmax(table["r_hat"])),
         "cpu": os.cpu_count(), "peak_rss_gib": round(_peak_rss_gib(), 2)}
@@ -182,4 +184,5 @@ def bench_cache(cache_dir="/tmp/bhmjax_cache_bench") -> None:
 
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "many"
-    {"many": bench_many, "big": bench_big, "cache": bench_cache}[what]()
+    sizes = [int(a) for a in sys.argv[2:]]  # many: datasets, loop subset, chains, warmup, draws
+    {"many": bench_many, "big": bench_big, "cache": bench_cache}[what](*sizes)

@@ -14,6 +14,7 @@ set_compilation_cache(_default_cache_dir())
 from bhmjax._src.data import GroupEncoding  # noqa: E402
 from bhmjax._src.data import encode_groups  # noqa: E402
 from bhmjax._src.diagnostics import bfmi  # noqa: E402
+from bhmjax._src.engine import set_compile_options  # noqa: E402
 from bhmjax._src.diagnostics import ess  # noqa: E402
 from bhmjax._src.diagnostics import hdi  # noqa: E402
 from bhmjax._src.diagnostics import mcse  # noqa: E402
@@ -63,5 +64,6 @@ __all__ = [
     "resume",
     "sample",
     "set_compilation_cache",
+    "set_compile_options",
     "set_host_device_count",
 ]

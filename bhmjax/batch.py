@@ -315,11 +315,15 @@ def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, c
         steps = config.chains * (config.warmup + config.draws * config.thin) * core.GRADIENTS_PER_STEP
         joined = core.plan_buckets(list(base.values()), steps)
         base = {i: joined[b] for i, b in base.items()}
+    true_units = padded_units = 0
     for i in ok:
         d = prepared[i]
         b = ("equal",) if spec is None else base[i]
         padded[i] = (d.arrays, d.static) if spec is None else core.pad(d.arrays, d.static, spec, b)
         keys.setdefault((d.model, b), []).append(i)
+        if spec is not None:
+            true_units += core.units(d.arrays, d.static, spec)
+            padded_units += core.units(padded[i][0], padded[i][1], spec)
     root = config.root_key()
     ndev = 1 if not devs else len(devs)
     chains = config.chains
@@ -358,6 +362,7 @@ def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, c
             bucket.diagnostics = bucket.summary(0.94)
             buckets.append(bucket)
     info["buckets"] = [bk.key for bk in buckets]
+    info["padded_work_share"] = 0.0 if not padded_units else 1.0 - true_units / padded_units
     return buckets, info
 
 
@@ -406,7 +411,8 @@ class FitCollection:
 
     def __init__(self, prepared: list[_Dataset], buckets: list[_Bucket], config, info: dict) -> None:
         self._data, self._buckets, self.config = prepared, buckets, config
-        self.settings = {**config.to_dict(), "chain_method": "batched"}
+        self.settings = {**config.to_dict(), "chain_method": "batched",
+                         "padded_work_share": round(info.get("padded_work_share", 0.0), 4)}
         self.labels = [d.label for d in prepared]
         self.buckets = info["buckets"]
         self.batch_sizes = info["batch_sizes"]

@@ -55,6 +55,7 @@ __all__ = [
     "pad",
     "plan_buckets",
     "site_shapes",
+    "units",
 ]
 
 MASK = "_row_mask"
@@ -109,6 +110,11 @@ GRADIENTS_PER_STEP = 8  # a tree of depth 3, typical of a well-adapted small mod
 def _units(bucket: tuple) -> int:
     rows, groups = bucket
     return int(rows) + sum(int(size) for _, size in groups)
+
+
+def units(arrays: Mapping[str, np.ndarray], static: Mapping[str, Any], spec: PadSpec) -> int:
+    """Rows plus groups of one dataset: the work of a gradient, in the units of :func:`plan_buckets`."""
+    return int(np.shape(arrays[spec.rows[0]])[0]) + sum(int(static[g]) for g, _ in spec.groups)
 
 
 def _join_buckets(buckets: Sequence[tuple]) -> tuple:
