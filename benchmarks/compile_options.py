@@ -7,8 +7,8 @@ G=2,000, N=100,000 (``bj.Model.fit``, sampled, not integrated out), 4 chains x
 1,000 + 1,000: each compile mode ("default": XLA's optimizing compile, "fast": LLVM's
 optimizations off, "auto": per program, see ``bhmjax._src.engine.compiler_options``) runs
 in its own fresh process with the persistent cache off, modes alternating within each
-repeat. Per run: XLA seconds (``fit.timings["compiled"]``), warmup + sampling seconds,
-the chunk's flops per call (XLA's cost analysis) and the machine's load.
+repeat. Per run: XLA seconds (``fit.timings["compiled"]``), warmup + sampling seconds
+and the machine's load.
 
 Results go to ``benchmarks/results/compile_options_cpu.json``.
 """
@@ -31,16 +31,7 @@ MODES = ("default", "fast", "auto")
 
 def one(model: str, mode: str) -> dict:
     import bhmjax as bj
-    from bhmjax._src import engine
-
-    flops = {}
-    original = engine._flops
-
-    def recording(lowered):
-        flops["chunk" if "chunk" not in flops else "other"] = value = original(lowered)
-        return value
-    engine._flops = recording
-    bj.set_compile_options(mode)
+        bj.set_compile_options(mode)
     t0 = time.perf_counter()
     if model == "eight_schools":
         from benchmarks.first_run import _eight_schools
@@ -54,8 +45,7 @@ def one(model: str, mode: str) -> dict:
         fit = bj.Model(FORMULA, frame).fit(progress=False, marginalize=False)
     t = fit.timings
     return {"model": model, "mode": mode, "wall_s": time.perf_counter() - t0, "xla_s": sum(t["compiled"].values()),
-            "compiled": t["compiled"], "run_s": t["warmup"] + t["sampling"], "grads": fit.num_grad_evals,
-            "flops_seen": flops}
+            "compiled": t["compiled"], "run_s": t["warmup"] + t["sampling"], "grads": fit.num_grad_evals}
 
 
 def main() -> None:
@@ -85,7 +75,7 @@ def main() -> None:
                 row = {**json.loads(res.stdout.strip().splitlines()[-1]), "repeat": rep, "load_before": load}
                 rows.append(row)
                 print(f"{model:14s} {mode:8s} wall {row['wall_s']:6.1f} s  xla {row['xla_s']:6.1f} s  "
-                      f"run {row['run_s']:6.1f} s  flops {row['flops_seen']}  load {load:.1f}", flush=True)
+                      f"run {row['run_s']:6.1f} s  load {load:.1f}", flush=True)
     means = {}
     for model in args.models:
         for mode in args.modes:

@@ -328,12 +328,6 @@ def _signature(tree) -> tuple:
 
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 """XLA options that compile faster and run slower (LLVM's optimizations off)."""
-FAST_BELOW_FLOPS = 2e5
-""""auto" compiles a chunk with :data:`FAST_COMPILE` below this many flops per call (XLA's cost
-analysis of the lowered program: about one gradient and one NUTS step). Measured on the 2-core
-CPU, fresh processes, 4 chains x 1,000 + 1,000 (``python -m benchmarks.compile_options``):
-eight schools (7e3 flops) and varying slopes G=50, N=1,000 (3e4) lose 0.1-3 s of sampling
-and save 5-40 s of compile; G=2,000, N=100,000 (1e6) would save ~5 s and lose ~15 s."""
 _COMPILE_MODE: list = ["auto"]
 
 
@@ -341,33 +335,27 @@ def set_compile_options(mode: str | Mapping[str, Any]) -> None:
     """How chain programs are compiled.
 
     "auto" (the default) picks per program from its expected run time: the init program
-    runs once and always compiles fast; a chunk compiles fast when one call costs under
-    :data:`FAST_BELOW_FLOPS` (small models, where compile time dominates), else with
-    XLA's optimizing compile. "default" always optimizes, "fast" never does
-    (:data:`FAST_COMPILE`), a dict gives XLA options for every program.
+    runs once (one gradient or a few) and compiles with :data:`FAST_COMPILE`; the chunk
+    runs every step and keeps XLA's optimizing compile, which also keeps the draws
+    independent of the layout (chunks compiled without LLVM's optimizations round
+    differently when sequential, vectorized or sharded). "default" optimizes every
+    program, "fast" none (small models: eight schools' XLA time 9.6 -> 6.7 s, sampling
+    0.25 -> 0.33 s; see ``benchmarks/compile_options.py``), a dict gives XLA options for
+    every program.
     """
     if not (isinstance(mode, Mapping) or mode in ("auto", "default", "fast")):
         raise ValueError(f"compile options must be 'auto', 'default', 'fast' or a dict of XLA options, got {mode!r}")
     _COMPILE_MODE[0] = dict(mode) if isinstance(mode, Mapping) else mode
 
 
-def compiler_options(tag: str, flops: Callable[[], float]) -> dict | None:
-    """The XLA options of program ``tag`` under the current mode; ``flops()`` is its cost per call."""
+def compiler_options(tag: str) -> dict | None:
+    """The XLA options of program ``tag`` ("init", "chunk", "warmup") under the current mode."""
     mode = _COMPILE_MODE[0]
     if isinstance(mode, dict):
         return dict(mode)
     if mode == "auto":
-        mode = "fast" if tag == "init" or flops() < FAST_BELOW_FLOPS else "default"
+        mode = "fast" if tag == "init" else "default"
     return dict(FAST_COMPILE) if mode == "fast" else None
-
-
-def _flops(lowered) -> float:
-    try:
-        cost = lowered.cost_analysis()
-        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        return float((cost or {}).get("flops", np.inf))
-    except Exception:  # no estimate: compile as for a costly program
-        return float(np.inf)
 
 
 def compiled(tag: str, fn: Callable, key: tuple, *args) -> Callable:
@@ -381,8 +369,7 @@ def compiled(tag: str, fn: Callable, key: tuple, *args) -> Callable:
     exe = _EXECUTABLES.get(full)
     if exe is None:
         release_if_near_map_limit()
-        lowered = jax.jit(fn).lower(*args)
-        exe = lowered.compile(compiler_options=compiler_options(tag, lambda: _flops(lowered)))
+        exe = jax.jit(fn).lower(*args).compile(compiler_options=compiler_options(tag))
         _EXECUTABLES[full] = exe
         _COMPILES[tag] = _COMPILES.get(tag, 0) + 1
     return exe
