@@ -247,18 +247,39 @@ def dataset_keys(key: jax.Array, indices: Sequence[int], num_chains: int) -> jax
 # ---------------------------------------------------------------- diagnostics, vmapped
 
 
-@partial(jax.jit, static_argnames=("prob",))
 def _batch_stats(x, prob):
     return jax.vmap(lambda a: summary_stats(a, prob=prob))(x)
 
 
 def batch_summary(draws: Mapping[str, np.ndarray], prob: float = 0.94) -> dict[str, dict[str, np.ndarray]]:
     """Per site, summary statistics of every dataset at once: draws (D, C, S, *shape) ->
-    ``{site: {stat: (D, *shape)}}`` (mean, sd, hdi, mcse, ess_bulk, ess_tail, r_hat)."""
-    out = {}
-    for site, x in draws.items():
-        d, c, s = x.shape[:3]
-        flat = jnp.asarray(x).reshape(d, c, s, max(1, math.prod(x.shape[3:])))
-        stats = _batch_stats(flat, prob)
-        out[site] = {k: np.asarray(v).reshape(d, *x.shape[3:]) for k, v in stats.items()}
+    ``{site: {stat: (D, *shape)}}`` (mean, sd, hdi, mcse, ess_bulk, ess_tail, r_hat).
+
+    Every site's columns go through one program in blocks of equal width within the
+    summaries' memory budget (compiled once per bucket shape and run once: compiled
+    fast, see :func:`bhmjax._src.engine.compiler_options`).
+    """
+    from bhmjax._src import engine
+    from bhmjax.summary import block_width
+
+    if not draws:
+        return {}
+    first = next(iter(draws.values()))
+    d, c, s = first.shape[:3]
+    widths = [max(1, math.prod(x.shape[3:])) for x in draws.values()]
+    flat = np.concatenate([np.asarray(x).reshape(d, c, s, w) for x, w in zip(draws.values(), widths)], axis=-1)
+    flat = flat.astype(jnp.result_type(float), copy=False)
+    total = flat.shape[-1]
+    width = min(max(1, block_width(c, s) // d), 1 << max(0, total - 1).bit_length())
+    flat = np.concatenate([flat, np.zeros((d, c, s, -total % width), flat.dtype)], axis=-1)
+    pieces = []
+    for start in range(0, flat.shape[-1], width):
+        block = np.ascontiguousarray(flat[..., start:start + width])
+        program = engine.compiled("summary", partial(_batch_stats, prob=prob), ("batch_summary", prob), block)
+        pieces.append({k: np.asarray(v) for k, v in program(block).items()})
+    stats = {k: np.concatenate([p[k] for p in pieces], axis=1)[:, :total] for k in pieces[0]}
+    out, start = {}, 0
+    for (site, x), w in zip(draws.items(), widths):
+        out[site] = {k: v[:, start:start + w].reshape(d, *x.shape[3:]) for k, v in stats.items()}
+        start += w
     return out
