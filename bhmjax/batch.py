@@ -75,7 +75,7 @@ class _Bucket:
 
     def summary(self, prob: float) -> dict:
         """Per site, every member's summary statistics (vmapped over each chunk's datasets)."""
-        tables = [core.batch_summary(values, prob) for values, _ in self.parts]
+        tables = [core.batch_summary(values, prob, _summary_width(values)) for values, _ in self.parts]
         return {site: {k: np.concatenate([t[site][k] for t in tables]) for k in tables[0][site]}
                 for site in tables[0]}
 
@@ -292,6 +292,16 @@ def _run_chunk(request: RunRequest, trace, layout: engine.Layout, keys) -> tuple
     grads = {k: v.reshape(d, c).sum(axis=1) for k, v in run.grads.items()}
     return ({k: per_dataset(v) for k, v in values.items()}, {k: per_dataset(v) for k, v in stats.items()}, grads,
             run.timings)
+
+
+def _summary_width(values: Mapping[str, np.ndarray]) -> int:
+    """Columns per block of a batch summary: the summaries' memory budget shared by the datasets."""
+    from bhmjax.summary import block_width
+
+    if not values:
+        return 1
+    d, c, s = next(iter(values.values())).shape[:3]
+    return max(1, block_width(c, s) // d)
 
 
 def _same_size_as_before(checkpoint, number: int, size: int) -> int:

@@ -145,7 +145,9 @@ def test_fit_fields(y20):
     fit = bj.sample(normal_mean, {"y": y20}, **FAST)
     for key in ("diverging", "num_steps", "accept_prob", "energy", "step_size", "tree_depth"):
         assert fit.stats[key].shape == (2, 400), key
-    assert set(fit.timings) == {"compile", "warmup", "sampling"}
+    assert set(fit.timings) == {"compile", "warmup", "sampling", "programs_compiled", "programs_from_cache",
+                                "compiled", "fetched", "trace_s", "lower_s"}
+    assert all(fit.timings[k] >= 0 for k in ("compile", "warmup", "sampling", "trace_s", "lower_s"))
     assert fit.num_grad_evals["sampling"] == int(fit.stats["num_steps"].sum())
     assert fit.num_grad_evals["warmup"] > 0
     assert np.all(fit.stats["tree_depth"] >= 1)

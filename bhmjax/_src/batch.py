@@ -251,16 +251,16 @@ def _batch_stats(x, prob):
     return jax.vmap(lambda a: summary_stats(a, prob=prob))(x)
 
 
-def batch_summary(draws: Mapping[str, np.ndarray], prob: float = 0.94) -> dict[str, dict[str, np.ndarray]]:
+def batch_summary(draws: Mapping[str, np.ndarray], prob: float = 0.94,
+                  max_width: int = 64) -> dict[str, dict[str, np.ndarray]]:
     """Per site, summary statistics of every dataset at once: draws (D, C, S, *shape) ->
     ``{site: {stat: (D, *shape)}}`` (mean, sd, hdi, mcse, ess_bulk, ess_tail, r_hat).
 
-    Every site's columns go through one program in blocks of equal width within the
-    summaries' memory budget (compiled once per bucket shape and run once: compiled
-    fast, see :func:`bhmjax._src.engine.compiler_options`).
+    Every site's columns go through one program in blocks of ``max_width`` columns of
+    every dataset at most (the caller's memory budget; compiled once per bucket shape and
+    run once: compiled fast, see :func:`bhmjax._src.engine.compiler_options`).
     """
     from bhmjax._src import engine
-    from bhmjax.summary import block_width
 
     if not draws:
         return {}
@@ -270,7 +270,7 @@ def batch_summary(draws: Mapping[str, np.ndarray], prob: float = 0.94) -> dict[s
     flat = np.concatenate([np.asarray(x).reshape(d, c, s, w) for x, w in zip(draws.values(), widths)], axis=-1)
     flat = flat.astype(jnp.result_type(float), copy=False)
     total = flat.shape[-1]
-    width = min(max(1, block_width(c, s) // d), 1 << max(0, total - 1).bit_length())
+    width = min(max(1, int(max_width)), 1 << max(0, total - 1).bit_length())
     flat = np.concatenate([flat, np.zeros((d, c, s, -total % width), flat.dtype)], axis=-1)
     pieces = []
     for start in range(0, flat.shape[-1], width):
