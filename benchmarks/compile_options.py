@@ -31,7 +31,8 @@ MODES = ("default", "fast", "auto")
 
 def one(model: str, mode: str) -> dict:
     import bhmjax as bj
-        bj.set_compile_options(mode)
+
+    bj.set_compile_options(mode)
     t0 = time.perf_counter()
     if model == "eight_schools":
         from benchmarks.first_run import _eight_schools
