@@ -67,3 +67,16 @@ def save_json(obj: Any, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, default=float))
     os.replace(tmp, path)
+
+
+def run_fresh(module: str, args: list[str], env: dict[str, str], python: str | None = None,
+              timeout: int = 1800) -> dict[str, Any]:
+    """``python -m module --one *args`` in a fresh process (cwd: the repository): the JSON object its
+    last output line prints, or ``{"error": <the end of its stderr>}``."""
+    import sys
+
+    res = subprocess.run([python or sys.executable, "-m", module, "--one", *args], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=timeout)
+    if res.returncode != 0:
+        return {"error": res.stderr[-1500:]}
+    return json.loads(res.stdout.strip().splitlines()[-1])

@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -60,7 +58,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(one(*args.one)))
         return
-    from benchmarks.common import machine, save_json
+    from benchmarks.common import machine, run_fresh, save_json
 
     rows = []
     env = {**os.environ, "BHMJAX_COMPILATION_CACHE": "0", "PYTHONPATH": str(REPO)}
@@ -68,12 +66,11 @@ def main() -> None:
         for model in args.models:
             for mode in args.modes:
                 load = os.getloadavg()[0]
-                res = subprocess.run([sys.executable, "-m", "benchmarks.compile_options", "--one", model, mode],
-                                     cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
-                if res.returncode != 0:
-                    print(model, mode, "failed:", res.stderr[-800:], flush=True)
+                row = run_fresh("benchmarks.compile_options", [model, mode], env)
+                if "error" in row:
+                    print(model, mode, "failed:", row["error"][-800:], flush=True)
                     continue
-                row = {**json.loads(res.stdout.strip().splitlines()[-1]), "repeat": rep, "load_before": load}
+                row.update(repeat=rep, load_before=load)
                 rows.append(row)
                 print(f"{model:14s} {mode:8s} wall {row['wall_s']:6.1f} s  xla {row['xla_s']:6.1f} s  "
                       f"run {row['run_s']:6.1f} s  load {load:.1f}", flush=True)

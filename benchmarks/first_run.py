@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -188,7 +187,9 @@ def _python(tool: str) -> str | None:
     return sys.executable
 
 
-def run_all(models, tools, repeats: int) -> dict:
+def run_all(models, tools, repeats: int) -> list[dict]:
+    from benchmarks.common import run_fresh
+
     rows = []
     for rep in range(repeats):
         for model in models:
@@ -201,14 +202,12 @@ def run_all(models, tools, repeats: int) -> dict:
                     env = {**os.environ, "BHMJAX_CACHE_DIR": cache, "PYTENSOR_FLAGS": f"compiledir={cache}/pt",
                            "PYTHONPATH": str(REPO)}
                     load = os.getloadavg()[0]
-                    res = subprocess.run([python, "-m", "benchmarks.first_run", "--one", model, tool], cwd=REPO,
-                                         env=env, capture_output=True, text=True, timeout=1800)
-                if res.returncode != 0:
-                    rows.append({"model": model, "tool": tool, "error": res.stderr[-1500:]})
-                    print(model, tool, "failed", res.stderr[-500:], flush=True)
+                    row = {"model": model, "tool": tool, "repeat": rep, "load_before": round(load, 2),
+                           **run_fresh("benchmarks.first_run", [model, tool], env, python)}
+                if "error" in row:
+                    rows.append(row)
+                    print(model, tool, "failed", row["error"][-500:], flush=True)
                     continue
-                row = {"model": model, "tool": tool, "repeat": rep, "load_before": round(load, 2),
-                       **json.loads(res.stdout.strip().splitlines()[-1])}
                 rows.append(row)
                 print(f"{model:14s} {tool:20s} first {row['first_s']:6.1f} s  repeat {row['repeat_s']:6.1f} s  "
                       f"compiles {row.get('first_compiles', '-')}  xla {row.get('first_xla_s', 0):.1f} s  "

@@ -332,8 +332,8 @@ def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, c
         padded[i] = (d.arrays, d.static) if spec is None else core.pad(d.arrays, d.static, spec, b)
         keys.setdefault((d.model, b), []).append(i)
         if spec is not None:
-            true_units += core.units(d.arrays, d.static, spec)
-            padded_units += core.units(padded[i][0], padded[i][1], spec)
+            true_units += core.units(core.shape_of(d.arrays, d.static, spec))
+            padded_units += core.units(b)
     root = config.root_key()
     ndev = 1 if not devs else len(devs)
     chains = config.chains

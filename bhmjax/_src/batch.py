@@ -54,6 +54,7 @@ __all__ = [
     "masked_model",
     "pad",
     "plan_buckets",
+    "shape_of",
     "site_shapes",
     "units",
 ]
@@ -92,29 +93,33 @@ def _pow2(n: int, minimum: int) -> int:
     return max(minimum, 1 << max(0, int(n) - 1).bit_length())
 
 
+def shape_of(arrays: Mapping[str, np.ndarray], static: Mapping[str, Any], spec: PadSpec) -> tuple:
+    """A dataset's own ``(rows, ((group_static, count), ...))``: a bucket tuple before rounding."""
+    return int(np.shape(arrays[spec.rows[0]])[0]), tuple((g, int(static[g])) for g, _ in spec.groups)
+
+
 def bucket_of(arrays: Mapping[str, np.ndarray], static: Mapping[str, Any], spec: PadSpec) -> tuple:
     """``(rows, ((group_static, size), ...))`` rounded up to powers of two."""
-    n = int(np.shape(arrays[spec.rows[0]])[0])
-    return (_pow2(n, spec.min_rows), tuple((g, _pow2(int(static[g]), spec.min_groups)) for g, _ in spec.groups))
+    n, groups = shape_of(arrays, static, spec)
+    return _pow2(n, spec.min_rows), tuple((g, _pow2(count, spec.min_groups)) for g, count in groups)
 
 
 COMPILE_S = 8.0
-"""Estimated seconds to compile one bucket's program (``python -m benchmarks.batch``: 63 s for
-8 buckets of ``y ~ 1 + (1 | g)`` on the 2-core CPU)."""
+"""Estimated seconds to compile one bucket's programs: a low estimate (it favours separate shapes).
+On the 2-core CPU issue #16 measured 63 s for 8 buckets of ``y ~ 1 + (1 | g)``, and
+``python -m benchmarks.batch many 100`` (``benchmarks/results/batch_cpu.json``) 61 s for its
+one bucket of ``y ~ 1 + x + (1 | g)``, on a loaded machine."""
 ROW_GRADIENT_S = 2e-8
-"""Estimated seconds per padded row (or group) and gradient of one chain (~30 ns measured for
-varying slopes, G=50, N=1,000, on the 2-core CPU; NUTS overhead included)."""
+"""Estimated seconds per padded row (or group) and gradient of one chain: a G=50, N=1,000
+varying-slopes fit's warmup and sampling seconds over its gradients and 1,050 rows and groups
+gives ~30 ns on the 2-core CPU (NUTS overhead included; ``fit.timings``, ``fit.num_grad_evals``)."""
 GRADIENTS_PER_STEP = 8  # a tree of depth 3, typical of a well-adapted small model
 
 
-def _units(bucket: tuple) -> int:
-    rows, groups = bucket
+def units(shape: tuple) -> int:
+    """Rows plus groups of a shape (:func:`shape_of`, :func:`bucket_of`): the work of one gradient."""
+    rows, groups = shape
     return int(rows) + sum(int(size) for _, size in groups)
-
-
-def units(arrays: Mapping[str, np.ndarray], static: Mapping[str, Any], spec: PadSpec) -> int:
-    """Rows plus groups of one dataset: the work of a gradient, in the units of :func:`plan_buckets`."""
-    return int(np.shape(arrays[spec.rows[0]])[0]) + sum(int(static[g]) for g, _ in spec.groups)
 
 
 def _join_buckets(buckets: Sequence[tuple]) -> tuple:
@@ -142,14 +147,14 @@ def plan_buckets(shapes: Sequence[tuple], steps: int, compile_s: float = COMPILE
     counts: dict[tuple, int] = {}
     for b in shapes:
         counts[b] = counts.get(b, 0) + 1
-    order = sorted(counts, key=lambda b: (_units(b), b))
+    order = sorted(counts, key=lambda b: (units(b), b))
     n = len(order)
     best, cut = [0.0] + [math.inf] * n, [0] * (n + 1)
     for j in range(1, n + 1):
         for i in range(j):
             joined = _join_buckets(order[i:j])
             members = sum(counts[b] for b in order[i:j])
-            cost = best[i] + compile_s + unit_s * steps * _units(joined) * members
+            cost = best[i] + compile_s + unit_s * steps * units(joined) * members
             if cost < best[j]:
                 best[j], cut[j] = cost, i
     plan, j = {}, n
@@ -267,11 +272,13 @@ def batch_summary(draws: Mapping[str, np.ndarray], prob: float = 0.94,
     first = next(iter(draws.values()))
     d, c, s = first.shape[:3]
     widths = [max(1, math.prod(x.shape[3:])) for x in draws.values()]
-    flat = np.concatenate([np.asarray(x).reshape(d, c, s, w) for x, w in zip(draws.values(), widths)], axis=-1)
-    flat = flat.astype(jnp.result_type(float), copy=False)
-    total = flat.shape[-1]
+    total = sum(widths)
     width = min(max(1, int(max_width)), 1 << max(0, total - 1).bit_length())
-    flat = np.concatenate([flat, np.zeros((d, c, s, -total % width), flat.dtype)], axis=-1)
+    flat = np.zeros((d, c, s, total + -total % width), jnp.result_type(float))  # the columns, padded to blocks
+    start = 0
+    for x, w in zip(draws.values(), widths):
+        flat[..., start:start + w] = np.asarray(x).reshape(d, c, s, w)
+        start += w
     pieces = []
     for start in range(0, flat.shape[-1], width):
         block = np.ascontiguousarray(flat[..., start:start + width])

@@ -280,11 +280,11 @@ def _chunk_fn(program: ChainProgram, layout: Layout, generate: Callable | None, 
     return chunk
 
 
-def _init_fn(program: ChainProgram, layout: Layout) -> Callable:
+def _init_fn(program: ChainProgram, layout: Layout, with_checks: bool = False) -> Callable:
     """``init(keys, arrays) -> (state, valid, checks)``: the lanes' initial states, whether each starts
-    finite, and each site's log density there (``{}`` for a program without ``checks``)."""
+    finite, and (``with_checks``, for a program with ``checks``) each site's log density there, else ``{}``."""
     def checks(kernel, arrays):
-        return {} if program.checks is None else program.checks(kernel, arrays)
+        return program.checks(kernel, arrays) if with_checks and program.checks is not None else {}
 
     def init_one(key, arrays):
         gen_key = jax.random.fold_in(key, GENERATE_STREAM)
@@ -451,11 +451,15 @@ def prepare(program: ChainProgram, layout: Layout, arrays: Mapping[str, np.ndarr
     run_key = (program.key, layout, buffer_len, generate)
     if state is None:
         keys = place(np.asarray(keys), layout, True) if not program.ensemble else jnp.asarray(keys)
-        init = compiled("init", _init_fn(program, layout)[0], run_key + (program.init_key,), keys, device_arrays)
+        with_checks = check is not None and program.checks is not None
+        init = compiled("init", _init_fn(program, layout, with_checks)[0],
+                        run_key + (program.init_key, with_checks), keys, device_arrays)
         state, valid, checks = init(keys, device_arrays)
-        if check is not None and checks:
-            check(_lane_checks(checks, valid, program.ensemble))
-        _check_initial_points(valid)
+        bad = np.flatnonzero(~np.asarray(to_host(valid)).reshape(-1))
+        if with_checks:  # where the first chain that starts badly (else the first chain) starts
+            lane = int(bad[0]) if bad.size else 0
+            check({k: v[lane] for k, v in to_host(checks).items()})  # indexed on the host: no eager program
+        _refuse_bad_starts(bad)
     else:
         state = place(state, layout, True) if not program.ensemble else jax.tree.map(jnp.asarray, state)
     one, yes = np.int32(1), np.bool_(True)  # host scalars: replicated, on one host or many
@@ -469,17 +473,7 @@ def prepare(program: ChainProgram, layout: Layout, arrays: Mapping[str, np.ndarr
     return run
 
 
-def _lane_checks(checks: dict, valid, ensemble: bool) -> dict:
-    """The sites' log densities of the first lane that starts badly (else of lane 0), on the host."""
-    bad = np.flatnonzero(~np.asarray(to_host(valid)).reshape(-1))
-    lane = int(bad[0]) if bad.size else 0
-    if ensemble:  # (chains, ...) inside one state
-        return {k: np.asarray(v)[lane] for k, v in checks.items()}
-    return {k: np.asarray(v)[lane] for k, v in to_host(checks).items()}
-
-
-def _check_initial_points(valid) -> None:
-    bad = np.flatnonzero(~np.asarray(to_host(valid)).reshape(-1))
+def _refuse_bad_starts(bad: np.ndarray) -> None:
     if bad.size:
         raise ValueError(
             f"no valid initial point was found for chain(s) {bad.tolist()}: the log density or its gradient "
