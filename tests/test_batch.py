@@ -163,6 +163,8 @@ def test_a_ragged_stream_compiles_once_and_is_reused(monkeypatch):
     before = engine.compile_counts().get("chunk", 0)
     fits = bj.fit_many(vi_model, data, **OPTS)
     assert fits.buckets == [(32, (("num_groups", 8),))]
+    # rows + groups: 14, 20, 24, 25, 37 of every 40 padded ones
+    assert fits.settings["padded_work_share"] == pytest.approx(1 - (14 + 20 + 24 + 25 + 37) / (5 * 40))
     assert engine.compile_counts()["chunk"] - before == 1
     assert fits.timings["programs_compiled"] + fits.timings["programs_from_cache"] >= 1
     before = sampling.trace_counts()

@@ -157,3 +157,23 @@ def test_compile_options_follow_each_programs_expected_run_time():
             bj.set_compile_options("quick")
     finally:
         bj.set_compile_options("auto")
+
+
+def test_a_new_compile_mode_compiles_the_chain_programs_anew():
+    """The mode is part of an executable's cache key: the same model and shapes under "fast" are
+    compiled again (not served the optimized executable), and "auto" then finds its own."""
+    import bhmjax as bj
+    from bhmjax._src import engine
+    from tests._ckpt_model import data, model
+
+    settings = dict(chains=2, warmup=20, draws=20, progress=False)
+    bj.sample(model, data(), **settings)
+    before = engine.compile_counts()
+    try:
+        bj.set_compile_options("fast")
+        bj.sample(model, data(), **settings)
+        assert engine.compile_counts()["chunk"] == before["chunk"] + 1
+    finally:
+        bj.set_compile_options("auto")
+    bj.sample(model, data(), **settings)
+    assert engine.compile_counts()["chunk"] == before["chunk"] + 1
