@@ -25,6 +25,7 @@ from bhmjax._src import engine
 from bhmjax._src.config import build_config, check_keywords, positive_int
 from bhmjax._src.models import all_groups, row_keys, site_order
 from bhmjax._src.precision import x64_mode
+from bhmjax._src.reparam import AUTO, PER_GROUP
 from bhmjax._src.sampling import nuts_program
 from bhmjax._src.stats import STATS
 from bhmjax._src.trace import model_trace
@@ -81,6 +82,18 @@ class _Bucket:
 
 
 MODEL_OPTIONS = ("parameterization", "priors", "trials", "na_action")  # passed to bj.Model
+
+
+def _refuse_learned_centeredness(parameterization: Any) -> None:
+    """fit_many runs one program for every dataset: a centeredness learned per dataset (or per
+    group of one dataset) has no meaning for the others. Refused before anything is built."""
+    values = parameterization.values() if isinstance(parameterization, Mapping) else [parameterization]
+    bad = [v for v in values if v is None or (isinstance(v, str) and v in (AUTO, PER_GROUP))]
+    if bad:
+        raise ValueError(f"fit_many does not learn a centeredness per dataset (parameterization {parameterization!r}): "
+                         "give 'centered', 'noncentered', or one value per column of each grouping "
+                         "({'g': (1.0, 0.5)}); to choose them, fit a typical dataset with parameterization='auto' "
+                         "and read its model.centeredness.")
 
 
 def _formula_datasets(formula, datasets, family, model_kwargs, x64) -> tuple[list[_Dataset], core.PadSpec]:
@@ -222,6 +235,7 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
                                ("cens", model.spec.formula.cens), ("cens_upper", model.spec.formula.cens_upper)]:
                 if value is not None:  # the model's own terms, given as keywords (the formula may lack them)
                     model_kwargs.setdefault(key, value)
+        _refuse_learned_centeredness(model_kwargs.get("parameterization"))
         prepared, spec = _formula_datasets(formula, items, family, model_kwargs, config.x64)
     elif callable(model):
         prepared, spec = _plain_datasets(model, items, rows, groups)

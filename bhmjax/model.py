@@ -47,8 +47,10 @@ class Model:
         per column of the term (``(1.0, 0.0)`` for ``(1 + x | g)``), or a dict per
         grouping (``{"county": "centered", "state": (1.0, 0.5)}``; others
         non-centered). ``"auto"`` learns one value per group and column with a short
-        SVI pre-pass before the first fit (Gorinova, Moore and Hoffman 2020): a group
-        with many informative rows gets 1, a group with a few rows 0. The values are
+        pre-pass before the first fit (``bhmjax._src.autoreparam``): each group's share
+        of its effect's precision that comes from its data, measured on a mean-field
+        fit; a group with many informative rows gets 1, a group with a row or two a
+        small value or 0. The values are
         in ``model.centeredness`` (arrays (G, K)), ``describe()`` and
         ``fit.settings["parameterization"]``, the pre-pass seconds in
         ``fit.timings["reparam"]`` and ``fit.settings["reparam"]``. Dict keys of an auxiliary

@@ -144,8 +144,8 @@ def sample(
         Normal, StudentT, Cauchy, Laplace, Logistic, Gumbel or SoftLaplace site whose
         parameters depend on another latent, through plates, expand and to_event) gets
         a centeredness: "centered" (1, the site as written), "noncentered" (0), or
-        "auto": one value per element (per group), learned by a short SVI pre-pass
-        (Gorinova, Moore and Hoffman 2020). A dict gives per site "auto", a float in
+        "auto": one value per element (per group), learned by a short pre-pass
+        (``bhmjax._src.autoreparam``: the data's share of each element's precision). A dict gives per site "auto", a float in
         [0, 1] or an array of the site's shape (sites not named stay as written). NUTS
         runs the model through NumPyro's ``LocScaleReparam``; the draws hold the
         original sites (the internal ``<site>_decentered`` ones are not stored). The

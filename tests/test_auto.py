@@ -1,8 +1,9 @@
-"""parameterization="auto": the SVI pre-pass learns centeredness, NUTS then agrees with CP and NCP.
+"""parameterization="auto": the pre-pass learns centeredness, NUTS then agrees with CP and NCP.
 
 * Learned values: strongly identified groups (many rows, small noise) give a
-  centeredness near 1, weak ones (one row, large noise) near 0, per group where one
-  model has both (formula models; hand-written ones in test_locscale.py).
+  centeredness near 1, weak ones (one row, large noise) a lower one, per group where
+  one model has both (formula models; hand-written ones, against the exact values, in
+  test_locscale.py).
 * Agreement: the hyperparameters of an "auto" fit (a partially centered model)
   agree with centered and non-centered fits, ``|mean_a - mean_b| /
   sqrt(mcse_a^2 + mcse_b^2) < 4``; a negative control, the same partially centered
@@ -48,15 +49,20 @@ def slopes(rows: int = 6, noise: float = 2.0, groups: int = 12, seed: int = 1) -
 # ---------------------------------------------------------------- learned values
 
 
-def test_strong_groups_learn_centered_weak_groups_noncentered():
+def test_strong_groups_learn_centered_weak_groups_less_centered():
+    """Strong groups: the likelihood holds nearly all the precision, c = 1. One row per group with
+    noise 10 leaves group sd and noise sd unidentified apart (only their sum of squares is), so
+    the posterior spans both ends and the typical point's best c is between; per group, below half."""
     strong = bj.Model("y ~ 1 + (1 | g)", intercepts(rows=500, noise=0.1), parameterization="auto")
     weak = bj.Model("y ~ 1 + (1 | g)", intercepts(rows=1, noise=10.0), parameterization="auto")
     assert strong.centeredness["g"] == (1.0,), strong.reparam_info   # every group agrees: one value
-    assert weak.centeredness["g"] == (0.0,), weak.reparam_info
-    # the raw SVI values, before snapping to the ends, point the same way, in every group
-    assert (strong.reparam_info.raw["g"] > 0.8).all() and (weak.reparam_info.raw["g"] < 0.2).all()
+    (c_weak,) = weak.centeredness["g"]
+    assert c_weak < 0.5, weak.reparam_info
+    # the raw values, before snapping to the ends, point the same way, in every group
+    assert (strong.reparam_info.raw["g"] > 0.9).all() and (weak.reparam_info.raw["g"] < 0.5).all()
     assert strong.reparam_info.raw["g"].shape == (8, 1)
-    assert "; centered" in strong.describe(verbose=False) and "; noncentered" in weak.describe(verbose=False)
+    assert "; centered" in strong.describe(verbose=False)
+    assert f"centeredness ({c_weak}" in weak.describe(verbose=False)
 
 
 def strong_and_weak(strong: int = 4, weak: int = 4, rows: int = 300, noise: float = 3.0, seed: int = 0) -> dict:
@@ -146,8 +152,6 @@ def _without_jacobian(group_effects):
     the log-determinant a hand-made partial centering forgets."""
     def broken(name, sd, num_groups, centeredness, chol_corr=None, loc=None, values=None):
         r = group_effects(name, sd, num_groups, centeredness, chol_corr, loc, values)
-        if centeredness is None:  # the SVI pre-pass's model (c a parameter): left whole
-            return r
         c = jnp.asarray(values if isinstance(centeredness, str) else centeredness, sd.dtype)  # (K,) or (G, K)
         numpyro.factor(f"missing_jacobian_{name}", jnp.sum(jnp.broadcast_to(c, (num_groups, sd.shape[-1])) * jnp.log(sd)))
         return r

@@ -172,6 +172,8 @@ CATALOG = [
     ("a parameterization for an unknown grouping", lambda: bj.Model("y ~ x + (1 | g)", DF,
                                                                     parameterization={"h": "centered"}),
      ValueError, r"parameterization names the grouping 'h', which is not in the formula; groupings are \['g'\]"),
+    ("a learned centeredness in fit_many", lambda: bj.fit_many("y ~ x + (1 | g)", [DF, DF], parameterization="auto"),
+     ValueError, r"fit_many does not learn a centeredness per dataset \(parameterization 'auto'\)"),
     ("columns of different lengths", lambda: bj.Model("y ~ x", {"y": [1.0, 2.0, 3.0], "x": [1.0, 2.0]}),
      ValueError, r"the columns of data have different lengths: \{'y': 3, 'x': 2\}"),
     ("a dataset with no rows", lambda: bj.Model("y ~ x + (1 | g)", DF.iloc[:0]),

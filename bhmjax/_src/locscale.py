@@ -33,10 +33,8 @@ from typing import Any, Callable, Mapping, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
 import numpyro.distributions as dist
 from numpyro import handlers
-from numpyro.distributions import constraints
 from numpyro.infer.reparam import LocScaleReparam
 
 from bhmjax._src import autoreparam
@@ -51,7 +49,7 @@ SHAPE_PARAMS: dict[type, tuple[str, ...]] = {
     dist.SoftLaplace: (), dist.StudentT: ("df",),
 }
 _BY_NAME = {cls.__name__: cls for cls in SHAPE_PARAMS}
-NONCENTERED, PARTIAL, LEARN = "noncentered", "partial", "learn"
+NONCENTERED, PARTIAL = "noncentered", "partial"
 
 _RUN_MODELS: dict[tuple, Callable] = {}
 _SITES: dict[tuple, dict] = {}
@@ -91,7 +89,8 @@ class SiteReparamInfo(NamedTuple):
                     f"{'/'.join(_BY_NAME)} site whose parameters depend on another latent), so it runs as written.")
         head = f"parameterization={self.requested!r} ({self.seconds:.1f} s; 1 centered, 0 non-centered):"
         if self.learned is not None:
-            head += f" learned by SVI, {self.learned.num_steps} steps"
+            head += (f" learned by the curvature pre-pass ({self.learned.num_steps} SVI steps, compile "
+                     f"{self.learned.compile_seconds:.1f} s)")
         lines = [head] + [f"  {name} {self.sites[name]}: {autoreparam.describe_values(c)}"
                           for name, c in self.centeredness.items()]
         return "\n".join(lines)
@@ -147,10 +146,9 @@ def _locscale(value: Any, shape_params: tuple[str, ...]) -> LocScaleReparam:
 def run_model(model: Callable, forms: tuple[tuple[str, str], ...]) -> Callable:
     """``model`` with each named site decentered; one function per (model, forms).
 
-    ``forms`` pairs each site with "noncentered" (c = 0), "partial" (c from the data
-    key ``centeredness:<site>``, an array of the site's shape) or "learn" (c a
-    ``numpyro.param`` of that name, for the SVI pre-pass). The data keys are taken out
-    of the keyword arguments before ``model`` is called. Sites not named stay as written.
+    ``forms`` pairs each site with "noncentered" (c = 0) or "partial" (c from the data
+    key ``centeredness:<site>``, an array of the site's shape). The data keys are taken
+    out of the keyword arguments before ``model`` is called. Sites not named stay as written.
     """
     key = (model, forms)
     fn = _RUN_MODELS.get(key)
@@ -171,14 +169,7 @@ def run_model(model: Callable, forms: tuple[tuple[str, str], ...]) -> Callable:
             shape_params = SHAPE_PARAMS.get(type(base))
             if shape_params is None:  # not a location-scale family here (masked, say): as written
                 return None
-            if form == NONCENTERED:
-                c = 0.0
-            elif form == PARTIAL:
-                c = values[msg["name"]]
-            else:
-                c = numpyro.param(data_key(msg["name"]), jnp.full(msg["fn"].shape(), 0.5),
-                                  constraint=constraints.unit_interval)
-            return _locscale(c, shape_params)
+            return _locscale(0.0 if form == NONCENTERED else values[msg["name"]], shape_params)
 
         with handlers.reparam(config=config):
             return model(**kwargs)
@@ -280,7 +271,7 @@ def reparameterize(key: jax.Array, model: Callable, arrays: Mapping[str, Any], s
         "b": 0.3, "theta": array of the site's shape}`` (sites not named stay centered,
         as written). "auto" learns a centeredness per element.
     **options
-        SVI settings of :func:`autoreparam.learn` (``num_steps``, ``starts``...).
+        Settings of the pre-pass, :func:`autoreparam.learn` (``num_steps``, ``num_draws``...).
 
     Returns
     -------
@@ -303,14 +294,14 @@ def reparameterize(key: jax.Array, model: Callable, arrays: Mapping[str, Any], s
     values = _resolve(parameterization, shapes)
     learned = None
     to_learn = sorted(s for s, v in values.items() if isinstance(v, str))
-    if to_learn:
-        forms = tuple((s, LEARN) for s in to_learn)
-        fixed_model, fixed_arrays = _fixed(model, arrays, {s: v for s, v in values.items() if s not in to_learn},
-                                           shapes)
-        learner = run_model(fixed_model, forms)  # the sites with fixed values already decentered
-        learned = autoreparam.learn(key, learner, fixed_arrays, static,
-                                    {data_key(s): shapes[s] for s in to_learn}, **options)
-        values.update({s: learned.centeredness[data_key(s)] for s in to_learn})
+    if to_learn:  # learned on the model with the fixed values applied and the learned sites partial (data)
+        placeholder = np.full((), 0.5)  # any value strictly between 0 and 1 gives the partial form
+        learner, learner_arrays = _fixed(model, arrays, {**values, **{s: placeholder for s in to_learn}}, shapes)
+        learned = autoreparam.learn(key, learner, learner_arrays, static,
+                                    {data_key(s): internal_name(s) for s in to_learn}, **options)
+        learned = learned._replace(centeredness={s: learned.centeredness[data_key(s)] for s in to_learn},
+                                   raw={s: learned.raw[data_key(s)] for s in to_learn})
+        values.update(learned.centeredness)
     model_to_run, arrays_to_run = _fixed(model, arrays, values, shapes)
     centeredness = {s: _compact(v) for s, v in values.items()}
     internal = tuple(sorted(internal_name(s) for s in values if _form(values[s]) is not None))

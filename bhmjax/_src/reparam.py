@@ -26,10 +26,10 @@ Otherwise the sampled site is ``z_<g>`` and ``r_<g>`` is deterministic.
 
 ``c`` may differ per group as well as per column, shape (G, K): a group with many
 informative rows wants centered, a group with two rows non-centered. The form is static
-(part of the model structure): a tuple with one value per column, ``PER_GROUP`` (the
+(part of the model structure): a tuple with one value per column or ``PER_GROUP`` (the
 (G, K) values are data, ``centeredness:<g>``, so new learned values reuse the compiled
-program) or None, which learns ``c`` of shape (G, K) as a ``numpyro.param`` named
-``c_<g>`` in [0, 1]: the model for the variational pre-pass (``autoreparam.py``).
+program). None marks a term whose values are still to be learned (``autoreparam.py``,
+which runs its pre-pass on the ``PER_GROUP`` form with every value 1); it builds no model.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-from numpyro.distributions import constraints
 
 from bhmjax._src.smallmat import TrilNormal
 
@@ -112,9 +111,8 @@ def group_effects(name: str, sd: jnp.ndarray, num_groups: int, centeredness: tup
         Standard deviations of the effects.
     num_groups : int
         G (static).
-    centeredness : tuple of float (length K), PER_GROUP or None
-        Static values in [0, 1] per column; PER_GROUP takes ``values``; None learns
-        them per group and column (``numpyro.param`` ``c_<name>``, shape (G, K)).
+    centeredness : tuple of float (length K) or PER_GROUP
+        Static values in [0, 1] per column; PER_GROUP takes ``values``.
     chol_corr : array, shape (K, K), optional
         Cholesky factor of the correlation matrix (None: independent effects).
     loc : array, shape (K,), optional
@@ -129,8 +127,8 @@ def group_effects(name: str, sd: jnp.ndarray, num_groups: int, centeredness: tup
     """
     k = sd.shape[-1]
     if centeredness is None:
-        c = numpyro.param(f"c_{name}", jnp.full((num_groups, k), 0.5), constraint=constraints.unit_interval)
-        return _partial(name, sd, num_groups, c, chol_corr, loc)
+        raise ValueError(f"the centeredness of {name!r} is 'auto' and not learned yet; learn it first "
+                         "(bhmjax._src.autoreparam.learn_centeredness, or bj.Model does it before a fit).")
     if isinstance(centeredness, str):  # PER_GROUP: (G, K) values from the data
         return _partial(name, sd, num_groups, jnp.asarray(values, sd.dtype), chol_corr, loc)
     c_values = tuple(float(v) for v in centeredness)
