@@ -177,3 +177,19 @@ def test_a_new_compile_mode_compiles_the_chain_programs_anew():
         bj.set_compile_options("auto")
     bj.sample(model, data(), **settings)
     assert engine.compile_counts()["chunk"] == before["chunk"] + 1
+
+
+def test_nested_watch_blocks_each_keep_their_log():
+    """A fit inside a watched block (the "auto" pre-pass inside a run) sees the same events as the
+    block around it; leaving the inner block must not take the outer log away."""
+    import jax
+    import jax.numpy as jnp
+
+    from bhmjax._src import compiles
+
+    with compiles.watch() as outer:
+        with compiles.watch() as inner:
+            jax.jit(lambda x: x * 3.0 + 1.0)(jnp.arange(3.0))
+        assert inner and inner == outer  # equal logs, distinct blocks
+        jax.jit(lambda x: x * 5.0 - 2.0)(jnp.arange(4.0))
+    assert len(outer) > len(inner)
