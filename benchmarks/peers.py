@@ -133,8 +133,9 @@ _PYMC_PRIORS = {  # bhmjax's default prior kinds (priors.py) -> PyMC distributio
 }
 
 
-def _pymc_prior(site: str, prior, shape=None):
-    """The PyMC random variable ``site`` with bhmjax's prior (a Prior or a one-part VectorPrior)."""
+def _pymc_prior(site: str | None, prior, shape=None):
+    """The PyMC random variable ``site`` with bhmjax's prior (a Prior or a one-part VectorPrior);
+    ``site`` None: the unnamed distribution (``.dist``), as ``LKJCholeskyCov``'s ``sd_dist`` takes it."""
     import pymc as pm
 
     if hasattr(prior, "parts"):
@@ -145,26 +146,31 @@ def _pymc_prior(site: str, prior, shape=None):
         raise NotImplementedError(f"{site}: prior kind {prior.kind!r} has no PyMC twin here")
     cls, names = _PYMC_PRIORS[prior.kind]
     args = {n: np.asarray(v, np.float64) for n, (_, v) in zip(names, prior.args)}
-    return getattr(pm, cls)(site, **args, **({} if shape is None else {"shape": shape}))
+    shape_arg = {} if shape is None else {"shape": shape}
+    if site is None:
+        return getattr(pm, cls).dist(**args, **shape_arg)
+    return getattr(pm, cls)(site, **args, **shape_arg)
 
 
 def pymc_formula_model(model):
-    """The PyMC twin of a gaussian ``bj.Model`` with non-centered group terms: same posterior.
+    """The PyMC twin of a gaussian ``bj.Model`` with centered or non-centered group terms, written
+    the way PyMC's own examples write it; same posterior, bhmjax's site names.
 
-    Built from the model's own data and priors (``model.model_data``, ``model.spec``), with
-    bhmjax's site names and layout (``models.py``, ``reparam.py``):
+    Built from the model's own data and priors (``model.model_data``, ``model.spec``):
 
     * ``b`` ~ the slope prior, on centred columns ``X - X_mean``; ``Intercept_c`` ~ the
       intercept prior; ``Intercept = Intercept_c - X_mean @ b`` (deterministic);
-    * per group term: ``sd_<g>`` ~ its prior (HalfStudentT); a 2-column correlated term has
-      LKJ(eta) on its correlation (for 2 x 2 the density (1 - rho^2)^(eta - 1) that NumPyro's
-      ``LKJCholesky`` puts on ``L L^T``, written as rho = 2 Beta(eta, eta) - 1), ``L`` its
-      Cholesky factor and ``cor_<g> = L L^T``; ``z_<g>`` (G, K) ~ N(0, 1) and
-      ``r_<g> = z (diag(sd) L)^T`` (deterministic);
+    * per group term: an uncorrelated term has ``sd_<g>`` ~ its prior; a correlated one
+      ``pm.LKJCholeskyCov`` (LKJ(eta) on the correlation, ``sd_dist`` the same sd prior),
+      ``cor_<g>`` and ``sd_<g>`` from it; non-centered: ``z_<g>`` (K, G) ~ N(0, 1), the
+      effects ``chol @ z``; centered: ``theta_<g>`` (G, K) ~ ``pm.MvNormal`` (``pm.Normal``
+      without correlation) around the population coefficients; the linear predictor gathers each column's vector of G effects
+      by the group index (one 1-D gather per column, as users write ``a[g] + b[g] * x``);
+      ``r_<g>`` (G, K) deterministic;
     * ``y ~ Normal(eta, sigma)``, ``sigma`` ~ its prior (HalfStudentT).
 
-    Other families, centered terms and correlated terms of 3+ columns raise
-    ``NotImplementedError`` (the speed benchmark does not need them).
+    Other families and partially centered terms raise ``NotImplementedError`` (the speed
+    benchmark does not need them).
     """
     import pymc as pm
     import pytensor.tensor as pt
@@ -183,29 +189,33 @@ def pymc_formula_model(model):
             coefs.update({name: b[j] for j, name in enumerate(s.slopes)})
         if s.intercept:
             a = _pymc_prior("Intercept_c", priors["Intercept"])
-            pm.Deterministic("Intercept", a - pt.dot(d["X_mean"], b) if s.slopes else a)
+            coefs["Intercept"] = pm.Deterministic("Intercept", a - pt.dot(d["X_mean"], b) if s.slopes else a)
             eta = eta + a
         for i, g in enumerate(s.groups):
-            k = len(g.columns)
-            if any(c != 0 for c in g.centeredness):
-                raise NotImplementedError("PyMC twin of centered group terms")
-            sd = _pymc_prior(f"sd_{g.name}", priors[f"sd_{g.name}"], shape=k)
-            z = pm.Normal(f"z_{g.name}", 0.0, 1.0, shape=(d[f"G_{i}"], k))
+            k, num_groups = len(g.columns), d[f"G_{i}"]
+            centered = all(c == 1 for c in g.centeredness)
+            if not centered and any(c != 0 for c in g.centeredness):
+                raise NotImplementedError("PyMC twin of partially centered group terms")
             if g.correlated:
-                if k != 2:
-                    raise NotImplementedError("PyMC twin of correlated terms with 3+ columns")
                 eta_lkj = float(priors[f"cor_{g.name}"].args[0][1])
-                # LKJ(eta) for 2 x 2: rho = 2u - 1, u ~ Beta(eta, eta), i.e. density
-                # (1 - rho^2)^(eta - 1) on (-1, 1); sampled as rho = tanh(t / 2) as NumPyro's
-                # LKJCholesky samples it (pm.LKJCorr's positive-definite check falls back to
-                # numba object mode, a Python call per nutpie gradient)
-                rho = 2.0 * pm.Beta(f"rho_{g.name}", eta_lkj, eta_lkj) - 1.0
-                chol = pt.stack([pt.stack([1.0, 0.0]), pt.stack([rho, pt.sqrt(1.0 - rho ** 2)])])
-                pm.Deterministic(f"cor_{g.name}", chol @ chol.T)
-                r = pm.Deterministic(f"r_{g.name}", z @ (sd[:, None] * chol).T)
+                chol, corr, sd = pm.LKJCholeskyCov(f"chol_{g.name}", n=k, eta=eta_lkj, compute_corr=True,
+                                                   sd_dist=_pymc_prior(None, priors[f"sd_{g.name}"], shape=k))
+                pm.Deterministic(f"sd_{g.name}", sd)
+                pm.Deterministic(f"cor_{g.name}", corr)
             else:
-                r = pm.Deterministic(f"r_{g.name}", z * sd)
-            eta = eta + pt.sum(r[d[f"codes_{i}"]] * d[f"Z_{i}"], axis=-1)
+                chol, sd = None, _pymc_prior(f"sd_{g.name}", priors[f"sd_{g.name}"], shape=k)
+            if centered:  # the group coefficients, centred on the population ones (as bhmjax's centered form)
+                loc = pt.stack([pt.as_tensor(coefs.get(c, 0.0), dtype="float64") for c in g.columns])
+                theta = (pm.MvNormal(f"theta_{g.name}", mu=loc, chol=chol, shape=(num_groups, k)) if g.correlated
+                         else pm.Normal(f"theta_{g.name}", mu=loc, sigma=sd, shape=(num_groups, k)))
+                effects = (theta - loc).T  # (K, G)
+            else:
+                z = pm.Normal(f"z_{g.name}", 0.0, 1.0, shape=(k, num_groups))
+                effects = pt.dot(chol, z) if g.correlated else sd[:, None] * z
+            pm.Deterministic(f"r_{g.name}", effects.T)
+            codes = d[f"codes_{i}"]
+            for column in range(k):
+                eta = eta + effects[column][codes] * d[f"Z_{i}"][:, column]
         (name, sigma_prior), = s.family_priors
         sigma = _pymc_prior(name, sigma_prior)
         pm.Normal("y", eta, sigma, observed=d["y"])

@@ -149,8 +149,9 @@ def row(name: str, who: str, draws: dict, wall: float, sampling_s: float, grads:
 
 
 def peer_rows(name: str, build, sites, chains: int, warmup: int, draws: int,
-              which=peers.PEERS) -> list[dict]:
-    """PyMC and nutpie rows of one model (``build()`` makes the PyMC model), or their status."""
+              which=peers.PEERS, suffix: str = "") -> list[dict]:
+    """PyMC and nutpie rows of one model (``build()`` makes the PyMC model), or their status;
+    each row's sampler is labelled with ``suffix`` (" centered": the centered twin)."""
     out, have = [], peers.available()
     settings = {"chains": chains, "warmup": warmup, "draws": draws, "seed": 0}
     for sampler in which:
@@ -165,7 +166,7 @@ def peer_rows(name: str, build, sites, chains: int, warmup: int, draws: int,
             out.append({"model": name, "sampler": sampler, "status": "error",
                         "error": f"{type(err).__name__}: {err}"})
             continue
-        out.append({**row(name, sampler, res["draws"], res["wall_s"], res["timings"]["sampling"],
+        out.append({**row(name, sampler + suffix, res["draws"], res["wall_s"], res["timings"]["sampling"],
                           res["gradients"], res["raw_gradient_ms"]),
                     "version": have[sampler], "divergences": res["divergences"], "timings": res["timings"]})
     return out
@@ -205,7 +206,7 @@ FORMULA = "y ~ 1 + x + (1 + x | g)"
 
 
 SAMPLERS = ("numpyro MCMC", "bhmjax", "bhmjax reduced", "bhmjax reduced centered", "bhmjax marginalized", "pymc",
-            "nutpie")
+            "nutpie", "nutpie centered")
 
 
 def formula_case(name, frame, chains, warmup, draws, samplers=SAMPLERS) -> list[dict]:
@@ -242,6 +243,11 @@ def formula_case(name, frame, chains, warmup, draws, samplers=SAMPLERS) -> list[
     sites = next((r["sites"] for r in out if r["sampler"] == "bhmjax reduced"), None) or out[0]["sites"]
     out += peer_rows(name, lambda: peers.pymc_formula_model(model), sites, chains, warmup, draws,
                      [p for p in peers.PEERS if p in samplers])
+    centered_peers = [p for p in peers.PEERS if f"{p} centered" in samplers]
+    if centered_peers:  # the better form where groups have many rows, for the peers too
+        centered_twin = bj.Model(FORMULA, frame, parameterization="centered")
+        out += peer_rows(name, lambda: peers.pymc_formula_model(centered_twin), sites, chains, warmup, draws,
+                         centered_peers, suffix=" centered")
     agreement(out, "bhmjax" if any(r["sampler"] == "bhmjax" for r in out) else "bhmjax reduced")
     return out
 
