@@ -87,8 +87,10 @@ MODEL_OPTIONS = ("parameterization", "priors", "trials", "na_action")  # passed 
 def _refuse_learned_centeredness(parameterization: Any) -> None:
     """fit_many runs one program for every dataset: a centeredness learned per dataset (or per
     group of one dataset) has no meaning for the others. Refused before anything is built."""
-    values = parameterization.values() if isinstance(parameterization, Mapping) else [parameterization]
-    bad = [v for v in values if v is None or (isinstance(v, str) and v in (AUTO, PER_GROUP))]
+    if isinstance(parameterization, Mapping):  # a None value: a template's grouping still to be learned
+        bad = [v for v in parameterization.values() if v is None or (isinstance(v, str) and v in (AUTO, PER_GROUP))]
+    else:  # None at the top: bj.Model's default
+        bad = [parameterization] if isinstance(parameterization, str) and parameterization == AUTO else []
     if bad:
         raise ValueError(f"fit_many does not learn a centeredness per dataset (parameterization {parameterization!r}): "
                          "give 'centered', 'noncentered', or one value per column of each grouping "
