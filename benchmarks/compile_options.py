@@ -2,13 +2,14 @@
 
     python -m benchmarks.compile_options [--repeats 2]
 
-For eight schools (non-centered, ``bj.sample``), varying slopes G=50, N=1,000 and
-G=2,000, N=100,000 (``bj.Model.fit``, sampled, not integrated out), 4 chains x
-1,000 + 1,000: each compile mode ("default": XLA's optimizing compile, "fast": LLVM's
+For eight schools (non-centered, ``bj.sample``), a logistic varying-intercept model
+(G=50, N=1,000) and varying slopes G=50, N=1,000 and G=2,000, N=100,000 (``bj.Model.fit``,
+the group effects integrated out, and sampled: ``_sampled``), 4 chains x 1,000 + 1,000: each compile mode ("default": XLA's optimizing compile, "fast": LLVM's
 optimizations off, "auto": per program, see ``bhmjax._src.engine.compiler_options``) runs
 in its own fresh process with the persistent cache off, modes alternating within each
-repeat. Per run: XLA seconds (``fit.timings["compiled"]``), warmup + sampling seconds
-and the machine's load.
+repeat. Per run: XLA seconds (``fit.timings["compiled"]``), warmup + sampling seconds,
+how the chunk was compiled and how many numbers its inputs hold
+(``fit.timings["compile_options"]``, what "auto" decides on) and the machine's load.
 
 Results go to ``benchmarks/results/compile_options_cpu.json``.
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "compile_options_cpu.json"
-MODELS = ("eight_schools", "slopes_50", "slopes_2000")
+MODELS = ("eight_schools", "logistic_50", "slopes_50", "slopes_50_sampled", "slopes_2000", "slopes_2000_sampled")
 MODES = ("default", "fast", "auto")
 
 
@@ -37,14 +38,20 @@ def one(model: str, mode: str) -> dict:
         from benchmarks.overhead import eight_schools_ncp
 
         fit = bj.sample(eight_schools_ncp, _eight_schools(), progress=False)
+    elif model == "logistic_50":
+        from benchmarks.first_run import _frame
+
+        formula, frame, family = _frame("logistic")
+        fit = bj.Model(formula, frame, family=family).fit(progress=False)
     else:
         from benchmarks.speed import FORMULA, varying_slopes
 
-        frame = varying_slopes(50, 1000) if model == "slopes_50" else varying_slopes(2000, 100_000)
-        fit = bj.Model(FORMULA, frame).fit(progress=False, marginalize=False)
+        frame = varying_slopes(50, 1000) if model.startswith("slopes_50") else varying_slopes(2000, 100_000)
+        fit = bj.Model(FORMULA, frame).fit(progress=False, marginalize=not model.endswith("_sampled"))
     t = fit.timings
     return {"model": model, "mode": mode, "wall_s": time.perf_counter() - t0, "xla_s": sum(t["compiled"].values()),
-            "compiled": t["compiled"], "run_s": t["warmup"] + t["sampling"], "grads": fit.num_grad_evals}
+            "compiled": t["compiled"], "run_s": t["warmup"] + t["sampling"], "grads": fit.num_grad_evals,
+            "chunk": t["compile_options"]}
 
 
 def main() -> None:
@@ -72,8 +79,8 @@ def main() -> None:
                     continue
                 row.update(repeat=rep, load_before=load)
                 rows.append(row)
-                print(f"{model:14s} {mode:8s} wall {row['wall_s']:6.1f} s  xla {row['xla_s']:6.1f} s  "
-                      f"run {row['run_s']:6.1f} s  load {load:.1f}", flush=True)
+                print(f"{model:20s} {mode:8s} wall {row['wall_s']:6.1f} s  xla {row['xla_s']:6.1f} s  "
+                      f"run {row['run_s']:6.1f} s  chunk {row['chunk']}  load {load:.1f}", flush=True)
     means = {}
     for model in args.models:
         for mode in args.modes:

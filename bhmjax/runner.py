@@ -212,7 +212,7 @@ def execute(request: RunRequest) -> Fit:
         finally:
             if lock is not None:
                 lock.release()
-    fit.timings.update(compiles.summarize(log))
+    fit.timings.update(compiles.summarize(log), compile_options=run.compile_options)
     return fit
 
 

@@ -60,7 +60,8 @@ def dataset(rng, rows, num_groups, used=None, prior_sd=(1.0, 1.0)):
 
 
 def single_fit(data, index, warmup, draws, seed=0):
-    """The reference: one dataset, the same padded program, unbatched (one chain after another)."""
+    """The reference: one dataset, the same padded program, unbatched (one chain after another), compiled
+    as fit_many compiles its chunks (optimized: a small unbatched chunk would otherwise compile fast)."""
     from bhmjax._src.config import build_config
     from bhmjax._src.trace import model_trace
 
@@ -71,7 +72,11 @@ def single_fit(data, index, warmup, draws, seed=0):
     model = core.masked_model(vi_model)
     program = sampling.nuts_program(model, padded_static, config, model_trace(model, padded, padded_static))
     keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), index), CHAINS)
-    run = engine.prepare(program, engine.Layout("sequential", CHAINS), padded, keys=keys, buffer_len=draws)
+    try:
+        bj.set_compile_options("default")
+        run = engine.prepare(program, engine.Layout("sequential", CHAINS), padded, keys=keys, buffer_len=draws)
+    finally:
+        bj.set_compile_options("auto")
     memory = engine.MemorySink()
     engine.advance(run, warmup=warmup, draws=draws, thin=1, sinks=(memory,))
     return memory.draws()[0]

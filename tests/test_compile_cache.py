@@ -139,14 +139,18 @@ def test_compiled_programs_are_released_near_the_map_limit(monkeypatch):
 
 
 def test_compile_options_follow_each_programs_expected_run_time():
-    """"auto": the init program (run once) compiles fast, the chunk (run every step) optimized;
-    the user's mode wins."""
+    """"auto": programs that run once (init, generated quantities) compile fast, the chunk (run every
+    step) optimized unless its inputs are small; the user's mode wins."""
     import bhmjax as bj
     from bhmjax._src import engine
 
+    limit = engine.FAST_CHUNK_ELEMENTS
     try:
         assert engine.compiler_options("init") == engine.FAST_COMPILE
+        assert engine.compiler_options("generate") == engine.FAST_COMPILE
         assert engine.compiler_options("chunk") is None
+        assert engine.compiler_options("chunk", limit) == engine.FAST_COMPILE
+        assert engine.compiler_options("chunk", limit + 1) is None
         bj.set_compile_options("default")
         assert engine.compiler_options("init") is None
         bj.set_compile_options("fast")
@@ -157,6 +161,29 @@ def test_compile_options_follow_each_programs_expected_run_time():
             bj.set_compile_options("quick")
     finally:
         bj.set_compile_options("auto")
+
+
+def test_a_fit_reports_how_its_chunk_was_compiled():
+    """The chunk's inputs (state and data) are counted; a small model's chunk compiles fast, a
+    larger one's optimized, and ``fit.timings`` says which."""
+    import numpy as np
+    import numpyro
+    import numpyro.distributions as dist
+
+    import bhmjax as bj
+    from bhmjax._src import engine
+    from tests._ckpt_model import data, model
+
+    def normal_mean(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+        numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    settings = dict(chains=2, warmup=20, draws=20, progress=False)
+    small = bj.sample(model, data(), **settings).timings["compile_options"]
+    assert small["chunk"] == "fast" and 0 < small["chunk_inputs"] <= engine.FAST_CHUNK_ELEMENTS
+    big = {"y": np.zeros(engine.FAST_CHUNK_ELEMENTS + 1, np.float32)}
+    large = bj.sample(normal_mean, big, **settings).timings["compile_options"]
+    assert large["chunk"] == "optimized" and large["chunk_inputs"] > engine.FAST_CHUNK_ELEMENTS
 
 
 def test_a_new_compile_mode_compiles_the_chain_programs_anew():

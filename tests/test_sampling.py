@@ -146,7 +146,7 @@ def test_fit_fields(y20):
     for key in ("diverging", "num_steps", "accept_prob", "energy", "step_size", "tree_depth"):
         assert fit.stats[key].shape == (2, 400), key
     assert set(fit.timings) == {"compile", "warmup", "sampling", "programs_compiled", "programs_from_cache",
-                                "compiled", "fetched", "trace_s", "lower_s"}
+                                "compiled", "fetched", "trace_s", "lower_s", "compile_options"}
     assert all(fit.timings[k] >= 0 for k in ("compile", "warmup", "sampling", "trace_s", "lower_s"))
     assert fit.num_grad_evals["sampling"] == int(fit.stats["num_steps"].sum())
     assert fit.num_grad_evals["warmup"] > 0

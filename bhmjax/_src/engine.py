@@ -19,6 +19,7 @@ not depend on the chunking: every step's randomness comes from the state.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple, Protocol
 
@@ -328,6 +329,8 @@ def _signature(tree) -> tuple:
 
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 """XLA options that compile faster and run slower (LLVM's optimizations off)."""
+FAST_CHUNK_ELEMENTS = 3_000
+"""Chunks whose inputs (state and data) hold at most this many numbers compile fast under "auto"."""
 _COMPILE_MODE: list = ["auto"]
 _EVERY_STEP = ("chunk", "warmup")  # programs that run the sampler's steps (the rest run once)
 
@@ -336,28 +339,34 @@ def set_compile_options(mode: str | Mapping[str, Any]) -> None:
     """How chain programs are compiled.
 
     "auto" (the default) picks per program from its expected run time: programs that run
-    once (init: one gradient or a few; a batch summary) compile with :data:`FAST_COMPILE`;
-    the chunk runs every step and keeps XLA's optimizing compile, which also keeps the draws
-    independent of the layout (chunks compiled without LLVM's optimizations round
-    differently when sequential, vectorized or sharded). "default" optimizes every
+    once (init: one gradient or a few; generated quantities; a batch summary) compile with
+    :data:`FAST_COMPILE`, and so do chunks whose inputs (state and data) hold at most
+    :data:`FAST_CHUNK_ELEMENTS` numbers, where a gradient costs little next to the sampler's
+    own bookkeeping; larger chunks, and fit_many's chunks over datasets (whose draws are
+    kept equal to an unbatched run's within float tolerance), keep XLA's optimizing compile.
+    The choice depends on the shapes alone, so the same call gives the same draws. "default" optimizes every
     program, "fast" none, a dict gives XLA options for every program. Measured in fresh
-    processes (``benchmarks/compile_options.py``, 4 chains x 1,000 + 1,000): eight schools'
-    XLA seconds default 9.1 / auto 7.5 / fast 6.3 with sampling 0.3 / 0.3 / 0.4 s; varying
-    slopes G=50 22.3 / 20.3 / 16.9 with sampling 2.1 / 2.3 / 4.0 s.
+    processes: ``benchmarks/compile_options.py``.
     """
     if not (isinstance(mode, Mapping) or mode in ("auto", "default", "fast")):
         raise ValueError(f"compile options must be 'auto', 'default', 'fast' or a dict of XLA options, got {mode!r}")
     _COMPILE_MODE[0] = dict(mode) if isinstance(mode, Mapping) else mode
 
 
-def compiler_options(tag: str) -> dict | None:
-    """The XLA options of program ``tag`` ("init", "chunk", "warmup", "summary") under the current mode."""
+def compiler_options(tag: str, elements: int | None = None) -> dict | None:
+    """The XLA options of program ``tag`` ("init", "chunk", "warmup", "generate", "summary") under the
+    current mode; ``elements``: how many numbers its inputs hold (None: many)."""
     mode = _COMPILE_MODE[0]
     if isinstance(mode, dict):
         return dict(mode)
     if mode == "auto":
-        mode = "default" if tag in _EVERY_STEP else "fast"
+        small = elements is not None and elements <= FAST_CHUNK_ELEMENTS
+        mode = "default" if tag in _EVERY_STEP and not small else "fast"
     return dict(FAST_COMPILE) if mode == "fast" else None
+
+
+def _elements(args) -> int:
+    return int(sum(np.prod(np.shape(x), dtype=np.int64) for x in jax.tree.leaves(args)))
 
 
 def compiled(tag: str, fn: Callable, key: tuple, *args) -> Callable:
@@ -365,16 +374,49 @@ def compiled(tag: str, fn: Callable, key: tuple, *args) -> Callable:
 
     Every chain program's executables come from here (the place to count compilations
     and to choose XLA options per program: :func:`compiler_options`). ``key`` names what ``fn`` computes beyond its
-    arguments' shapes (program, layout, buffer length).
+    arguments' shapes (program, layout, buffer length). ``args`` may be ``jax.ShapeDtypeStruct``.
     """
-    full = (tag, key, _signature(args), repr(_COMPILE_MODE[0]))
-    exe = _EXECUTABLES.get(full)
-    if exe is None:
-        release_if_near_map_limit()
-        exe = jax.jit(fn).lower(*args).compile(compiler_options=compiler_options(tag))
-        _EXECUTABLES[full] = exe
-        _COMPILES[tag] = _COMPILES.get(tag, 0) + 1
-    return exe
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return _Compiling(pool, tag, fn, key, args).result()
+
+
+class _Compiling:
+    """An executable on its way: fetched from the in-process cache, or lowered here and compiled on
+    ``pool``'s thread (XLA releases the GIL), so the caller can trace and lower the next program
+    meanwhile. Tracing stays on the caller's thread: NumPyro's effect handlers are process-wide,
+    so models are never traced concurrently."""
+
+    def __init__(self, pool: ThreadPoolExecutor, tag: str, fn: Callable, key: tuple, args: tuple,
+                 by_size: bool = True) -> None:
+        self.tag, self.full = tag, (tag, key, _signature(args), repr(_COMPILE_MODE[0]))
+        self.elements = _elements(args)
+        self.options = compiler_options(tag, self.elements if by_size else None)
+        self.exe = _EXECUTABLES.get(self.full)
+        self.future = None
+        if self.exe is None:
+            release_if_near_map_limit()
+            self.lowered = jax.jit(fn).lower(*args)
+            self.future = pool.submit(self.lowered.compile, compiler_options=self.options)
+
+    @property
+    def out_info(self):
+        """The outputs' shapes and dtypes (``jax.ShapeDtypeStruct``)."""
+        return self.lowered.out_info if self.exe is None else self.exe.out_info
+
+    def result(self) -> Callable:
+        if self.exe is None:
+            self.exe = self.future.result()
+            _EXECUTABLES[self.full] = self.exe
+            _COMPILES[self.tag] = _COMPILES.get(self.tag, 0) + 1
+        return self.exe
+
+
+def _abstract(tree, layout: Layout, per_lane: bool):
+    """Shapes, dtypes and (on a mesh) shardings of ``tree`` placed as :func:`place` would place it."""
+    mesh = layout.mesh()
+    sharding = None if mesh is None else NamedSharding(mesh, P("lanes") if per_lane else P())
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding, weak_type=s.weak_type),
+                        tree)
 
 
 # ---------------------------------------------------------------- runs
@@ -429,6 +471,7 @@ class Run:
     draws_done: int = 0
     grads: dict[str, np.ndarray] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=lambda: {"compile": 0.0, "warmup": 0.0, "sampling": 0.0})
+    compile_options: dict[str, Any] = field(default_factory=dict)
 
     def host_state(self) -> LoopState:
         """The state as host arrays with a leading lane axis (or the ensemble's own layout)."""
@@ -449,11 +492,20 @@ def prepare(program: ChainProgram, layout: Layout, arrays: Mapping[str, np.ndarr
     per_lane = layout.per_dataset > 0
     device_arrays = place(dict(arrays), layout, per_lane)
     run_key = (program.key, layout, buffer_len, generate)
+    one, yes = np.int32(1), np.bool_(True)  # host scalars: replicated, on one host or many
+    chunk_fn = _chunk_fn(program, layout, generate, buffer_len)
     if state is None:
         keys = place(np.asarray(keys), layout, True) if not program.ensemble else jnp.asarray(keys)
         with_checks = check is not None and program.checks is not None
-        init = compiled("init", _init_fn(program, layout, with_checks)[0],
-                        run_key + (program.init_key, with_checks), keys, device_arrays)
+        # the chunk is lowered from the init's output shapes while XLA compiles the init
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            init = _Compiling(pool, "init", _init_fn(program, layout, with_checks)[0],
+                              run_key + (program.init_key, with_checks), (keys, device_arrays))
+            state_spec = _abstract(init.out_info[0], layout, per_lane=not program.ensemble)
+            chunk = _Compiling(pool, "chunk", chunk_fn, run_key, (state_spec, device_arrays, one, one, yes),
+                               by_size=not per_lane)
+            options = _described(chunk)
+            init, chunk = init.result(), chunk.result()
         state, valid, checks = init(keys, device_arrays)
         bad = np.flatnonzero(~np.asarray(to_host(valid)).reshape(-1))
         if with_checks:  # where the first chain that starts badly (else the first chain) starts
@@ -462,15 +514,24 @@ def prepare(program: ChainProgram, layout: Layout, arrays: Mapping[str, np.ndarr
         _refuse_bad_starts(bad)
     else:
         state = place(state, layout, True) if not program.ensemble else jax.tree.map(jnp.asarray, state)
-    one, yes = np.int32(1), np.bool_(True)  # host scalars: replicated, on one host or many
-    chunk = compiled("chunk", _chunk_fn(program, layout, generate, buffer_len), run_key,
-                     state, device_arrays, one, one, yes)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            chunk = _Compiling(pool, "chunk", chunk_fn, run_key, (state, device_arrays, one, one, yes),
+                               by_size=not per_lane)
+            options = _described(chunk)
+            chunk = chunk.result()
     jax.block_until_ready(state)
     lanes = layout.lanes
     run = Run(program, layout, device_arrays, state, chunk, buffer_len,
               grads={"warmup": np.zeros(lanes, np.int64), "sampling": np.zeros(lanes, np.int64)})
     run.timings["compile"] = time.perf_counter() - t0
+    run.compile_options = options
     return run
+
+
+def _described(chunk: _Compiling) -> dict[str, Any]:
+    """``fit.timings["compile_options"]``: how the chunk was compiled, and the size that chose it."""
+    return {"chunk": "optimized" if chunk.options is None else "fast" if chunk.options == FAST_COMPILE else "custom",
+            "chunk_inputs": chunk.elements}
 
 
 def _refuse_bad_starts(bad: np.ndarray) -> None:

@@ -10,12 +10,13 @@ where a run was split (an extension continues the draw index).
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from bhmjax._src import engine
 
 __all__ = ["apply_generate", "draw_keys"]
 
@@ -25,10 +26,11 @@ def draw_keys(key: jax.Array, chains: jax.Array, draws: jax.Array) -> jax.Array:
     return jax.vmap(lambda c, d: jax.random.fold_in(jax.random.fold_in(key, c), d))(chains, draws)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _chunk(generate: Callable, key, chains, draws, values, arrays):
-    keys = draw_keys(key, chains, draws)
-    return jax.vmap(generate, in_axes=(0, 0, None))(keys, values, arrays)
+def _chunk_of(generate: Callable) -> Callable:
+    def chunk(key, chains, draws, values, arrays):
+        keys = draw_keys(key, chains, draws)
+        return jax.vmap(generate, in_axes=(0, 0, None))(keys, values, arrays)
+    return chunk
 
 
 def _pad(x: np.ndarray, size: int) -> np.ndarray:
@@ -48,7 +50,7 @@ def apply_generate(key: jax.Array, generate: Callable, draws: Mapping[str, np.nd
         Base key; see the module docstring for the per-draw keys.
     generate : callable
         ``generate(key, values, arrays)``, pure and traceable; one compiled program per
-        function, chunk size and data shapes.
+        function, chunk size and data shapes (:func:`bhmjax._src.engine.compiled`, run once: compiled fast).
     draws : dict of str -> (chains, draws, *shape)
         The site values ``generate`` reads.
     arrays : dict
@@ -76,8 +78,9 @@ def apply_generate(key: jax.Array, generate: Callable, draws: Mapping[str, np.nd
     arrays = {k: jnp.asarray(v) for k, v in arrays.items()}
     for start in range(0, total, size):
         stop = min(start + size, total)
-        part = _chunk(generate, key, _pad(chain_of[start:stop], size), _pad(draw_of[start:stop], size),
-                      {k: _pad(v[start:stop], size) for k, v in flat.items()}, arrays)
+        args = (key, _pad(chain_of[start:stop], size), _pad(draw_of[start:stop], size),
+                {k: _pad(v[start:stop], size) for k, v in flat.items()}, arrays)
+        part = engine.compiled("generate", _chunk_of(generate), (generate,), *args)(*args)
         for k, v in part.items():
             out[k][start:stop] = np.asarray(v)[:stop - start]
     return {k: v.reshape(num_chains, num_draws, *v.shape[1:]) for k, v in out.items()}
