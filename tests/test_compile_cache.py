@@ -140,7 +140,8 @@ def test_compiled_programs_are_released_near_the_map_limit(monkeypatch):
 
 def test_compile_options_follow_each_programs_expected_run_time():
     """"auto": programs that run once (init, generated quantities) compile fast, the chunk (run every
-    step) optimized unless its inputs are small; the user's mode wins."""
+    step) optimized unless its inputs are small (then fast, or without XLA:CPU's fusion emitters);
+    the user's mode wins."""
     import bhmjax as bj
     from bhmjax._src import engine
 
@@ -150,7 +151,8 @@ def test_compile_options_follow_each_programs_expected_run_time():
         assert engine.compiler_options("generate") == engine.FAST_COMPILE
         assert engine.compiler_options("chunk") is None
         assert engine.compiler_options("chunk", limit) == engine.FAST_COMPILE
-        assert engine.compiler_options("chunk", limit + 1) is None
+        assert engine.compiler_options("chunk", limit + 1) == engine.SIMPLE_FUSION
+        assert engine.compiler_options("chunk", engine.SIMPLE_CHUNK_ELEMENTS + 1) is None
         bj.set_compile_options("default")
         assert engine.compiler_options("init") is None
         bj.set_compile_options("fast")
@@ -165,7 +167,7 @@ def test_compile_options_follow_each_programs_expected_run_time():
 
 def test_a_fit_reports_how_its_chunk_was_compiled():
     """The chunk's inputs (state and data) are counted; a small model's chunk compiles fast, a
-    larger one's optimized, and ``fit.timings`` says which."""
+    larger one's without the fusion emitters, and ``fit.timings`` says which."""
     import numpy as np
     import numpyro
     import numpyro.distributions as dist
@@ -183,7 +185,7 @@ def test_a_fit_reports_how_its_chunk_was_compiled():
     assert small["chunk"] == "fast" and 0 < small["chunk_inputs"] <= engine.FAST_CHUNK_ELEMENTS
     big = {"y": np.zeros(engine.FAST_CHUNK_ELEMENTS + 1, np.float32)}
     large = bj.sample(normal_mean, big, **settings).timings["compile_options"]
-    assert large["chunk"] == "optimized" and large["chunk_inputs"] > engine.FAST_CHUNK_ELEMENTS
+    assert large["chunk"] == "optimized, simple fusion" and large["chunk_inputs"] > engine.FAST_CHUNK_ELEMENTS
 
 
 def test_a_new_compile_mode_compiles_the_chain_programs_anew():

@@ -327,10 +327,16 @@ def _signature(tree) -> tuple:
     return tuple((tuple(np.shape(x)), str(jnp.result_type(x))) for x in jax.tree.leaves(tree))
 
 
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-"""XLA options that compile faster and run slower (LLVM's optimizations off)."""
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True,
+                "xla_cpu_use_fusion_emitters": False}
+"""XLA options that compile fastest and run slower: LLVM's optimizations and XLA:CPU's fusion emitters off."""
+SIMPLE_FUSION = {"xla_cpu_use_fusion_emitters": False}
+"""LLVM's optimizations on, XLA:CPU's fusion emitters off: compiles in about 60% of the time; as fast to run
+until the arrays are large (measured: ``benchmarks/compile_options.py``)."""
 FAST_CHUNK_ELEMENTS = 3_000
-"""Chunks whose inputs (state and data) hold at most this many numbers compile fast under "auto"."""
+"""Chunks whose inputs (state and data) hold at most this many numbers compile with :data:`FAST_COMPILE` under "auto"."""
+SIMPLE_CHUNK_ELEMENTS = 100_000
+"""Chunks with at most this many compile with :data:`SIMPLE_FUSION`, larger ones with XLA's defaults."""
 _COMPILE_MODE: list = ["auto"]
 _EVERY_STEP = ("chunk", "warmup")  # programs that run the sampler's steps (the rest run once)
 
@@ -338,15 +344,17 @@ _EVERY_STEP = ("chunk", "warmup")  # programs that run the sampler's steps (the 
 def set_compile_options(mode: str | Mapping[str, Any]) -> None:
     """How chain programs are compiled.
 
-    "auto" (the default) picks per program from its expected run time: programs that run
-    once (init: one gradient or a few; generated quantities; a batch summary) compile with
-    :data:`FAST_COMPILE`, and so do chunks whose inputs (state and data) hold at most
-    :data:`FAST_CHUNK_ELEMENTS` numbers, where a gradient costs little next to the sampler's
-    own bookkeeping; larger chunks, and fit_many's chunks over datasets (whose draws are
-    kept equal to an unbatched run's within float tolerance), keep XLA's optimizing compile.
-    The choice depends on the shapes alone, so the same call gives the same draws. "default" optimizes every
-    program, "fast" none, a dict gives XLA options for every program. Measured in fresh
-    processes: ``benchmarks/compile_options.py``.
+    "auto" (the default) picks per program from its expected run time. Programs that
+    run once (init: one gradient or a few; generated quantities; a batch summary) compile
+    with :data:`FAST_COMPILE`, and so do chunks whose inputs (state and data) hold at most
+    :data:`FAST_CHUNK_ELEMENTS` numbers, where a gradient costs little next to the
+    sampler's own bookkeeping. Chunks up to :data:`SIMPLE_CHUNK_ELEMENTS` numbers keep
+    LLVM's optimizations but not XLA:CPU's fusion emitters (:data:`SIMPLE_FUSION`), larger
+    ones, and fit_many's chunks over datasets (whose draws are kept equal to an
+    unbatched run's within float tolerance), XLA's defaults. The choice depends on the
+    shapes alone, so the same call gives the same draws. "default" uses XLA's defaults
+    for every program, "fast" :data:`FAST_COMPILE`, a dict gives XLA options for every
+    program. Measured in fresh processes: ``benchmarks/compile_options.py``.
     """
     if not (isinstance(mode, Mapping) or mode in ("auto", "default", "fast")):
         raise ValueError(f"compile options must be 'auto', 'default', 'fast' or a dict of XLA options, got {mode!r}")
@@ -359,10 +367,11 @@ def compiler_options(tag: str, elements: int | None = None) -> dict | None:
     mode = _COMPILE_MODE[0]
     if isinstance(mode, dict):
         return dict(mode)
-    if mode == "auto":
-        small = elements is not None and elements <= FAST_CHUNK_ELEMENTS
-        mode = "default" if tag in _EVERY_STEP and not small else "fast"
-    return dict(FAST_COMPILE) if mode == "fast" else None
+    if mode == "default":
+        return None
+    if mode == "fast" or tag not in _EVERY_STEP or (elements is not None and elements <= FAST_CHUNK_ELEMENTS):
+        return dict(FAST_COMPILE)
+    return dict(SIMPLE_FUSION) if elements is not None and elements <= SIMPLE_CHUNK_ELEMENTS else None
 
 
 def _elements(args) -> int:
@@ -530,7 +539,8 @@ def prepare(program: ChainProgram, layout: Layout, arrays: Mapping[str, np.ndarr
 
 def _described(chunk: _Compiling) -> dict[str, Any]:
     """``fit.timings["compile_options"]``: how the chunk was compiled, and the size that chose it."""
-    return {"chunk": "optimized" if chunk.options is None else "fast" if chunk.options == FAST_COMPILE else "custom",
+    names = {None: "optimized", repr(FAST_COMPILE): "fast", repr(SIMPLE_FUSION): "optimized, simple fusion"}
+    return {"chunk": names.get(None if chunk.options is None else repr(chunk.options), "custom"),
             "chunk_inputs": chunk.elements}
 
 
