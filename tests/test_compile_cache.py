@@ -139,7 +139,7 @@ def test_compiled_programs_are_released_near_the_map_limit(monkeypatch):
 
 
 def test_compile_options_follow_each_programs_expected_run_time():
-    """"auto": programs that run once (init, generated quantities) compile fast, the chunk (run every
+    """"auto": programs that run once (init) compile fast, the chunk (run every
     step) optimized unless its inputs are small (then fast, or without XLA:CPU's fusion emitters);
     the user's mode wins."""
     import bhmjax as bj
@@ -148,7 +148,7 @@ def test_compile_options_follow_each_programs_expected_run_time():
     limit = engine.FAST_CHUNK_ELEMENTS
     try:
         assert engine.compiler_options("init") == engine.FAST_COMPILE
-        assert engine.compiler_options("generate") == engine.FAST_COMPILE
+        assert engine.compiler_options("generate", limit) == engine.FAST_COMPILE
         assert engine.compiler_options("chunk") is None
         assert engine.compiler_options("chunk", limit) == engine.FAST_COMPILE
         assert engine.compiler_options("chunk", limit + 1) == engine.SIMPLE_FUSION

@@ -338,17 +338,17 @@ FAST_CHUNK_ELEMENTS = 3_000
 SIMPLE_CHUNK_ELEMENTS = 100_000
 """Chunks with at most this many compile with :data:`SIMPLE_FUSION`, larger ones with XLA's defaults."""
 _COMPILE_MODE: list = ["auto"]
-_EVERY_STEP = ("chunk", "warmup")  # programs that run the sampler's steps (the rest run once)
+_BY_SIZE = ("chunk", "warmup", "generate")  # programs whose run time grows with their inputs (the rest: one gradient)
 
 
 def set_compile_options(mode: str | Mapping[str, Any]) -> None:
     """How chain programs are compiled.
 
     "auto" (the default) picks per program from its expected run time. Programs that
-    run once (init: one gradient or a few; generated quantities; a batch summary) compile
-    with :data:`FAST_COMPILE`, and so do chunks whose inputs (state and data) hold at most
-    :data:`FAST_CHUNK_ELEMENTS` numbers, where a gradient costs little next to the
-    sampler's own bookkeeping. Chunks up to :data:`SIMPLE_CHUNK_ELEMENTS` numbers keep
+    run once (init: one gradient or a few; a batch summary) compile with
+    :data:`FAST_COMPILE`, and so do chunks (and generated quantities over a block of
+    draws) whose inputs hold at most :data:`FAST_CHUNK_ELEMENTS` numbers, where a
+    gradient costs little next to the sampler's own bookkeeping. Chunks up to :data:`SIMPLE_CHUNK_ELEMENTS` numbers keep
     LLVM's optimizations but not XLA:CPU's fusion emitters (:data:`SIMPLE_FUSION`), larger
     ones, and fit_many's chunks over datasets (whose draws are kept equal to an
     unbatched run's within float tolerance), XLA's defaults. The choice depends on the
@@ -369,7 +369,7 @@ def compiler_options(tag: str, elements: int | None = None) -> dict | None:
         return dict(mode)
     if mode == "default":
         return None
-    if mode == "fast" or tag not in _EVERY_STEP or (elements is not None and elements <= FAST_CHUNK_ELEMENTS):
+    if mode == "fast" or tag not in _BY_SIZE or (elements is not None and elements <= FAST_CHUNK_ELEMENTS):
         return dict(FAST_COMPILE)
     return dict(SIMPLE_FUSION) if elements is not None and elements <= SIMPLE_CHUNK_ELEMENTS else None
 

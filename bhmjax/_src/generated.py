@@ -50,7 +50,7 @@ def apply_generate(key: jax.Array, generate: Callable, draws: Mapping[str, np.nd
         Base key; see the module docstring for the per-draw keys.
     generate : callable
         ``generate(key, values, arrays)``, pure and traceable; one compiled program per
-        function, chunk size and data shapes (:func:`bhmjax._src.engine.compiled`, run once: compiled fast).
+        function, chunk size and data shapes (:func:`bhmjax._src.engine.compiled`, its options chosen by size).
     draws : dict of str -> (chains, draws, *shape)
         The site values ``generate`` reads.
     arrays : dict
