@@ -123,8 +123,9 @@ def agreement_data() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def fits():
     data = agreement_data()
+    # 1,000 warmup steps: at 400 some seeds leave a fit unconverged (R-hat up to 1.06) in every form
     out = {p: bj.Model("y ~ 1 + x + (1 + x | g)", data, parameterization=p).fit(seed=i, marginalize=False,
-                                                                                 **SETTINGS)
+                                                                                 **{**SETTINGS, "warmup": 1000, "draws": 1000})
            for i, p in enumerate(["centered", "noncentered", "auto"])}
     return out
 
@@ -169,16 +170,22 @@ def test_agreement_rejects_a_shifted_posterior(fits):
 
 @pytest.mark.slow
 def test_agreement_rejects_a_missing_jacobian(fits, monkeypatch):
-    """The learned partially centered model (learned again: the same values), its Jacobian dropped,
-    disagrees with the centered fit."""
+    """The partially centered model with its Jacobian dropped (learned again: the broken term pushes
+    the values to centered) fails the checks the agreement test applies: converged (R-hat < 1.02,
+    bulk ESS >= 100) and within 4 MCSE of the fixed forms' fits (centered and non-centered chains
+    together). Its group sds run off to the thousands, so the z of its means alone can stay small
+    (their MCSE is huge); the convergence check is part of the agreement check."""
     learned = np.asarray(fits["auto"].settings["parameterization"]["g"])  # (G, K), per group and column
     assert np.max(learned) > 0, learned  # the Jacobian term scales with the centeredness
     fresh_programs(monkeypatch)  # the same structure must be traced again, with the broken term
     monkeypatch.setattr(models, "group_effects", _without_jacobian(models.group_effects))
     broken = bj.Model("y ~ 1 + x + (1 + x | g)", agreement_data(), parameterization="auto").fit(
-        seed=2, marginalize=False, **SETTINGS)
-    z = agreement_z(_hyper(broken), _hyper(fits["centered"]))
-    assert z.max() > 4, (learned, dict(zip(HYPER, z.round(2))))
+        seed=2, marginalize=False, **{**SETTINGS, "warmup": 1000})
+    reference = np.concatenate([_hyper(fits["centered"]), _hyper(fits["noncentered"])])
+    z = agreement_z(_hyper(broken), reference)
+    table = broken.summary(round_to="none")
+    converged = table["r_hat"].max() < 1.02 and table["ess_bulk"].min() >= 100
+    assert not converged or z.max() > 4, (learned, dict(zip(HYPER, z.round(2))), table)
 
 
 def test_snap_rounds_then_pulls_the_ends_in():

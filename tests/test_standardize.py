@@ -72,7 +72,8 @@ def test_response_near_a_million_fits(x64, marginalize):
     far = bj.Model("y ~ 1 + x + (1 | g)", frame(loc=shift)).fit(**settings)
     near = bj.Model("y ~ 1 + x + (1 | g)", frame(loc=0.0)).fit(**settings)
     table = far.summary(["Intercept", "b", "sd_g", "sigma"])
-    assert table["r_hat"].max() < 1.05 and table["ess_bulk"].min() > 150, table  # 2 x 400 draws: R-hat 1.02 is noise
+    # converged (the suite's bar, as in tests/_stats.assert_converged): 2 x 400 draws, R-hat 1.02 is noise
+    assert table["r_hat"].max() < 1.05 and table["ess_bulk"].min() >= 100, table
     assert far.draws["Intercept"].dtype == np.float64
     assert len(np.unique(far.draws["Intercept"])) > 0.9 * far.draws["Intercept"].size
     for site in ("Intercept", "b", "sd_g", "sigma"):

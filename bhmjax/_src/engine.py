@@ -507,20 +507,23 @@ def prepare(program: ChainProgram, layout: Layout, arrays: Mapping[str, np.ndarr
         keys = place(np.asarray(keys), layout, True) if not program.ensemble else jnp.asarray(keys)
         with_checks = check is not None and program.checks is not None
         # the chunk is lowered from the init's output shapes while XLA compiles the init
-        with ThreadPoolExecutor(max_workers=2) as pool:
+        pool = ThreadPoolExecutor(max_workers=2)
+        try:
             init = _Compiling(pool, "init", _init_fn(program, layout, with_checks)[0],
                               run_key + (program.init_key, with_checks), (keys, device_arrays))
             state_spec = _abstract(init.out_info[0], layout, per_lane=not program.ensemble)
             chunk = _Compiling(pool, "chunk", chunk_fn, run_key, (state_spec, device_arrays, one, one, yes),
                                by_size=not per_lane)
             options = _described(chunk)
-            init, chunk = init.result(), chunk.result()
-        state, valid, checks = init(keys, device_arrays)
-        bad = np.flatnonzero(~np.asarray(to_host(valid)).reshape(-1))
-        if with_checks:  # where the first chain that starts badly (else the first chain) starts
-            lane = int(bad[0]) if bad.size else 0
-            check({k: v[lane] for k, v in to_host(checks).items()})  # indexed on the host: no eager program
-        _refuse_bad_starts(bad)
+            state, valid, checks = init.result()(keys, device_arrays)
+            bad = np.flatnonzero(~np.asarray(to_host(valid)).reshape(-1))
+            if with_checks:  # where the first chain that starts badly (else the first chain) starts
+                lane = int(bad[0]) if bad.size else 0
+                check({k: v[lane] for k, v in to_host(checks).items()})  # indexed on the host: no eager program
+            _refuse_bad_starts(bad)
+            chunk = chunk.result()
+        finally:  # an error found at the start does not wait for the chunk's compile
+            pool.shutdown(wait=False)
     else:
         state = place(state, layout, True) if not program.ensemble else jax.tree.map(jnp.asarray, state)
         with ThreadPoolExecutor(max_workers=1) as pool:
