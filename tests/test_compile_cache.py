@@ -222,3 +222,19 @@ def test_nested_watch_blocks_each_keep_their_log():
         assert inner and inner == outer  # equal logs, distinct blocks
         jax.jit(lambda x: x * 5.0 - 2.0)(jnp.arange(4.0))
     assert len(outer) > len(inner)
+
+
+def test_options_this_xla_does_not_know_are_left_out():
+    """An option another jaxlib lacks (jax 0.12 has no ``xla_cpu_use_fusion_emitters``) is dropped
+    with the rest kept, not an error; a bad value of a known option still raises."""
+    import jax
+    import jax.numpy as jnp
+
+    from bhmjax._src import engine
+
+    lowered = jax.jit(lambda x: x + 1).lower(jnp.zeros(3))
+    exe = engine._compile(lowered, {"xla_backend_optimization_level": 0, "xla_no_such_option_here": True})
+    assert float(exe(jnp.zeros(3))[0]) == 1.0
+    assert "xla_no_such_option_here" in engine._UNKNOWN_OPTIONS
+    with pytest.raises(Exception):  # noqa: B017 - jaxlib's own error type
+        engine._compile(lowered, {"xla_backend_optimization_level": "not a level"})

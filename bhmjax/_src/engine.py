@@ -18,6 +18,7 @@ not depend on the chunking: every step's randomness comes from the state.
 
 from __future__ import annotations
 
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -405,7 +406,7 @@ class _Compiling:
         if self.exe is None:
             release_if_near_map_limit()
             self.lowered = jax.jit(fn).lower(*args)
-            self.future = pool.submit(self.lowered.compile, compiler_options=self.options)
+            self.future = pool.submit(_compile, self.lowered, self.options)
 
     @property
     def out_info(self):
@@ -418,6 +419,22 @@ class _Compiling:
             _EXECUTABLES[self.full] = self.exe
             _COMPILES[self.tag] = _COMPILES.get(self.tag, 0) + 1
         return self.exe
+
+
+_UNKNOWN_OPTIONS: set[str] = set()  # options this jaxlib's XLA does not have (an older one), left out
+
+
+def _compile(lowered, options: dict | None):
+    """``lowered.compile`` with ``options``, less any this XLA does not know (it names them one at a time)."""
+    while True:
+        known = None if options is None else {k: v for k, v in options.items() if k not in _UNKNOWN_OPTIONS}
+        try:
+            return lowered.compile(compiler_options=known)
+        except Exception as err:  # noqa: BLE001 - jaxlib raises its own runtime error type
+            unknown = re.search(r"No such compile option: '([^']+)'", str(err))
+            if unknown is None or unknown.group(1) in _UNKNOWN_OPTIONS:
+                raise
+            _UNKNOWN_OPTIONS.add(unknown.group(1))
 
 
 def _abstract(tree, layout: Layout, per_lane: bool):
