@@ -386,17 +386,16 @@ def compiled(tag: str, fn: Callable, key: tuple, *args) -> Callable:
     and to choose XLA options per program: :func:`compiler_options`). ``key`` names what ``fn`` computes beyond its
     arguments' shapes (program, layout, buffer length). ``args`` may be ``jax.ShapeDtypeStruct``.
     """
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return _Compiling(pool, tag, fn, key, args).result()
+    return _Compiling(None, tag, fn, key, args).result()
 
 
 class _Compiling:
     """An executable on its way: fetched from the in-process cache, or lowered here and compiled on
-    ``pool``'s thread (XLA releases the GIL), so the caller can trace and lower the next program
-    meanwhile. Tracing stays on the caller's thread: NumPyro's effect handlers are process-wide,
-    so models are never traced concurrently."""
+    ``pool``'s thread (XLA releases the GIL; here when ``pool`` is None), so the caller can trace and
+    lower the next program meanwhile. Tracing stays on the caller's thread: NumPyro's effect handlers
+    are process-wide, so models are never traced concurrently."""
 
-    def __init__(self, pool: ThreadPoolExecutor, tag: str, fn: Callable, key: tuple, args: tuple,
+    def __init__(self, pool: ThreadPoolExecutor | None, tag: str, fn: Callable, key: tuple, args: tuple,
                  by_size: bool = True) -> None:
         self.tag, self.full = tag, (tag, key, _signature(args), repr(_COMPILE_MODE[0]))
         self.elements = _elements(args)
@@ -406,7 +405,8 @@ class _Compiling:
         if self.exe is None:
             release_if_near_map_limit()
             self.lowered = jax.jit(fn).lower(*args)
-            self.future = pool.submit(_compile, self.lowered, self.options)
+            self.future = (pool.submit(_compile, self.lowered, self.options) if pool is not None
+                           else _Done(_compile(self.lowered, self.options)))
 
     @property
     def out_info(self):
@@ -421,7 +421,16 @@ class _Compiling:
         return self.exe
 
 
-_UNKNOWN_OPTIONS: set[str] = set()  # options this jaxlib's XLA does not have (an older one), left out
+class _Done(NamedTuple):
+    """A compile already finished (on the caller's thread), shaped like a future."""
+
+    exe: Any
+
+    def result(self) -> Any:
+        return self.exe
+
+
+_UNKNOWN_OPTIONS: set[str] = set()  # options this jaxlib's XLA does not have (another version), left out
 
 
 def _compile(lowered, options: dict | None):
@@ -543,11 +552,10 @@ def prepare(program: ChainProgram, layout: Layout, arrays: Mapping[str, np.ndarr
             pool.shutdown(wait=False)
     else:
         state = place(state, layout, True) if not program.ensemble else jax.tree.map(jnp.asarray, state)
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            chunk = _Compiling(pool, "chunk", chunk_fn, run_key, (state, device_arrays, one, one, yes),
-                               by_size=not per_lane)
-            options = _described(chunk)
-            chunk = chunk.result()
+        chunk = _Compiling(None, "chunk", chunk_fn, run_key, (state, device_arrays, one, one, yes),
+                           by_size=not per_lane)
+        options = _described(chunk)
+        chunk = chunk.result()
     jax.block_until_ready(state)
     lanes = layout.lanes
     run = Run(program, layout, device_arrays, state, chunk, buffer_len,
