@@ -23,7 +23,7 @@ from bhmjax._src import compiles
 from bhmjax._src import data as data_lib
 from bhmjax._src import engine
 from bhmjax._src.config import build_config, check_keywords, positive_int
-from bhmjax._src.models import all_groups, row_keys, site_order
+from bhmjax._src.models import all_groups, row_keys
 from bhmjax._src.precision import x64_mode
 from bhmjax._src.reparam import AUTO, PER_GROUP
 from bhmjax._src.sampling import nuts_program
@@ -51,6 +51,7 @@ class _Dataset:
     order: list = field(default_factory=list)
     internal: tuple = ()
     error: str | None = None
+    request: RunRequest | None = None  # a formula dataset's request (rows, reduction, settings) for its Fit
 
 
 @dataclass
@@ -64,6 +65,7 @@ class _Bucket:
     axes: dict
     timings: dict
     diagnostics: dict = field(default_factory=dict)
+    hidden: tuple = ()  # sampler-internal sites (non-centered twins): no summary shows them, none computed
 
     def locate(self, j: int) -> tuple[dict, dict, int]:
         """The draws and stats of the chunk holding member ``j``, and its row there."""
@@ -76,7 +78,8 @@ class _Bucket:
 
     def summary(self, prob: float) -> dict:
         """Per site, every member's summary statistics (vmapped over each chunk's datasets)."""
-        tables = [core.batch_summary(values, prob, _summary_width(values)) for values, _ in self.parts]
+        shown = [{k: v for k, v in values.items() if k not in self.hidden} for values, _ in self.parts]
+        tables = [core.batch_summary(values, prob, _summary_width(values)) for values in shown]
         return {site: {k: np.concatenate([t[site][k] for t in tables]) for k in tables[0][site]}
                 for site in tables[0]}
 
@@ -98,24 +101,25 @@ def _refuse_learned_centeredness(parameterization: Any) -> None:
                          "and read its model.centeredness.")
 
 
-def _formula_datasets(formula, datasets, family, model_kwargs, x64) -> tuple[list[_Dataset], core.PadSpec]:
-    out, spec = [], None
+def _formula_datasets(formula, datasets, family, model_kwargs, config, reduce) -> tuple[list[_Dataset], core.PadSpec]:
+    """Each dataset's model and the data its sampler runs on, as ``Model.fit`` would run it
+    (standardized; reduced exactly wherever a reduction exists, ``reduce="auto"``: padded
+    to one shape, fewer rows always cost less), and the padding of them all."""
+    out, rows, k = [], {}, None
     for label, frame in datasets:
         try:
             m = Model(formula, frame, family, **model_kwargs)
+            request = m.run_request(config, reduce=reduce, marginalize=False, progress=False, pays_only=False)
         except (ValueError, TypeError) as err:
             out.append(_Dataset(label, error=f"model could not be built: {err}"))
             continue
-        arrays, static = data_lib.split_data(m.model_data(x64=x64))
-        names, coords, dims = m.names()
-        order = site_order(m.spec.structure)
-        internal = tuple(k for k, v in names.items() if all(n is None for n in v))
-        out.append(_Dataset(label, m.numpyro_model, arrays, static, dict(names=names, coords=coords, dims=dims),
-                            m.spec, order, internal))
-        if spec is None:
-            k = len(m.spec.groups)
-            spec = core.PadSpec(rows=row_keys(m.spec.structure, arrays), row_count="N", observed=("y",),
-                                groups=tuple((f"G_{i}", (f"codes_{i}",)) for i in range(k)))
+        labels = dict(names=request.names, coords=request.coords, dims=request.dims)
+        out.append(_Dataset(label, request.model, request.arrays, request.static, labels, m.spec,
+                            list(request.order), request.internal, request=request))
+        rows.update(dict.fromkeys(row_keys(m.spec.structure, request.arrays)))
+        k = len(m.spec.groups)
+    spec = None if k is None else core.PadSpec(rows=tuple(rows), row_count="N", observed=("y",),
+                                               groups=tuple((f"G_{i}", (f"codes_{i}",)) for i in range(k)))
     return out, spec
 
 
@@ -159,7 +163,8 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
              rows: Sequence[str] | None = None, groups: Mapping[str, Sequence[str]] | None = None,
              devices: Any = "all", batch_size: int | None = None, min_rows: int = 8, min_groups: int = 2,
              memory_fraction: float = 0.5, progress: bool = False, checkpoint: str | os.PathLike | None = None,
-             out: str | os.PathLike | None = None, buckets: str = "auto", **model_kwargs) -> FitCollection:
+             out: str | os.PathLike | None = None, buckets: str = "auto", reduce: Any = "auto",
+             **model_kwargs) -> FitCollection:
     """Fit one model to many datasets in one compiled program per shape bucket.
 
     Parameters
@@ -196,6 +201,13 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
     out : path, optional
         Stream the draws to disk, one folder per compiled call; the fits' draws are
         read-only memory maps of those files (see :mod:`bhmjax.stream`).
+    reduce : "auto", True or False
+        Formula models: the exact data reduction of ``bj.Model.fit(reduce=...)``, per
+        dataset. "auto" reduces every dataset that has one (even where it saves little:
+        one program runs them all, and a reduction never has more rows than the data),
+        True insists (a dataset without one is not fitted), False samples on the rows.
+        The fits keep their rows (for LOO and predictions); ``fits[i].settings["reduction"]``
+        says what was done.
     **model_kwargs : passed to ``bj.Model`` (priors, parameterization, ...).
 
     Returns
@@ -221,6 +233,8 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
                          "folder already. Use one of them.")
     if buckets not in ("auto", "pow2"):
         raise ValueError(f"buckets must be 'auto' or 'pow2', got {buckets!r}")
+    if not (isinstance(reduce, bool) or reduce == "auto"):
+        raise ValueError(f"reduce must be 'auto', True or False, got {reduce!r}")
     config = build_config(chains=chains, warmup=warmup, draws=draws, seed=seed, thin=thin,
                           target_accept=target_accept, max_tree_depth=max_tree_depth, dense_mass=dense_mass,
                           adaptation=adaptation, init_strategy=init_strategy, keep=keep, drop=drop, x64=x64,
@@ -238,7 +252,7 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
                 if value is not None:  # the model's own terms, given as keywords (the formula may lack them)
                     model_kwargs.setdefault(key, value)
         _refuse_learned_centeredness(model_kwargs.get("parameterization"))
-        prepared, spec = _formula_datasets(formula, items, family, model_kwargs, config.x64)
+        prepared, spec = _formula_datasets(formula, items, family, model_kwargs, config, reduce)
     elif callable(model):
         prepared, spec = _plain_datasets(model, items, rows, groups)
     else:
@@ -346,7 +360,7 @@ def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, c
         d = prepared[i]
         b = ("equal",) if spec is None else base[i]
         padded[i] = (d.arrays, d.static) if spec is None else core.pad(d.arrays, d.static, spec, b)
-        keys.setdefault((d.model, b), []).append(i)
+        keys.setdefault((d.model, tuple(sorted(d.arrays)), b), []).append(i)  # reduced or not: other arrays
         if spec is not None:
             true_units += core.units(core.shape_of(d.arrays, d.static, spec))
             padded_units += core.units(b)
@@ -355,7 +369,7 @@ def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, c
     chains = config.chains
     buckets, info = [], {"compile_s": 0.0, "warmup_s": 0.0, "sampling_s": 0.0, "batch_sizes": []}
     with Progress(progress, len(ok), "fit_many") as bar:
-        for number, ((model, b), members) in enumerate(keys.items()):
+        for number, ((model, _, b), members) in enumerate(keys.items()):
             first_arrays, first_static = padded[members[0]]
             wrapped = model if spec is None else core.masked_model(model, spec.observed)
             trace = model_trace(wrapped, first_arrays, first_static)
@@ -384,7 +398,7 @@ def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, c
             axes = {} if spec is None else core.group_axes(wrapped, first_arrays, first_static,
                                                            [g for g, _ in spec.groups])
             bucket = _Bucket(b, members, parts, jax.tree.map(lambda *xs: np.concatenate(xs), *grads), axes,
-                             {"compile": compile_s})
+                             {"compile": compile_s}, hidden=prepared[members[0]].internal)
             bucket.diagnostics = bucket.summary(0.94)
             buckets.append(bucket)
     info["buckets"] = [bk.key for bk in buckets]
@@ -490,8 +504,10 @@ class FitCollection:
         bk = self._buckets[b]
         values, stats, row = bk.locate(j)
         draws = {k: _trim(v[row], bk.axes.get(k, {}), d.static, 2) for k, v in values.items()}
-        request = RunRequest(model=d.model, arrays=d.arrays, static=d.static, config=self.config, spec=d.spec,
-                             order=tuple(d.order), internal=d.internal, **{k: dict(v) for k, v in d.labels.items()})
+        request = d.request
+        if request is None:  # a NumPyro model's dataset
+            request = RunRequest(model=d.model, arrays=d.arrays, static=d.static, config=self.config, spec=d.spec,
+                                 order=tuple(d.order), internal=d.internal, **{k: dict(v) for k, v in d.labels.items()})
         fit = make_fit(request, draws, {k: v[row] for k, v in stats.items()},
                        timings={"compile": 0.0, "warmup": 0.0, "sampling": 0.0},
                        grads={k: int(v[j]) for k, v in bk.grads.items()}, state=None, chain_method="batched",
@@ -525,7 +541,7 @@ class FitCollection:
             for j, i in enumerate(bk.members):
                 fit, d = self[i], self._data[i]
                 names, values = [], {c: [] for c in cols}
-                for site in fit.draws:
+                for site in (s for s in fit.draws if s not in bk.hidden):
                     shown = [n for n in fit.site_names(site)]
                     keep = [k for k, n in enumerate(shown) if n is not None]
                     names += [shown[k] for k in keep]

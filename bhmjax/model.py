@@ -247,13 +247,15 @@ class Model:
         return runner.execute(self.run_request(config, reduce=reduce, marginalize=marginalize, **labels, **sinks))
 
     def run_request(self, config, *, reduce: Any = "auto", marginalize: Any = "auto", coords=None, dims=None,
-                    names=None, checkpoint=None, out=None, progress: bool = True):
+                    names=None, checkpoint=None, out=None, progress: bool = True, pays_only: bool = True):
         """What :meth:`fit` runs: a :class:`~bhmjax.runner.RunRequest` for ``config`` (a RunConfig).
 
         Everything the Fit holds comes from here (spec, the rows, the data the sampler
         runs on (standardized, reduced, with the basis of an integrated grouping), names,
         site order, pre-pass seconds), so a checkpoint resumed from this model's record
-        gives the Fit of an uninterrupted run.
+        gives the Fit of an uninterrupted run. ``pays_only=False``: with ``reduce="auto"``,
+        reduce wherever an exact reduction exists (``fit_many``: one program for every
+        dataset, and a reduction never has more rows than the data).
         """
         from dataclasses import replace
 
@@ -267,7 +269,8 @@ class Model:
         model_names, model_coords, model_dims = self.names()
         internal = tuple(k for k, v in model_names.items() if all(n is None for n in v))
         data = self.model_data(x64=config.x64)
-        sampled, reduced = self.sampling_data(x64=config.x64, reduce=reduce, marginalize=marginal is not None)
+        sampled, reduced = self.sampling_data(x64=config.x64, reduce=reduce, marginalize=marginal is not None,
+                                              pays_only=pays_only)
         structure = marginalize_lib.marginal_structure(self.spec.structure, marginal)
         reduction = None
         if reduced:  # the posterior is the row-level one; the fit keeps the rows for LOO and predictions
@@ -315,8 +318,8 @@ class Model:
         """The response's addition terms that change the likelihood of a row (weights, censoring)."""
         return tuple(k for k in ("weights", "cens") if getattr(self.spec.formula, k) is not None)
 
-    def sampling_data(self, *, x64: bool = False, reduce: Any = "auto",
-                      marginalize: Any = "auto") -> tuple[dict[str, Any], bool]:
+    def sampling_data(self, *, x64: bool = False, reduce: Any = "auto", marginalize: Any = "auto",
+                      pays_only: bool = True) -> tuple[dict[str, Any], bool]:
         """The data the sampler runs on, and whether the rows were reduced.
 
         The model data, standardized for gaussian models (``bhmjax._src.standardize``),
@@ -324,7 +327,7 @@ class Model:
         :meth:`reduced_data`), with the basis of the integrated grouping when
         ``marginalize`` picks one (see :meth:`fit`); built in float64, returned in the
         sampling precision. Call ``build_model(marginal_structure(...))`` on it, as
-        :meth:`fit` does.
+        :meth:`fit` does. ``pays_only``: as in :meth:`reduced_data`.
         """
         from bhmjax._src import reduce as exact
 
@@ -334,7 +337,7 @@ class Model:
         if marginal is not None and len(structure.groups) == 1 and reduce:  # every group's rows as k pseudo rows
             reduced = exact.block_gaussian_data(data, structure.intercept)
         else:
-            reduced = self.reduced_data(data) if reduce else None
+            reduced = self.reduced_data(data, pays_only=pays_only) if reduce else None
         if reduce is True and reduced is None:
             raise ValueError("reduce=True, but this model has no exact reduction that pays: it needs the "
                              "gaussian family and far fewer cells of group levels than rows, or a "
@@ -394,7 +397,7 @@ class Model:
             return "counts"
         return "rows" if family.discrete else None
 
-    def reduced_data(self, data: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    def reduced_data(self, data: dict[str, Any] | None = None, pays_only: bool = True) -> dict[str, Any] | None:
         """The model data with rows compressed to exact sufficient statistics, or None.
 
         * gaussian: rows that share every group level become at most rank(W'W)
@@ -416,7 +419,7 @@ class Model:
         Either way the posterior is the row-level one and a gradient costs O(cells)
         instead of O(rows). None for continuous responses other than gaussian (their
         rows rarely repeat), or when the cells are not well under the rows
-        (continuous covariates, say; see ``bhmjax._src.reduce``).
+        (continuous covariates, say; see ``bhmjax._src.reduce``) and ``pays_only``.
         """
         from bhmjax._src import reduce as exact
 
@@ -425,10 +428,10 @@ class Model:
             return None
         data = self.model_data() if data is None else data
         if kind == "gaussian":
-            return exact.reduce_gaussian_data(data, self.spec.structure.intercept, len(self.spec.groups))
+            return exact.reduce_gaussian_data(data, self.spec.structure.intercept, len(self.spec.groups), pays_only)
         if kind == "counts":
-            return exact.reduce_count_data(data, self.spec.family.name, len(self.spec.groups))
-        return exact.merge_identical_rows(data, row_keys(self.spec.structure, data))
+            return exact.reduce_count_data(data, self.spec.family.name, len(self.spec.groups), pays_only)
+        return exact.merge_identical_rows(data, row_keys(self.spec.structure, data), pays_only)
 
     # ------------------------------------------------------------------ files
 

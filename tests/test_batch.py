@@ -287,6 +287,34 @@ def test_formula_datasets_and_failed(formula_fits):
         fits["one_group"]
 
 
+def test_formula_datasets_run_on_their_exact_reduction():
+    """fit_many reduces each formula dataset exactly (y ~ 1 + x + (1 | g): two pseudo rows a group), pads the
+    pseudo rows, and gives the posterior of the rows: it agrees with fit_many on the rows, and each fit keeps
+    its rows for the log-likelihood."""
+    rng = np.random.default_rng(11)
+    frames = []
+    for n, k in [(240, 6), (90, 5), (150, 8)]:
+        g = np.arange(n) % k
+        x = rng.normal(size=n)
+        frames.append({"y": 1.0 + 0.5 * x + rng.normal(0, 0.7, k)[g] + rng.normal(size=n), "x": x, "g": g})
+    opts = dict(chains=2, warmup=300, draws=500, devices=None, seed=4)
+    reduced = bj.fit_many("y ~ 1 + x + (1 | g)", frames, **opts)
+    rows = bj.fit_many("y ~ 1 + x + (1 | g)", frames, reduce=False, **opts)
+    assert reduced.buckets[0][0] == 16 and rows.buckets[0][0] == 256  # 2 x 8 pseudo rows vs 240 rows
+    for i, frame in enumerate(frames):
+        fit = reduced[i]
+        assert fit.settings["reduction"] == {"kind": "gaussian", "rows": len(frame["y"]),
+                                             "pseudo_rows": 2 * len(set(frame["g"]))}
+        assert "reduction" not in rows[i].settings
+        assert fit.log_likelihood().shape == (2, 500, len(frame["y"]))
+        for site in ("Intercept", "b", "sigma", "sd_g", "r_g"):
+            a, b = fit.draws[site], rows[i].draws[site]
+            z = np.atleast_1d(agreement_z(a.reshape(*a.shape[:2], -1), b.reshape(*b.shape[:2], -1)))
+            assert (z < 4).all(), (i, site, z.round(2))
+    with pytest.raises(ValueError, match="reduce must be 'auto', True or False"):
+        bj.fit_many("y ~ 1 + x + (1 | g)", frames, reduce="yes", **opts)
+
+
 def _worst(table, fit) -> tuple[float, float, int]:
     """Max R-hat, min bulk/tail ESS (from the collection's summary rows) and divergences of a fit."""
     return float(table["r_hat"].max()), float(table[["ess_bulk", "ess_tail"]].to_numpy().min()), int(

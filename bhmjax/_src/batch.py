@@ -168,11 +168,14 @@ def plan_buckets(shapes: Sequence[tuple], steps: int, compile_s: float = COMPILE
 
 def pad(arrays: Mapping[str, np.ndarray], static: Mapping[str, Any], spec: PadSpec,
         bucket: tuple) -> tuple[dict, dict]:
-    """Pad one dataset to ``bucket``: row arrays repeat row 0, a row mask is added."""
+    """Pad one dataset to ``bucket``: row arrays repeat row 0, a row mask is added.
+
+    Row arrays of ``spec`` the dataset lacks are skipped (one dataset's exact reduction
+    adds ``Intercept_col``, another's weights)."""
     rows, groups = bucket
     n = int(np.shape(arrays[spec.rows[0]])[0])
     out = dict(arrays)
-    for name in spec.rows:
+    for name in (r for r in spec.rows if r in arrays):
         a = np.asarray(arrays[name])
         out[name] = np.concatenate([a, np.repeat(a[:1], rows - n, axis=0)]) if rows > n else a
     out[MASK] = np.arange(rows) < n

@@ -228,17 +228,18 @@ def _pseudo_data(data: dict, pseudo: PseudoRows, intercept: bool, x_mean, widths
     return out
 
 
-def reduce_gaussian_data(data: dict, intercept: bool, num_terms: int) -> dict | None:
+def reduce_gaussian_data(data: dict, intercept: bool, num_terms: int, pays_only: bool = True) -> dict | None:
     """Formula-model data (see ``models.py``) with its rows replaced by pseudo rows.
 
-    Returns None when the compression would not pay (see :func:`worth_reducing`).
+    Returns None when the compression would not pay (see :func:`worth_reducing`) and
+    ``pays_only``; there are never more pseudo rows than rows.
     The result is the same model's data: ``Intercept_col`` carries the intercept's
     pseudo feature, ``X`` keeps ``X_mean`` added back (the model centres it again),
     and ``reduction:rss`` / ``reduction:dropped`` feed the likelihood's correction.
     """
     w, codes, x_mean, widths = _features(data, intercept, num_terms)
     num_cells = len(np.unique(codes, axis=0)) if num_terms else 1
-    if not worth_reducing(len(w), num_cells, w.shape[1]):
+    if pays_only and not worth_reducing(len(w), num_cells, w.shape[1]):
         return None
     pseudo = gaussian_pseudo_rows(np.asarray(data["y"], np.float64), w, codes)
     return _pseudo_data(data, pseudo, intercept, x_mean, widths)
@@ -283,7 +284,7 @@ def aggregate_counts(y: np.ndarray, trials: np.ndarray | None, features: np.ndar
     return total, size, unique[:, :k], unique[:, k:].astype(np.int32)
 
 
-def reduce_count_data(data: dict, family: str, num_terms: int) -> dict | None:
+def reduce_count_data(data: dict, family: str, num_terms: int, pays_only: bool = True) -> dict | None:
     """Formula-model data (see ``models.py``) with rows summed into one count per cell.
 
     A cell is a unique combination of the population design row ``X``, every
@@ -295,7 +296,8 @@ def reduce_count_data(data: dict, family: str, num_terms: int) -> dict | None:
     the cell), added to the log rate inside the likelihood only. ``X_mean`` and the
     priors are kept, so the parameters mean what they mean on the rows.
 
-    Returns None when the cells are not well under the rows (see :func:`worth_reducing`).
+    Returns None when the cells are not well under the rows (see :func:`worth_reducing`)
+    and ``pays_only``.
     """
     if family not in COUNT_FAMILIES:
         raise ValueError(f"no count aggregation for the {family!r} family; it applies to {COUNT_FAMILIES}.")
@@ -308,7 +310,7 @@ def reduce_count_data(data: dict, family: str, num_terms: int) -> dict | None:
              else np.zeros((n, 0), np.int64))
     trials = np.asarray(data["trials"], np.float64) if family == "binomial" else None
     total, size, unique, ucodes = aggregate_counts(y, trials, features, codes)
-    if not worth_reducing(n, len(total), 1):
+    if pays_only and not worth_reducing(n, len(total), 1):
         return None
     f = np.asarray(data["y"]).dtype
     out = dict(data)
@@ -338,21 +340,21 @@ def worth_reducing(num_rows: int, num_cells: int, k: int) -> bool:
     return num_cells * k < 0.5 * num_rows
 
 
-def merge_identical_rows(data: dict, rows: tuple[str, ...]) -> dict | None:
+def merge_identical_rows(data: dict, rows: tuple[str, ...], pays_only: bool = True) -> dict | None:
     """Formula-model data with identical rows merged into one, weighted by their number.
 
     Rows are identical when every array in ``rows`` (the response, designs, codes,
     offsets, censoring; see ``models.row_keys``) agrees. The merged row's weight is the
     sum of the rows' weights (1 each without ``weights``), and the model multiplies each
     row's log-likelihood by its weight, so the log density is the row-level one for any
-    likelihood. Returns None when the merged rows are not well under the rows.
+    likelihood. Returns None when the merged rows are not well under the rows and ``pays_only``.
     """
     n = int(data["N"])
     keyed = [k for k in rows if k != "weights"]
     keys = np.concatenate([np.asarray(data[k], np.float64).reshape(n, -1) for k in keyed], axis=1)
     _, first, cell = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     cell = cell.reshape(-1)
-    if not worth_reducing(n, len(first), 1):
+    if pays_only and not worth_reducing(n, len(first), 1):
         return None
     weights = np.asarray(data["weights"], np.float64) if "weights" in data else np.ones(n)
     out = dict(data)
