@@ -2,8 +2,10 @@
 
 ``python -m benchmarks.batch many``  1,000 small hierarchical datasets: bj.fit_many against a
                                      Python loop of NumPyro MCMC runs (timed on a subset).
-``python -m benchmarks.batch big``   one model with G=100,000 groups and N=1,000,000 rows,
-                                     draws streamed to disk: seconds per 1,000 draws, peak memory.
+``python -m benchmarks.batch big [gaussian|bernoulli]``  issue #17: y ~ 1 + x + (1 + x | store),
+                                     100,000 stores, 1,000,000 rows, 4 chains x 1,000 + 1,000:
+                                     R-hat, ESS, divergences, wall time, peak memory; nutpie at a
+                                     reduced size where installed (gaussian).
 ``python -m benchmarks.batch cache`` the same small fit in two fresh processes: the second
                                      one finds the XLA executables in the persistent cache.
 
@@ -120,37 +122,87 @@ def bench_many(num=300, loop_subset=10, chains=4, warmup=200, draws=200) -> None
 # ---------------------------------------------------------------- very many groups
 
 
-def bench_big(groups=100_000, rows=1_000_000, warmup=200, draws=200, out="/tmp/bhmjax_big",
-              max_tree_depth=7) -> None:
-    import pandas as pd
+BIG_FORMULA = "y ~ 1 + x + (1 + x | store)"
+BIG_HYPER = ("Intercept", "b", "sd_store", "cor_store", "sigma")
 
-    import bhmjax as bj
+
+def big_data(family: str = "gaussian", groups: int = 100_000, rows: int = 1_000_000):
+    """Issue #17's stores: every store has a row, the rest spread at random (about 10 rows a
+    store, 1 to ~30), effects with sds 0.5 and 0.3. Gaussian: a continuous x. Bernoulli: x a
+    0/1 treatment, so a store's rows sum into at most two binomial cells (count aggregation)."""
+    import pandas as pd
 
     rng = np.random.default_rng(1)
     store = np.concatenate([np.arange(groups), rng.integers(0, groups, rows - groups)])
-    x = rng.normal(size=rows)
-    r = rng.normal(0, [0.5, 0.3], (groups, 2))
-    y = 1.0 + 0.5 * x + r[store, 0] + r[store, 1] * x + rng.normal(0, 1.0, rows)
-    df = pd.DataFrame({"y": y, "x": x, "store": store})
+    if family == "gaussian":
+        x = rng.normal(size=rows)
+        r = rng.normal(0, [0.5, 0.3], (groups, 2))
+        y = 1.0 + 0.5 * x + r[store, 0] + r[store, 1] * x + rng.normal(0, 1.0, rows)
+    elif family == "bernoulli":
+        x = rng.integers(0, 2, rows).astype(np.float64)
+        r = rng.normal(0, [0.5, 0.3], (groups, 2))
+        eta = -0.5 + 0.8 * x + r[store, 0] + r[store, 1] * x
+        y = (rng.random(rows) < 1.0 / (1.0 + np.exp(-eta))).astype(np.float64)
+    else:
+        raise ValueError(f"big_data: family 'gaussian' or 'bernoulli', got {family!r}")
+    return pd.DataFrame({"y": y, "x": x, "store": store})
+
+
+def bench_big(family: str = "gaussian", groups: int = 100_000, rows: int = 1_000_000, iterations: int = 1000,
+              nutpie_groups: int = 5_000) -> None:
+    """Issue #17's configuration: ``y ~ 1 + x + (1 + x | store)``, 4 chains x 1,000 + 1,000, the library's
+    defaults and one documented setting (``drop`` the per-store draws, 3.2 GB at this size; draw them
+    afterwards with ``bj.marginal_effects`` where integrated). Records R-hat, ESS, divergences, wall
+    time of the whole call and peak memory; then nutpie (when installed: run this under the ``peers``
+    environment) on the same model at ``nutpie_groups`` stores (rows in proportion), said in the result."""
+    import bhmjax as bj
+
+    frame = big_data(family, groups, rows)
+    rss_data = _peak_rss_gib()
     t0 = time.perf_counter()
-    model = bj.Model("y ~ 1 + x + (1 + x | store)", data=df)
-    build_s = time.perf_counter() - t0
-    fit = model.fit(chains=1, warmup=warmup, draws=draws, keep=["sd_store", "cor_store", "Intercept", "b",
-                                                                   "sigma"],
-                    out=out, chunk_size=10, progress=True, max_tree_depth=max_tree_depth)
-    t = fit.timings
-    steps = fit.num_grad_evals
-    _save("big_groups", {
-        "groups": groups, "rows": rows, "chains": 1, "max_tree_depth": max_tree_depth, "warmup": warmup, "draws": draws,
-        "model_build_s": round(build_s, 1), "compile_s": round(t["compile"], 1),
-        "warmup_s": round(t["warmup"], 1), "sampling_s": round(t["sampling"], 1),
-        "seconds_per_1000_draws": round(1000 * t["sampling"] / draws, 1),
-        "seconds_per_1000_iterations_incl_warmup": round(1000 * (t["warmup"] + t["sampling"]) / (warmup + draws), 1),
-        "grad_evals": steps, "mean_tree_depth": float(np.mean(fit.stats["tree_depth"])),
-        "divergences": int(np.sum(fit.stats["diverging"])),
-        "peak_rss_gib": round(_peak_rss_gib(), 2), "out": out,
-        "summary": fit.summary().round(3).to_dict(orient="index"),
-    })
+    model = bj.Model(BIG_FORMULA, frame, family=family)
+    drop = ["r_store"] if family == "gaussian" else ["r_store", "z_store"]
+    fit = model.fit(chains=4, warmup=iterations, draws=iterations, seed=0, progress=False, drop=drop)
+    wall = time.perf_counter() - t0
+    hyper = fit.summary(var_names=[s for s in BIG_HYPER if s in fit.draws])
+    ess = float(hyper["ess_bulk"].min())
+    result = {
+        "model": BIG_FORMULA, "family": family, "groups": groups, "rows": rows, "chains": 4,
+        "warmup": iterations, "draws": iterations, "setting": f"drop={drop}",
+        "marginalized": fit.settings.get("marginalized"), "reduction": fit.settings.get("reduction"),
+        "wall_s": round(wall, 1), "timings": {k: round(v, 2) for k, v in fit.timings.items() if isinstance(v, float)},
+        "grad_evals": dict(fit.num_grad_evals), "mean_tree_depth": float(np.mean(fit.stats["tree_depth"])),
+        "divergences": int(np.sum(fit.stats["diverging"])), "max_r_hat": float(hyper["r_hat"].max()),
+        "min_ess_bulk": ess, "ess_per_s": round(ess / wall, 2),
+        "peak_rss_gib": round(_peak_rss_gib(), 2), "rss_after_data_gib": round(rss_data, 2),
+        "load": os.getloadavg(), "summary": hyper.round(4).to_dict(orient="index")}
+    print(hyper.round(3), flush=True)
+    _save(f"big_groups_{family}", result)
+    if family == "gaussian":
+        _save(f"big_groups_{family}", {**result, "nutpie": _big_nutpie(nutpie_groups, rows * nutpie_groups // groups,
+                                                                         iterations, ess / wall)})
+
+
+def _big_nutpie(groups: int, rows: int, iterations: int, ours_ess_per_s: float) -> dict:
+    """nutpie on the PyMC twin of the same model (``benchmarks.peers``), at a reduced size."""
+    from . import peers
+    from .common import ess_stats
+
+    have = peers.available()
+    if any(have[k] == "not installed" or have[k].startswith("broken") for k in ("pymc", "nutpie")):
+        return {"status": f"nutpie: {have['nutpie']}; pymc: {have['pymc']} (run under .venv-peers)"}
+    import bhmjax as bj
+
+    model = bj.Model(BIG_FORMULA, big_data("gaussian", groups, rows))
+    settings = dict(chains=4, warmup=iterations, draws=iterations, seed=0)
+    res = peers.sample_peer("nutpie", peers.pymc_formula_model(model), settings, list(BIG_HYPER))
+    ess = ess_stats(res["draws"])
+    per_s = ess["min_ess_bulk"] / res["wall_s"]
+    return {"status": "ok", "version": have["nutpie"], "groups": groups, "rows": rows,
+            "note": f"reduced size: {groups:,} stores and {rows:,} rows (the full model cannot finish here)",
+            "wall_s": round(res["wall_s"], 1), "gradients": res["gradients"],
+            "raw_gradient_ms": res["raw_gradient_ms"], "divergences": res["divergences"], **ess,
+            "ess_per_s": round(per_s, 3), "bhmjax_full_size_over_nutpie_reduced": round(ours_ess_per_s / per_s, 1)}
 
 
 # ---------------------------------------------------------------- persistent compilation cache
@@ -184,5 +236,8 @@ def bench_cache(cache_dir="/tmp/bhmjax_cache_bench") -> None:
 
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "many"
-    sizes = [int(a) for a in sys.argv[2:]]  # many: datasets, loop subset, chains, warmup, draws
-    {"many": bench_many, "big": bench_big, "cache": bench_cache}[what](*sizes)
+    if what == "big":  # family, then groups, rows, iterations, nutpie's groups
+        bench_big(*(sys.argv[2:3] or ["gaussian"]), *[int(a) for a in sys.argv[3:]])
+    else:
+        sizes = [int(a) for a in sys.argv[2:]]  # many: datasets, loop subset, chains, warmup, draws
+        {"many": bench_many, "cache": bench_cache}[what](*sizes)

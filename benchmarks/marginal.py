@@ -116,14 +116,9 @@ def large(chains: int = 4, iterations: int = 1000) -> dict:
 
 
 def big(chains: int = 4, iterations: int = 1000, groups: int = 100_000, rows: int = 1_000_000) -> dict:
-    import pandas as pd
+    from .batch import big_data
 
-    rng = np.random.default_rng(1)  # the data of benchmarks/batch.py big
-    store = np.concatenate([np.arange(groups), rng.integers(0, groups, rows - groups)])
-    x = rng.normal(size=rows)
-    r = rng.normal(0, [0.5, 0.3], (groups, 2))
-    y = 1.0 + 0.5 * x + r[store, 0] + r[store, 1] * x + rng.normal(0, 1.0, rows)
-    frame = pd.DataFrame({"y": y, "x": x, "store": store})
+    frame = big_data("gaussian", groups, rows)  # the data of benchmarks/batch.py big
     load = _load()
     t0 = time.perf_counter()
     model = bj.Model("y ~ 1 + x + (1 + x | store)", frame)

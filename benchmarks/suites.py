@@ -121,7 +121,8 @@ def full() -> list[dict]:
 
 
 def gpu() -> list[dict]:
-    """Sized for one H100 in under 8 minutes: large G, vectorized chains, few compiles."""
+    """Sized for one H100/H200 in about 10 minutes: large G, vectorized chains, few compiles; ends with
+    issue #17's 100,000-group models (not yet run on a GPU: no device was lent to this work)."""
     return (
         _real(["eight_schools", "radon_all"], params=("centered", "noncentered"))
         + _regimes(["intercepts"], [10_000], [1, 10, 100], [0.1, 1.0, 10.0], params=("centered", "noncentered"))
@@ -133,6 +134,9 @@ def gpu() -> list[dict]:
         + _samplers("intercepts", G=10_000, rows=10, noise_ratio=1.0, parameterization="noncentered",
                     sampler_chains=1024, draws=100)
         + _baselines(["intercepts_G2000_N100000"], samplers=("numpyro",))
+        # issue #17's model: (1 + x | store), 100,000 groups x 10 rows, the issue's 4 x 1,000 + 1,000
+        + _regimes(["slopes"], [100_000], [10], [1.0], params=("marginalized", "centered"), warmup=1000, draws=1000)
+        + _regimes(["bernoulli"], [100_000], [10], [1.0], params=("noncentered",))
     )
 
 
