@@ -81,10 +81,7 @@ def nuts_program(model: Callable, static: Mapping[str, Any], config: RunConfig, 
                            lambda s: adapt.update_draw_grad(state.i, s, config.warmup, config.target_accept,
                                                              config.adaptation),
                            lambda s: s, new)
-        steps = new.num_steps.astype(jnp.int32)
-        return new, SampleInfo(diverging=new.diverging, num_steps=steps, tree_depth=tree_depth(steps),
-                               accept_prob=new.accept_prob, energy=new.energy,
-                               step_size=new.adapt_state.step_size, potential_energy=new.potential_energy)
+        return new, transition_info(new)
 
     def values(state, arrays):
         constrained = trace.constrain_fn(**kwargs_of(arrays))(state.z)
@@ -99,12 +96,20 @@ def nuts_program(model: Callable, static: Mapping[str, Any], config: RunConfig, 
         return site_log_densities(model, kwargs, trace.constrain_fn(**kwargs)(state.z))
 
     program = ChainProgram(init=init, step=step, values=values, valid=valid, key=key, init_key=init_id,
-                           checks=checks)
+                           checks=checks, info=transition_info)
     try:
         _PROGRAMS[(key, init_id)] = program
     except TypeError:
         pass
     return program
+
+
+def transition_info(state) -> SampleInfo:
+    """The statistics of the NUTS transition that made ``state`` (NumPyro's ``HMCState``)."""
+    steps = state.num_steps.astype(jnp.int32)
+    return SampleInfo(diverging=state.diverging, num_steps=steps, tree_depth=tree_depth(steps),
+                      accept_prob=state.accept_prob, energy=state.energy, step_size=state.adapt_state.step_size,
+                      potential_energy=state.potential_energy)
 
 
 def hmc_kernels(trace) -> tuple[Callable, Callable]:
