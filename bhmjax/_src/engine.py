@@ -243,9 +243,9 @@ def _collect(program: ChainProgram, generate: Callable | None, buffer_len: int) 
             info0 = jax.eval_shape(program.info, state.kernel)
         else:
             _, info0 = jax.eval_shape(program.step, state.kernel, arrays)
-        # zeros that vary by lane when the lanes are vmapped (0 * the lane's draw counter): loops whose
-        # carries start batched are batched in one pass, not re-batched (nested NUTS loops and all) until
-        # their carries' batching settles; fit_many's chunk traced in 0.8 s instead of 6.2
+        # zeros that vary by lane when the lanes are vmapped (0 * the lane's draw counter): a loop whose
+        # carries start batched is batched in one pass, not re-batched (nested NUTS loops and all) until
+        # its carries' batching settles
         lane = state.draw * 0
 
         def zeros(shape, dtype):
