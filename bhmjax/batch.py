@@ -40,18 +40,12 @@ __all__ = ["FitCollection", "NotFitted", "fit_many"]
 
 @dataclass
 class _Dataset:
-    """One prepared dataset: its unpadded model data, labels and group sizes (or why it failed)."""
+    """One prepared dataset: the request its Fit is made from (unpadded data, labels, rows and
+    reduction of a formula dataset), or why it could not be prepared."""
 
     label: Any
-    model: Callable | None = None
-    arrays: dict = field(default_factory=dict)
-    static: dict = field(default_factory=dict)
-    labels: dict = field(default_factory=lambda: {"names": {}, "coords": {}, "dims": {}})
-    spec: Any = None
-    order: list = field(default_factory=list)
-    internal: tuple = ()
+    request: RunRequest | None = None
     error: str | None = None
-    request: RunRequest | None = None  # a formula dataset's request (rows, reduction, settings) for its Fit
 
 
 @dataclass
@@ -113,9 +107,7 @@ def _formula_datasets(formula, datasets, family, model_kwargs, config, reduce) -
         except (ValueError, TypeError) as err:
             out.append(_Dataset(label, error=f"model could not be built: {err}"))
             continue
-        labels = dict(names=request.names, coords=request.coords, dims=request.dims)
-        out.append(_Dataset(label, request.model, request.arrays, request.static, labels, m.spec,
-                            list(request.order), request.internal, request=request))
+        out.append(_Dataset(label, request))
         rows.update(dict.fromkeys(row_keys(m.spec.structure, request.arrays)))
         k = len(m.spec.groups)
     spec = None if k is None else core.PadSpec(rows=tuple(rows), row_count="N", observed=("y",),
@@ -123,14 +115,15 @@ def _formula_datasets(formula, datasets, family, model_kwargs, config, reduce) -
     return out, spec
 
 
-def _plain_datasets(model, datasets, rows, groups) -> tuple[list[_Dataset], core.PadSpec | None]:
+def _plain_datasets(model, datasets, config, rows, groups) -> tuple[list[_Dataset], core.PadSpec | None]:
     out = []
     for label, data in datasets:
         arrays, static = data_lib.split_data(data)
         data_lib.check_data(arrays)
-        out.append(_Dataset(label, model, arrays, static))
+        out.append(_Dataset(label, RunRequest(model=model, arrays=arrays, static=static, config=config)))
+    requests = [d.request for d in out]
     if rows is None:
-        shapes = {(tuple((k, v.shape) for k, v in d.arrays.items()), tuple(sorted(d.static.items()))) for d in out}
+        shapes = {(tuple((k, v.shape) for k, v in r.arrays.items()), tuple(sorted(r.static.items()))) for r in requests}
         if len(shapes) > 1:
             raise ValueError(
                 f"the datasets differ in shapes or static values ({len(shapes)} different kinds), and fit_many "
@@ -139,11 +132,12 @@ def _plain_datasets(model, datasets, rows, groups) -> tuple[list[_Dataset], core
         return out, None
     groups = {} if groups is None else dict(groups)
     for d in out:
-        missing = [r for r in rows if r not in d.arrays] + [g for g in groups if g not in d.static]
+        r = d.request
+        missing = [k for k in rows if k not in r.arrays] + [g for g in groups if g not in r.static]
         if missing:
             raise ValueError(f"dataset {d.label!r} has no {missing[0]!r}; rows= names arrays indexed by row and "
                              f"groups= names static ints (group counts); the dataset has arrays "
-                             f"{list(d.arrays)} and static values {list(d.static)}.")
+                             f"{list(r.arrays)} and static values {list(r.static)}.")
     return out, core.PadSpec(rows=tuple(rows), groups=tuple((g, tuple(v)) for g, v in groups.items()))
 
 
@@ -254,7 +248,7 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
         _refuse_learned_centeredness(model_kwargs.get("parameterization"))
         prepared, spec = _formula_datasets(formula, items, family, model_kwargs, config, reduce)
     elif callable(model):
-        prepared, spec = _plain_datasets(model, items, rows, groups)
+        prepared, spec = _plain_datasets(model, items, config, rows, groups)
     else:
         raise TypeError(f"model must be a formula string, a bj.Model or a NumPyro model, got {type(model).__name__}")
     if spec is not None:
@@ -347,28 +341,27 @@ def _same_size_as_before(checkpoint, number: int, size: int) -> int:
 
 
 def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, checkpoint, out, plan="auto"):
-    ok = [i for i, d in enumerate(prepared) if d.error is None]
+    requests = {i: d.request for i, d in enumerate(prepared) if d.error is None}
     keys: dict[tuple, list[int]] = {}
     padded = {}
-    base = {i: core.bucket_of(prepared[i].arrays, prepared[i].static, spec) for i in ok} if spec is not None else {}
+    base = {i: core.bucket_of(r.arrays, r.static, spec) for i, r in requests.items()} if spec is not None else {}
     if spec is not None and plan == "auto":
         steps = config.chains * (config.warmup + config.draws * config.thin) * core.GRADIENTS_PER_STEP
         joined = core.plan_buckets(list(base.values()), steps)
         base = {i: joined[b] for i, b in base.items()}
     true_units = padded_units = 0
-    for i in ok:
-        d = prepared[i]
+    for i, r in requests.items():
         b = ("equal",) if spec is None else base[i]
-        padded[i] = (d.arrays, d.static) if spec is None else core.pad(d.arrays, d.static, spec, b)
-        keys.setdefault((d.model, tuple(sorted(d.arrays)), b), []).append(i)  # reduced or not: other arrays
+        padded[i] = (r.arrays, r.static) if spec is None else core.pad(r.arrays, r.static, spec, b)
+        keys.setdefault((r.model, tuple(sorted(r.arrays)), b), []).append(i)  # reduced or not: other arrays
         if spec is not None:
-            true_units += core.units(core.shape_of(d.arrays, d.static, spec))
+            true_units += core.units(core.shape_of(r.arrays, r.static, spec))
             padded_units += core.units(b)
     root = config.root_key()
     ndev = 1 if not devs else len(devs)
     chains = config.chains
     buckets, info = [], {"compile_s": 0.0, "warmup_s": 0.0, "sampling_s": 0.0, "batch_sizes": []}
-    with Progress(progress, len(ok), "fit_many") as bar:
+    with Progress(progress, len(requests), "fit_many") as bar:
         for number, ((model, _, b), members) in enumerate(keys.items()):
             first_arrays, first_static = padded[members[0]]
             wrapped = model if spec is None else core.masked_model(model, spec.observed)
@@ -398,7 +391,7 @@ def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, c
             axes = {} if spec is None else core.group_axes(wrapped, first_arrays, first_static,
                                                            [g for g, _ in spec.groups])
             bucket = _Bucket(b, members, parts, jax.tree.map(lambda *xs: np.concatenate(xs), *grads), axes,
-                             {"compile": compile_s}, hidden=prepared[members[0]].internal)
+                             {"compile": compile_s}, hidden=requests[members[0]].internal)
             bucket.diagnostics = bucket.summary(0.94)
             buckets.append(bucket)
     info["buckets"] = [bk.key for bk in buckets]
@@ -503,12 +496,8 @@ class FitCollection:
         b, j = self._where[i]
         bk = self._buckets[b]
         values, stats, row = bk.locate(j)
-        draws = {k: _trim(v[row], bk.axes.get(k, {}), d.static, 2) for k, v in values.items()}
-        request = d.request
-        if request is None:  # a NumPyro model's dataset
-            request = RunRequest(model=d.model, arrays=d.arrays, static=d.static, config=self.config, spec=d.spec,
-                                 order=tuple(d.order), internal=d.internal, **{k: dict(v) for k, v in d.labels.items()})
-        fit = make_fit(request, draws, {k: v[row] for k, v in stats.items()},
+        draws = {k: _trim(v[row], bk.axes.get(k, {}), d.request.static, 2) for k, v in values.items()}
+        fit = make_fit(d.request, draws, {k: v[row] for k, v in stats.items()},
                        timings={"compile": 0.0, "warmup": 0.0, "sampling": 0.0},
                        grads={k: int(v[j]) for k, v in bk.grads.items()}, state=None, chain_method="batched",
                        facts={"bucket": bk.key})
@@ -546,7 +535,7 @@ class FitCollection:
                     keep = [k for k, n in enumerate(shown) if n is not None]
                     names += [shown[k] for k in keep]
                     for c in cols:
-                        v = _trim(table[site][c][j], bk.axes.get(site, {}), d.static, 0).reshape(-1)
+                        v = _trim(table[site][c][j], bk.axes.get(site, {}), d.request.static, 0).reshape(-1)
                         values[c] += list(v[keep])
                 frame = pd.DataFrame({cols[c]: v for c, v in values.items()})
                 frame["divergences"] = int(np.sum(fit.stats["diverging"]))

@@ -287,6 +287,21 @@ def test_formula_datasets_and_failed(formula_fits):
         fits["one_group"]
 
 
+def test_formula_collection_summary_shows_what_each_fit_shows(formula_fits):
+    """The sampler-internal sites of a non-centered formula model (z_g, Intercept_c) are in the draws but in no
+    summary: the collection's rows are each fit's own summary, and the batch summary never computes them."""
+    fits = formula_fits
+    table = fits.summary()
+    for label in ("region0", "region3"):
+        mine, theirs = fits[label].summary(round_to="none"), table.loc[label]
+        assert "z_g" in fits[label].draws and list(theirs.index) == list(mine.index), label
+        exact = [c for c in mine.columns if c != "r_hat"]  # float32 R-hat: the folded draws' ties break apart
+        np.testing.assert_allclose(theirs[exact].to_numpy(), mine[exact].to_numpy(), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(theirs["r_hat"].to_numpy(), mine["r_hat"].to_numpy(), rtol=1e-2)
+    computed = {site for bk in fits._buckets for site in bk.diagnostics}
+    assert computed == {"Intercept", "sigma", "sd_g", "r_g"}, computed
+
+
 def test_formula_datasets_run_on_their_exact_reduction():
     """fit_many reduces each formula dataset exactly (y ~ 1 + x + (1 | g): two pseudo rows a group), pads the
     pseudo rows, and gives the posterior of the rows: it agrees with fit_many on the rows, and each fit keeps
