@@ -241,6 +241,10 @@ class Model:
         """
         from bhmjax import runner
 
+        if "parameterization" in sample_kwargs:  # bj.sample's option for NumPyro functions: here it would find no site
+            raise TypeError(f"Model.fit() got parameterization={sample_kwargs['parameterization']!r}: a formula "
+                            "model's parameterization is chosen when it is built, "
+                            "bj.Model(formula, data, parameterization=...).")
         if "init_strategy" not in sample_kwargs and self.spec.family.init is not None:
             sample_kwargs = {**sample_kwargs, "init_strategy": self.spec.family.init}
         config, labels, sinks = runner.request_options(sample_kwargs, "Model.fit()")

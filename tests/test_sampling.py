@@ -350,6 +350,14 @@ def test_unknown_keywords_get_our_name(y20, wrong, right):
             bj.fit_many("y ~ 1", [{"y": y20}], **{wrong: 2})
 
 
+def test_model_fit_refuses_a_parameterization_it_cannot_apply(y20):
+    """bj.sample's parameterization= re-parameterizes a NumPyro function; a formula model chooses its own when
+    built, so Model.fit(parameterization=...) would run unchanged: refused, naming where it belongs."""
+    model = bj.Model("y ~ 1 + (1 | g)", {"y": y20, "g": np.arange(20) % 4})
+    with pytest.raises(TypeError, match=r"parameterization='centered'.*bj.Model\(formula, data, parameterization"):
+        model.fit(parameterization="centered")
+
+
 def test_seed_takes_ints_keys_generators_and_none(y20):
     import jax
 
