@@ -12,13 +12,15 @@ This is the one place where generated quantities are applied after sampling
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import functools
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import jax
 import numpy as np
 
 from bhmjax._src import generated, marginalize, standardize
 from bhmjax._src import data as data_lib
+from bhmjax._src.config import resolve_seed, seed_key
 from bhmjax._src.precision import x64_mode
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,8 +32,14 @@ __all__ = ["marginal_effects", "complete_fit", "GENERATE_TAG"]
 GENERATE_TAG = 0x6D61_7267
 
 
-def _key(seed: int) -> jax.Array:
-    return jax.random.fold_in(jax.random.PRNGKey(int(seed)), GENERATE_TAG)
+def _key(seed: Any) -> jax.Array:
+    """The base key of the generated draws of a run with this seed (an int or a key's words)."""
+    return _key_of(resolve_seed(seed))
+
+
+@functools.lru_cache(maxsize=64)
+def _key_of(seed: int | tuple[int, int]) -> jax.Array:  # cached: made while the sampler compiles, used after
+    return jax.random.fold_in(seed_key(seed), GENERATE_TAG)
 
 
 def _values(fit: "Fit", arrays, static) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -104,6 +112,31 @@ def _draw_index(total: int, draws: int) -> np.ndarray:
     return np.unique(np.linspace(0, total - 1, int(draws)).round().astype(int))
 
 
+def _draws_effects(done: Any, keep: Any, drop: Any) -> bool:
+    """Whether a fit with this ``settings["marginalized"]`` record, keep and drop gets ``r_<g>`` drawn."""
+    return done is not None and done["site"] not in drop and (keep is None or done["site"] in keep)
+
+
+def complete_ahead(request: Any, stored: Mapping[str, jax.ShapeDtypeStruct]) -> list[Callable[[], tuple]]:
+    """The program :func:`complete_fit` will compile for the fit of ``request`` (a RunRequest whose
+    draws are the sites ``stored``, one draw each), for ``engine.prepare(ahead=...)``: it then
+    compiles beside the sampler instead of after it. Empty where nothing is drawn afterwards."""
+    done, config = request.settings.get("marginalized"), request.config
+    if request.spec is None or not _draws_effects(done, config.keep, config.drop):
+        return []
+
+    def make() -> tuple:
+        from bhmjax._src.batch import site_shapes
+
+        arrays, static = data_lib.split_data({**request.arrays, **request.static})
+        generate = marginalize.effects_generator(request.model, static, done["site"])
+        one = {k: stored[k] for k in site_shapes(request.model, arrays, static) if k in stored}
+        return generated.program_ahead(_key(config.seed), generate, one, arrays,
+                                       config.chains * config.draws)
+
+    return [make]
+
+
 def complete_fit(fit: "Fit", spec: Any, *, first_draw: int = 0, max_bytes: int = 256 * 2**20) -> "Fit":
     """Add what a formula fit's sampler did not draw: ``r_<g>`` of an integrated grouping
     (``fit.settings["marginalized"]``; unless dropped or not kept) and, for standardized fits
@@ -111,8 +144,7 @@ def complete_fit(fit: "Fit", spec: Any, *, first_draw: int = 0, max_bytes: int =
     the index of the fit's first draw in its run (an extension). Returns ``fit``, its draws
     extended."""
     done = fit.settings.get("marginalized")
-    keep, drop = fit.settings.get("keep"), fit.settings.get("drop", ())
-    if done is not None and done["site"] not in drop and (keep is None or done["site"] in keep):
+    if _draws_effects(done, fit.settings.get("keep"), fit.settings.get("drop", ())):
         data = fit.sampled_data if fit.sampled_data is not None else fit.data
         _, static = data_lib.split_data(data)
         generate = marginalize.effects_generator(fit.model, static, done["site"])

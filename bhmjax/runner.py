@@ -279,7 +279,15 @@ def _start(request: RunRequest, program, trace: ModelTrace, layout, keys, buffer
         else:
             check = partial(check_log_densities, trace, init_name=init_name)
     return engine.prepare(program, layout, arrays, keys=keys, buffer_len=buffer_len,
-                          generate=request.generate, check=check)
+                          generate=request.generate, check=check, ahead=_after_run(request, trace))
+
+
+def _after_run(request: RunRequest, trace: ModelTrace) -> list:
+    """The programs :func:`make_fit` runs after sampling, to compile beside the sampler's."""
+    from bhmjax.marginal import complete_ahead
+
+    stored = trace.stored(request.config.keep, request.config.drop)
+    return complete_ahead(request, {n: jax.ShapeDtypeStruct(s.shape, s.dtype) for n, s in stored.items()})
 
 
 def _stored_shapes(trace: ModelTrace, request: RunRequest) -> dict[str, tuple]:

@@ -87,6 +87,46 @@ def _fit_twice(monkeypatch, settings):
     return first, second
 
 
+def test_the_effect_draws_compile_beside_the_sampler(monkeypatch):
+    """A marginalized formula fit's effect-draw program is lowered and compiled while the chunk compiles
+    (engine.prepare(ahead=)): the call after sampling takes that compile (none left waiting, one generate
+    compiled), the same draws as without it; a JAX key as the seed draws them too."""
+    import threading
+
+    import jax
+    import numpy as np
+
+    import bhmjax as bj
+    from bhmjax._src import engine
+    from tests._compiles import fresh_caches
+
+    rng = np.random.default_rng(3)
+    g = np.arange(60) % 6
+    model = bj.Model("y ~ 1 + (1 | g)", {"y": rng.normal(size=60) + g, "g": g})
+    settings = dict(chains=2, warmup=40, draws=30, progress=False, seed=5)
+    compile, beside = engine._compile, []
+
+    def spy(lowered, options):
+        beside.append(threading.current_thread() is not threading.main_thread())
+        return compile(lowered, options)
+
+    with fresh_caches(monkeypatch):
+        monkeypatch.setattr(engine, "_AHEAD", {})
+        monkeypatch.setattr(engine, "_compile", spy)
+        before = engine.compile_counts()
+        fit = model.fit(**settings)
+        made = {k: v - before.get(k, 0) for k, v in engine.compile_counts().items() if v > before.get(k, 0)}
+        assert made == {"init": 1, "chunk": 1, "generate": 1} and engine._AHEAD == {}
+        assert beside == [True, True, True]  # init, chunk and the effect draws, all on the pool's threads
+    assert fit.settings["marginalized"]["site"] == "r_g"
+    with fresh_caches(monkeypatch):
+        monkeypatch.setattr(engine, "_start_ahead", lambda pool, make: None)
+        plain = model.fit(**settings)
+    np.testing.assert_array_equal(fit.draws["r_g"], plain.draws["r_g"])
+    keyed = model.fit(**{**settings, "seed": jax.random.key(5)})
+    assert keyed.settings["seed"] == [0, 5] and np.isfinite(keyed.draws["r_g"]).all()
+
+
 @pytest.mark.slow
 def test_cache_can_be_switched_off(tmp_path):
     env = {**os.environ, "BHMJAX_COMPILATION_CACHE": "0"}

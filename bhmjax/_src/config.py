@@ -86,6 +86,16 @@ def resolve_seed(seed: Any) -> int | tuple[int, int]:
     raise TypeError(f"seed must be an int, a JAX PRNG key, a numpy Generator or None, got {type(seed).__name__}")
 
 
+def seed_key(seed: int | tuple[int, int]):
+    """The PRNG key (raw uint32 words) of a resolved seed (:func:`resolve_seed`)."""
+    import jax
+    import jax.numpy as jnp
+
+    if isinstance(seed, tuple):
+        return jnp.asarray(seed, jnp.uint32)
+    return jax.random.PRNGKey(seed)
+
+
 def _init_strategy(value: Any) -> Any:
     if isinstance(value, str):
         if value not in INIT_STRATEGIES:
@@ -199,12 +209,7 @@ class RunConfig:
 
     def root_key(self):
         """The run's PRNG key (raw uint32 words)."""
-        import jax
-        import jax.numpy as jnp
-
-        if isinstance(self.seed, tuple):
-            return jnp.asarray(self.seed, jnp.uint32)
-        return jax.random.PRNGKey(self.seed)
+        return seed_key(self.seed)
 
     def init_fn(self) -> Callable:
         """The NumPyro init strategy."""

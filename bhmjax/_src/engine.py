@@ -22,7 +22,7 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, NamedTuple, Protocol
+from typing import Any, Callable, Mapping, NamedTuple, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -421,7 +421,10 @@ class _Compiling:
         self.options = compiler_options(tag, self.elements if by_size else None)
         self.exe = _EXECUTABLES.get(self.full)
         self.future = None
-        if self.exe is None:
+        ahead = None if self.exe is not None else _AHEAD.pop(self.full, None)
+        if ahead is not None:  # started by an earlier prepare(ahead=...): wait for that compile
+            self.lowered, self.future = ahead.lowered, ahead.future
+        elif self.exe is None:
             release_if_near_map_limit()
             self.lowered = jax.jit(fn).lower(*args)
             self.future = (pool.submit(_compile, self.lowered, self.options) if pool is not None
@@ -438,6 +441,21 @@ class _Compiling:
             _EXECUTABLES[self.full] = self.exe
             _COMPILES[self.tag] = _COMPILES.get(self.tag, 0) + 1
         return self.exe
+
+
+_AHEAD: dict[tuple, _Compiling] = {}  # compiles started ahead of their first call, by their cache key
+
+
+def _start_ahead(pool: ThreadPoolExecutor, make: Callable[[], tuple]) -> None:
+    """Lower the program ``make()`` gives, ``(tag, fn, key, args)``, and compile it on ``pool``: a later
+    :func:`compiled` of the same key and shapes takes it from there. Nothing is started where ``make``
+    fails: that call then fails in its own place, with its own error."""
+    try:
+        ahead = _Compiling(pool, *make())
+    except Exception:  # noqa: BLE001 - an optimization only; the program's real call reports the error
+        return
+    if ahead.exe is None:
+        _AHEAD[ahead.full] = ahead
 
 
 class _Done(NamedTuple):
@@ -534,8 +552,12 @@ class Run:
 
 def prepare(program: ChainProgram, layout: Layout, arrays: Mapping[str, np.ndarray], *, keys=None,
             state: LoopState | None = None, buffer_len: int, generate: Callable | None = None,
-            check: Callable[[dict], None] | None = None) -> Run:
+            check: Callable[[dict], None] | None = None, ahead: Sequence[Callable[[], tuple]] = ()) -> Run:
     """Compile the program's chunk (and init) for these shapes; a run from ``keys`` (lanes, 2) or ``state``.
+
+    ``ahead``: functions giving ``(tag, fn, key, args)`` of programs the caller runs after
+    sampling (as :func:`compiled` takes them); they are lowered once the chunk's compile has
+    started and compiled beside it, so their first call finds them done.
 
     A fresh run's initial points are checked: ``check({site: log density})`` sees where
     the first chain that starts badly (else the first chain) starts, and may raise
@@ -560,6 +582,8 @@ def prepare(program: ChainProgram, layout: Layout, arrays: Mapping[str, np.ndarr
             chunk = _Compiling(pool, "chunk", chunk_fn, run_key, (state_spec, device_arrays, one, one, yes),
                                by_size=not per_lane)
             options = _described(chunk)
+            for make in ahead:
+                _start_ahead(pool, make)
             state, valid, checks = init.result()(keys, device_arrays)
             bad = np.flatnonzero(~np.asarray(to_host(valid)).reshape(-1))
             if with_checks:  # where the first chain that starts badly (else the first chain) starts

@@ -18,7 +18,7 @@ import numpy as np
 
 from bhmjax._src import engine
 
-__all__ = ["apply_generate", "draw_keys"]
+__all__ = ["apply_generate", "draw_keys", "program_ahead"]
 
 
 def draw_keys(key: jax.Array, chains: jax.Array, draws: jax.Array) -> jax.Array:
@@ -37,6 +37,26 @@ def _pad(x: np.ndarray, size: int) -> np.ndarray:
     if x.shape[0] == size:
         return x
     return np.concatenate([x, np.repeat(x[-1:], size - x.shape[0], axis=0)], axis=0)
+
+
+def _plan(generate: Callable, one: Mapping[str, jax.ShapeDtypeStruct], arrays: Mapping[str, Any], total: int,
+          max_bytes: int) -> tuple[int, dict]:
+    """Draws per chunk for ``total`` draws of sites shaped ``one``, and one draw's outputs' shapes."""
+    shapes = jax.eval_shape(generate, jax.random.PRNGKey(0), dict(one), arrays)
+    out_bytes = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in jax.tree.leaves(shapes))
+    work = 3 * sum(int(np.asarray(v).nbytes) for v in jax.tree.leaves(dict(arrays)))
+    return int(max(1, min(total, max_bytes // max(1, out_bytes + work)))), shapes
+
+
+def program_ahead(key: jax.Array, generate: Callable, one: Mapping[str, jax.ShapeDtypeStruct],
+                  arrays: Mapping[str, Any], total: int, max_bytes: int = 256 * 2**20) -> tuple:
+    """``(tag, fn, key, args)`` of the program :func:`apply_generate` will compile for ``total`` draws
+    of sites shaped ``one`` (one draw each), for ``engine.prepare(ahead=...)``."""
+    size, _ = _plan(generate, one, arrays, total, max_bytes)
+    index = jax.ShapeDtypeStruct((size,), np.int32)
+    values = {k: jax.ShapeDtypeStruct((size, *s.shape), s.dtype) for k, s in one.items()}
+    return "generate", _chunk_of(generate), (generate,), (key, index, index, values,
+                                                          {k: jnp.asarray(v) for k, v in arrays.items()})
 
 
 def apply_generate(key: jax.Array, generate: Callable, draws: Mapping[str, np.ndarray],
@@ -67,10 +87,7 @@ def apply_generate(key: jax.Array, generate: Callable, draws: Mapping[str, np.nd
     total = num_chains * num_draws
     flat = {k: np.asarray(v).reshape(total, *np.shape(v)[2:]) for k, v in draws.items()}
     one = {k: jax.ShapeDtypeStruct(v.shape[1:], v.dtype) for k, v in flat.items()}
-    shapes = jax.eval_shape(generate, jax.random.PRNGKey(0), one, arrays)
-    out_bytes = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in jax.tree.leaves(shapes))
-    work = 3 * sum(int(np.asarray(v).nbytes) for v in jax.tree.leaves(dict(arrays)))
-    size = int(max(1, min(total, max_bytes // max(1, out_bytes + work))))
+    size, shapes = _plan(generate, one, arrays, total, max_bytes)
     chain_of = np.repeat(np.arange(num_chains), num_draws).astype(np.int32)
     index = np.arange(num_draws) if draw_index is None else np.asarray(draw_index)
     draw_of = np.tile(index, num_chains).astype(np.int32)
