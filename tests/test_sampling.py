@@ -67,6 +67,20 @@ def test_normal_mean_matches_closed_form(y20):
     assert abs(fit.draws["mu"].std() / exact_sd - 1) < 0.10
 
 
+def flat_mean(y):
+    mu = numpyro.sample("mu", dist.ImproperUniform(dist.constraints.real, (), ()))
+    numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+def test_improper_flat_prior_samples_its_exact_posterior(y20):
+    """A flat prior has a density and no sampler: the model is traced where NUTS starts it (not by
+    drawing from the prior), and mu's posterior is Normal(mean(y), 1 / sqrt(n))."""
+    fit = bj.sample(flat_mean, {"y": y20}, **EXACT)
+    assert_converged(fit)
+    assert mcse_z(fit.draws["mu"], y20.mean()) < 4
+    assert abs(fit.draws["mu"].std() * np.sqrt(len(y20)) - 1) < 0.10
+
+
 def test_known_posterior_check_rejects_a_wrong_prior(y20):
     """Negative control: the same check fails when the model's prior scale is wrong."""
     fit = bj.sample(normal_mean, {"y": y20, "prior_sd": np.array(0.05)}, **EXACT)

@@ -199,9 +199,11 @@ class DiscreteLatentError(ValueError):
 def _refuse_discrete_latents(model: Callable, kwargs: Mapping[str, Any]) -> None:
     """NUTS moves continuous parameters only: a discrete latent site (not marked for enumeration) is named."""
     from numpyro import handlers
+    from numpyro.infer import init_to_uniform
 
-    with handlers.block():
-        tr = handlers.trace(handlers.seed(model, 0)).get_trace(**kwargs)
+    with handlers.block():  # latent values as NUTS would start them: an improper prior cannot be sampled
+        tr = handlers.trace(handlers.substitute(handlers.seed(model, 0), substitute_fn=init_to_uniform())
+                            ).get_trace(**kwargs)
     for name, site in tr.items():
         support = getattr(site.get("fn"), "support", None)
         if (site["type"] == "sample" and not site.get("is_observed") and getattr(support, "is_discrete", False)
@@ -221,8 +223,9 @@ def model_trace(model: Callable, arrays: Mapping[str, Any], static: Mapping[str,
         When the model fails on the data (naming the data lengths), branches in Python
         on a traced value, or an observed site's data would be broadcast.
     """
+    from numpyro import handlers
+    from numpyro.distributions import biject_to
     from numpyro.infer import init_to_uniform
-    from numpyro.infer.util import initialize_model
 
     key = _cache_key(model, arrays, static)
     hit = None if key is None else _TRACES.get(key)
@@ -231,15 +234,21 @@ def model_trace(model: Callable, arrays: Mapping[str, Any], static: Mapping[str,
     captured: dict[str, Any] = {}
 
     def probe(rng, arrs):
-        _refuse_discrete_latents(model, {**arrs, **static})
-        info = initialize_model(rng, model, init_strategy=init_to_uniform(), dynamic_args=True,
-                                model_kwargs={**arrs, **static})
-        captured["sites"] = {n: _site(n, s) for n, s in info.model_trace.items()
-                             if s["type"] in ("sample", "deterministic")}
-        captured["latent"] = tuple(sorted(info.param_info.z))
-        captured["unconstrained"] = {k: jax.ShapeDtypeStruct(jnp.shape(v), jnp.result_type(v))
-                                     for k, v in sorted(info.param_info.z.items())}
-        return info.param_info.potential_energy
+        # The model run once where NUTS would start it, and every site's log density: the shapes, the
+        # latent sites and their unconstrained shapes as initialize_model has them, without its gradient.
+        kwargs = {**arrs, **static}
+        _refuse_discrete_latents(model, kwargs)
+        with handlers.block():
+            tr = handlers.trace(handlers.substitute(handlers.seed(model, rng), substitute_fn=init_to_uniform())
+                                ).get_trace(**kwargs)
+        latent = {n: s for n, s in sorted(tr.items()) if s["type"] == "sample" and not s["is_observed"]
+                  and not s["fn"].support.is_discrete}  # enumerated discrete sites are summed out, not moved
+        captured["sites"] = {n: _site(n, s) for n, s in tr.items() if s["type"] in ("sample", "deterministic")}
+        captured["latent"] = tuple(latent)
+        unconstrained = {n: biject_to(s["fn"].support).inv(s["value"]) for n, s in latent.items()}
+        captured["unconstrained"] = {n: jax.ShapeDtypeStruct(jnp.shape(v), jnp.result_type(v))
+                                     for n, v in unconstrained.items()}
+        return sum(jnp.sum(s["fn"].log_prob(s["value"])) for s in tr.values() if s["type"] == "sample")
 
     abstract = {k: jax.ShapeDtypeStruct(np.shape(v), getattr(v, "dtype", np.asarray(v).dtype))
                 for k, v in arrays.items()}
