@@ -114,8 +114,8 @@ def bench_many(num=300, loop_subset=10, chains=4, warmup=200, draws=200) -> None
         "speedup": round(per_batch / per_loop, 2),
         "note": "NumPyro loop timed on the first datasets and extrapolated per dataset; "
                 "it recompiles for every new data shape (jit_model_args=True reuses same shapes). "
-                "Run with an empty persistent compilation cache (BHMJAX_CACHE_DIR) on a 2-core CPU "
-                "shared with other jobs (load average ~7).",
+                "Run with an empty persistent compilation cache (BHMJAX_CACHE_DIR) on a shared 2-core CPU.",
+        "load_after": [round(x, 2) for x in os.getloadavg()],
     })
 
 
