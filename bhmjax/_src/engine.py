@@ -443,7 +443,9 @@ class _Compiling:
         return self.exe
 
 
-_AHEAD: dict[tuple, _Compiling] = {}  # compiles started ahead of their first call, by their cache key
+# Compiles started ahead of their first call, by their cache key; bounded: an entry outlives its
+# call only when a run stopped between its prepare and that call.
+_AHEAD: LRU[_Compiling] = LRU(8)
 
 
 def _start_ahead(pool: ThreadPoolExecutor, make: Callable[[], tuple]) -> None:

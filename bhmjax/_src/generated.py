@@ -55,8 +55,13 @@ def program_ahead(key: jax.Array, generate: Callable, one: Mapping[str, jax.Shap
     size, _ = _plan(generate, one, arrays, total, max_bytes)
     index = jax.ShapeDtypeStruct((size,), np.int32)
     values = {k: jax.ShapeDtypeStruct((size, *s.shape), s.dtype) for k, s in one.items()}
-    return "generate", _chunk_of(generate), (generate,), (key, index, index, values,
-                                                          {k: jnp.asarray(v) for k, v in arrays.items()})
+    return _program(generate, (key, index, index, values, {k: jnp.asarray(v) for k, v in arrays.items()}))
+
+
+def _program(generate: Callable, args: tuple) -> tuple:
+    """``(tag, fn, key, args)``: the one identity of ``generate``'s chunk program, for :func:`engine.compiled`
+    (an ahead compile of another identity would never be used)."""
+    return "generate", _chunk_of(generate), (generate,), args
 
 
 def apply_generate(key: jax.Array, generate: Callable, draws: Mapping[str, np.ndarray],
@@ -97,7 +102,8 @@ def apply_generate(key: jax.Array, generate: Callable, draws: Mapping[str, np.nd
         stop = min(start + size, total)
         args = (key, _pad(chain_of[start:stop], size), _pad(draw_of[start:stop], size),
                 {k: _pad(v[start:stop], size) for k, v in flat.items()}, arrays)
-        part = engine.compiled("generate", _chunk_of(generate), (generate,), *args)(*args)
+        tag, fn, identity, args = _program(generate, args)
+        part = engine.compiled(tag, fn, identity, *args)(*args)
         for k, v in part.items():
             out[k][start:stop] = np.asarray(v)[:stop - start]
     return {k: v.reshape(num_chains, num_draws, *v.shape[1:]) for k, v in out.items()}

@@ -196,14 +196,9 @@ class DiscreteLatentError(ValueError):
     """A discrete latent site, which NUTS cannot move (raised as it is, not as a data failure)."""
 
 
-def _refuse_discrete_latents(model: Callable, kwargs: Mapping[str, Any]) -> None:
-    """NUTS moves continuous parameters only: a discrete latent site (not marked for enumeration) is named."""
-    from numpyro import handlers
-    from numpyro.infer import init_to_uniform
-
-    with handlers.block():  # latent values as NUTS would start them: an improper prior cannot be sampled
-        tr = handlers.trace(handlers.substitute(handlers.seed(model, 0), substitute_fn=init_to_uniform())
-                            ).get_trace(**kwargs)
+def _refuse_discrete_latents(tr: Mapping[str, dict]) -> None:
+    """NUTS moves continuous parameters only: a discrete latent site of the model's trace ``tr`` (not
+    marked for enumeration) is named."""
     for name, site in tr.items():
         support = getattr(site.get("fn"), "support", None)
         if (site["type"] == "sample" and not site.get("is_observed") and getattr(support, "is_discrete", False)
@@ -236,11 +231,10 @@ def model_trace(model: Callable, arrays: Mapping[str, Any], static: Mapping[str,
     def probe(rng, arrs):
         # The model run once where NUTS would start it, and every site's log density: the shapes, the
         # latent sites and their unconstrained shapes as initialize_model has them, without its gradient.
-        kwargs = {**arrs, **static}
-        _refuse_discrete_latents(model, kwargs)
-        with handlers.block():
+        with handlers.block():  # latent values as NUTS would start them: an improper prior cannot be sampled
             tr = handlers.trace(handlers.substitute(handlers.seed(model, rng), substitute_fn=init_to_uniform())
-                                ).get_trace(**kwargs)
+                                ).get_trace(**arrs, **static)
+        _refuse_discrete_latents(tr)
         latent = {n: s for n, s in sorted(tr.items()) if s["type"] == "sample" and not s["is_observed"]
                   and not s["fn"].support.is_discrete}  # enumerated discrete sites are summed out, not moved
         captured["sites"] = {n: _site(n, s) for n, s in tr.items() if s["type"] in ("sample", "deterministic")}
