@@ -5,7 +5,8 @@
 ``python -m benchmarks.batch big [gaussian|bernoulli]``  issue #17: y ~ 1 + x + (1 + x | store),
                                      100,000 stores, 1,000,000 rows, 4 chains x 1,000 + 1,000:
                                      R-hat, ESS, divergences, wall time, peak memory; nutpie at a
-                                     reduced size where installed (gaussian).
+                                     reduced size where installed (gaussian). After the sizes,
+                                     --target-accept 0.95 / --parameterization centered vary it.
 ``python -m benchmarks.batch cache`` the same small fit in two fresh processes: the second
                                      one finds the XLA executables in the persistent cache.
 
@@ -149,26 +150,31 @@ def big_data(family: str = "gaussian", groups: int = 100_000, rows: int = 1_000_
 
 
 def bench_big(family: str = "gaussian", groups: int = 100_000, rows: int = 1_000_000, iterations: int = 1000,
-              nutpie_groups: int = 5_000) -> None:
+              nutpie_groups: int = 5_000, *, target_accept: float | None = None,
+              parameterization: str | None = None) -> None:
     """Issue #17's configuration: ``y ~ 1 + x + (1 + x | store)``, 4 chains x 1,000 + 1,000, the library's
     defaults and one documented setting (``drop`` the per-store draws, 3.2 GB at this size; draw them
     afterwards with ``bj.marginal_effects`` where integrated). Records R-hat, ESS, divergences, wall
     time of the whole call and peak memory; then nutpie (when installed: run this under the ``peers``
-    environment) on the same model at ``nutpie_groups`` stores (rows in proportion), said in the result."""
+    environment) on the same model at ``nutpie_groups`` stores (rows in proportion), said in the result.
+    ``target_accept`` and ``parameterization`` (bj.Model's) vary the setting; such a run, or one at
+    another size, is saved under ``big_groups_<family>_<groups>[_<setting>]`` beside the defaults' result."""
     import bhmjax as bj
 
     frame = big_data(family, groups, rows)
     rss_data = _peak_rss_gib()
     t0 = time.perf_counter()
-    model = bj.Model(BIG_FORMULA, frame, family=family)
-    drop = ["r_store"] if family == "gaussian" else ["r_store", "z_store"]
-    fit = model.fit(chains=4, warmup=iterations, draws=iterations, seed=0, progress=False, drop=drop)
+    varied = {k: v for k, v in [("parameterization", parameterization)] if v is not None}
+    model = bj.Model(BIG_FORMULA, frame, family=family, **varied)
+    drop = ["r_store"] if family == "gaussian" else ["r_store", "z_store", "theta_store"]  # whichever it samples
+    sampling = {} if target_accept is None else {"target_accept": target_accept}
+    fit = model.fit(chains=4, warmup=iterations, draws=iterations, seed=0, progress=False, drop=drop, **sampling)
     wall = time.perf_counter() - t0
     hyper = fit.summary(var_names=[s for s in BIG_HYPER if s in fit.draws])
     ess = float(hyper["ess_bulk"].min())
     result = {
         "model": BIG_FORMULA, "family": family, "groups": groups, "rows": rows, "chains": 4,
-        "warmup": iterations, "draws": iterations, "setting": f"drop={drop}",
+        "warmup": iterations, "draws": iterations, "setting": f"drop={drop}", **varied, **sampling,
         "marginalized": fit.settings.get("marginalized"), "reduction": fit.settings.get("reduction"),
         "wall_s": round(wall, 1), "timings": {k: round(v, 2) for k, v in fit.timings.items() if isinstance(v, float)},
         "grad_evals": dict(fit.num_grad_evals), "mean_tree_depth": float(np.mean(fit.stats["tree_depth"])),
@@ -177,6 +183,10 @@ def bench_big(family: str = "gaussian", groups: int = 100_000, rows: int = 1_000
         "peak_rss_gib": round(_peak_rss_gib(), 2), "rss_after_data_gib": round(rss_data, 2),
         "load": os.getloadavg(), "summary": hyper.round(4).to_dict(orient="index")}
     print(hyper.round(3), flush=True)
+    if varied or sampling or groups != 100_000:  # a reduced size or another setting: beside the defaults' result
+        _save("_".join([f"big_groups_{family}_{groups}", *(f"{k}={v}" for k, v in {**varied, **sampling}.items())]),
+              result)
+        return
     _save(f"big_groups_{family}", result)
     if family == "gaussian":
         _save(f"big_groups_{family}", {**result, "nutpie": _big_nutpie(nutpie_groups, rows * nutpie_groups // groups,
@@ -236,8 +246,14 @@ def bench_cache(cache_dir="/tmp/bhmjax_cache_bench") -> None:
 
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "many"
-    if what == "big":  # family, then groups, rows, iterations, nutpie's groups
-        bench_big(*(sys.argv[2:3] or ["gaussian"]), *[int(a) for a in sys.argv[3:]])
+    if what == "big":  # family, then groups, rows, iterations, nutpie's groups; --target-accept, --parameterization
+        args, options = sys.argv[2:], {}
+        for name, cast in (("--target-accept", float), ("--parameterization", str)):
+            if name in args:
+                i = args.index(name)
+                options[name[2:].replace("-", "_")] = cast(args[i + 1])
+                del args[i:i + 2]
+        bench_big(*(args[:1] or ["gaussian"]), *[int(a) for a in args[1:]], **options)
     else:
         sizes = [int(a) for a in sys.argv[2:]]  # many: datasets, loop subset, chains, warmup, draws
         {"many": bench_many, "cache": bench_cache}[what](*sizes)
