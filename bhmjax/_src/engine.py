@@ -415,27 +415,38 @@ class _Compiling:
     are process-wide, so models are never traced concurrently."""
 
     def __init__(self, pool: ThreadPoolExecutor | None, tag: str, fn: Callable, key: tuple, args: tuple,
-                 by_size: bool = True) -> None:
+                 by_size: bool = True, start: bool = True) -> None:
         self.tag, self.full = tag, (tag, key, _signature(args), repr(_COMPILE_MODE[0]))
         self.elements = _elements(args)
         self.options = compiler_options(tag, self.elements if by_size else None)
         self.exe = _EXECUTABLES.get(self.full)
-        self.future = None
+        self.pool, self.future, self.traced = pool, None, None
         ahead = None if self.exe is not None else _AHEAD.pop(self.full, None)
         if ahead is not None:  # started by an earlier prepare(ahead=...): wait for that compile
             self.lowered, self.future = ahead.lowered, ahead.future
         elif self.exe is None:
             release_if_near_map_limit()
-            self.lowered = jax.jit(fn).lower(*args)
-            self.future = (pool.submit(_compile, self.lowered, self.options) if pool is not None
+            self.traced = jax.jit(fn).trace(*args)
+            if start:
+                self.start()
+
+    def start(self) -> None:
+        """Lower the traced program and start its compile (``start=False``: the caller starts it later,
+        having traced what depends on its outputs' shapes first)."""
+        if self.future is None and self.exe is None:
+            self.lowered = self.traced.lower()
+            self.future = (self.pool.submit(_compile, self.lowered, self.options) if self.pool is not None
                            else _Done(_compile(self.lowered, self.options)))
 
     @property
     def out_info(self):
         """The outputs' shapes and dtypes (``jax.ShapeDtypeStruct``)."""
-        return self.lowered.out_info if self.exe is None else self.exe.out_info
+        if self.exe is not None:
+            return self.exe.out_info
+        return self.traced.out_info if self.traced is not None else self.lowered.out_info
 
     def result(self) -> Callable:
+        self.start()
         if self.exe is None:
             self.exe = self.future.result()
             _EXECUTABLES[self.full] = self.exe
@@ -575,14 +586,16 @@ def prepare(program: ChainProgram, layout: Layout, arrays: Mapping[str, np.ndarr
     if state is None:
         keys = place(np.asarray(keys), layout, True) if not program.ensemble else jnp.asarray(keys)
         with_checks = check is not None and program.checks is not None
-        # the chunk is lowered from the init's output shapes while XLA compiles the init
+        # the chunk (the longer compile) is traced from the init's output shapes and starts compiling
+        # first; the init is lowered and compiled beside it
         pool = ThreadPoolExecutor(max_workers=2)
         try:
             init = _Compiling(pool, "init", _init_fn(program, layout, with_checks)[0],
-                              run_key + (program.init_key, with_checks), (keys, device_arrays))
+                              run_key + (program.init_key, with_checks), (keys, device_arrays), start=False)
             state_spec = _abstract(init.out_info[0], layout, per_lane=not program.ensemble)
             chunk = _Compiling(pool, "chunk", chunk_fn, run_key, (state_spec, device_arrays, one, one, yes),
                                by_size=not per_lane)
+            init.start()
             options = _described(chunk)
             for make in ahead:
                 _start_ahead(pool, make)

@@ -1,7 +1,7 @@
 """NUTS as a chain program: NumPyro's functional kernel, our warmup adaptation.
 
-The pieces are NumPyro's ``initialize_model`` (the initial point under the run's init
-strategy) and ``hmc(algo="NUTS")`` (``init_kernel``, ``sample_kernel``) on the
+The pieces are the initial point of the run's init strategy (:mod:`bhmjax._src.start`)
+and NumPyro's ``hmc(algo="NUTS")`` (``init_kernel``, ``sample_kernel``) on the
 potential of the model's abstract trace (data as arguments, so new data of the same
 shapes reuse the compiled program). With ``adaptation`` "hybrid" or "nutpie" the
 step size and mass matrix are learned by :mod:`bhmjax._src.adapt` between steps;
@@ -20,6 +20,7 @@ from jax import lax
 from bhmjax._src import adapt
 from bhmjax._src.config import RunConfig
 from bhmjax._src.engine import ChainProgram, init_keys, trace_counts
+from bhmjax._src.start import initial_point
 from bhmjax._src.stats import SampleInfo, tree_depth
 from bhmjax._src.trace import ModelTrace, site_log_densities
 
@@ -63,12 +64,9 @@ def nuts_program(model: Callable, static: Mapping[str, Any], config: RunConfig, 
         return {**arrays, **static}
 
     def init(key, arrays):
-        from numpyro.infer.util import initialize_model
-
         key_init, key_kernel = init_keys(key)
         kwargs = kwargs_of(arrays)
-        params = initialize_model(key_init, model, init_strategy=init_fn, dynamic_args=True,
-                                  model_kwargs=kwargs).param_info
+        params = initial_point(key_init, trace, kwargs, init_fn)
         state = init_kernel(params, config.warmup, dense_mass=dense_mass, target_accept_prob=config.target_accept,
                             max_tree_depth=config.max_tree_depth, adapt_step_size=not draw_grad,
                             adapt_mass_matrix=not draw_grad, model_kwargs=kwargs, rng_key=key_kernel)

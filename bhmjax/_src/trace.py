@@ -288,14 +288,14 @@ def site_log_densities(model: Callable, kwargs: Mapping[str, Any], values: Mappi
     return out
 
 
-def _check_program(model: Callable, static: Mapping[str, Any], init_fn: Callable) -> Callable:
+def _check_program(trace: ModelTrace, static: Mapping[str, Any], init_fn: Callable) -> Callable:
     """``(key_init, arrays) -> {site: log density}`` at the point ``init_fn`` starts from (jitted)."""
-    from numpyro.infer.util import initialize_model
+    from bhmjax._src.start import initial_point
 
     def run(key_init, arrays):
         kwargs = {**arrays, **static}
-        info = initialize_model(key_init, model, init_strategy=init_fn, dynamic_args=True, model_kwargs=kwargs)
-        return site_log_densities(model, kwargs, info.postprocess_fn(**kwargs)(info.param_info.z))
+        z = initial_point(key_init, trace, kwargs, init_fn).z
+        return site_log_densities(trace.model, kwargs, trace.constrain_fn(**kwargs)(z))
 
     return jax.jit(run)
 
@@ -312,7 +312,7 @@ def check_initial_point(model: Callable, arrays: Mapping[str, Any], static: Mapp
     key = _cache_key(model, arrays, static, init_name)
     program = None if key is None else _CHECKS.get(key)
     if program is None:
-        program = _check_program(model, static, init_fn)
+        program = _check_program(trace, static, init_fn)
         if key is not None:
             _CHECKS[key] = program
     try:
