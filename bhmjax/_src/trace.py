@@ -1,7 +1,7 @@
 """One abstract trace of a model per (model, static data, array shapes, precision).
 
-:func:`model_trace` runs NumPyro's ``initialize_model`` once under ``jax.eval_shape``
-(no computation, nothing compiled) and keeps what every question about the model's
+:func:`model_trace` runs the model once under ``jax.eval_shape``, where a uniform start
+would put it, with every site's log density (no computation, nothing compiled), and keeps what every question about the model's
 sites needs: each site's kind, shape, dtype and distribution (site shapes for the
 memory estimate, streams and padding), the unconstrained latent sites, and the
 potential and constraining functions that take the data as arguments (the chain
@@ -9,7 +9,8 @@ programs). Shape errors and Python branching on traced values are explained here
 before anything compiles.
 
 :func:`check_initial_point` is the model check: the log density of every site at
-the point the run itself starts from (its init strategy and the first chain's key),
+the point the run itself starts from (:func:`bhmjax._src.start.initial_point` with the
+run's init strategy and the first chain's key),
 so a model that is valid where the run starts is never refused.
 
 :func:`select` is the one rule for which sites are stored (``keep`` / ``drop``).
