@@ -11,7 +11,7 @@ import pytest
 from numpyro.infer import init_to_median, init_to_uniform
 from numpyro.infer.util import initialize_model
 
-from bhmjax._src.start import MAX_ATTEMPTS, initial_point
+from bhmjax._src.start import initial_point
 from bhmjax._src.trace import model_trace
 
 
@@ -68,8 +68,7 @@ def test_no_finite_start_is_reported_not_hidden():
         numpyro.factor("wall", -jnp.inf)
 
     _, info = _points(hopeless, {}, init_to_uniform(), n=3)
-    assert not np.isfinite(np.asarray(info.potential_energy)).any()
-    assert MAX_ATTEMPTS == 100
+    assert not np.isfinite(np.asarray(info.potential_energy)).any()  # after MAX_ATTEMPTS draws
 
 
 def test_other_strategies_are_numpyros_own():

@@ -20,7 +20,7 @@ from jax import lax
 from bhmjax._src import adapt
 from bhmjax._src.config import RunConfig
 from bhmjax._src.engine import ChainProgram, init_keys, trace_counts
-from bhmjax._src.start import initial_point
+from bhmjax._src.start import finite, initial_point
 from bhmjax._src.stats import SampleInfo, tree_depth
 from bhmjax._src.trace import ModelTrace, site_log_densities
 
@@ -86,8 +86,7 @@ def nuts_program(model: Callable, static: Mapping[str, Any], config: RunConfig, 
         return {k: constrained[k] for k in stored if k in constrained}
 
     def valid(state):
-        grads = [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(state.z_grad)]
-        return jnp.isfinite(state.potential_energy) & jnp.all(jnp.asarray(grads))
+        return finite(state.potential_energy, state.z_grad)
 
     def checks(state, arrays):
         kwargs = kwargs_of(arrays)

@@ -25,7 +25,7 @@ from jax import lax
 
 from bhmjax._src.trace import ModelTrace
 
-__all__ = ["MAX_ATTEMPTS", "initial_point"]
+__all__ = ["MAX_ATTEMPTS", "finite", "initial_point"]
 
 MAX_ATTEMPTS = 100
 """Draws of the uniform strategy before a chain is reported as starting where the density is not finite
@@ -39,6 +39,11 @@ def _uniform_radius(init_fn: Callable) -> float | None:
     if isinstance(init_fn, partial) and init_fn.func is init_to_uniform and not init_fn.args:
         return float(init_fn.keywords.get("radius", 2.0))
     return None
+
+
+def finite(potential: jax.Array, grad: Any) -> jax.Array:
+    """Whether a start is valid: the potential energy and every gradient leaf are finite."""
+    return jnp.isfinite(potential) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grad)]))
 
 
 def initial_point(key: jax.Array, trace: ModelTrace, kwargs: Mapping[str, Any], init_fn: Callable):
@@ -81,9 +86,6 @@ def _uniform_start(key: jax.Array, trace: ModelTrace, kwargs: Mapping[str, Any],
         keys = jax.random.split(k, len(shapes))
         return {n: jax.random.uniform(kk, shape, dtype, -radius, radius)
                 for kk, (n, shape) in zip(keys, sorted(shapes.items()))}
-
-    def finite(potential, grad) -> jax.Array:
-        return jnp.isfinite(potential) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grad)]))
 
     def attempt(carry):
         i, k, _, _, _ = carry

@@ -1,10 +1,10 @@
 """One abstract trace of a model per (model, static data, array shapes, precision).
 
 :func:`model_trace` runs the model once under ``jax.eval_shape``, where a uniform start
-would put it, with every site's log density (no computation, nothing compiled), and keeps what every question about the model's
-sites needs: each site's kind, shape, dtype and distribution (site shapes for the
-memory estimate, streams and padding), the unconstrained latent sites, and the
-potential and constraining functions that take the data as arguments (the chain
+would put it, with every site's log density (no computation, nothing compiled), and
+keeps what every question about the model's sites needs: each site's kind, shape,
+dtype and distribution (site shapes for the memory estimate, streams and padding), the
+unconstrained latent sites, and the potential and constraining functions that take the data as arguments (the chain
 programs). Shape errors and Python branching on traced values are explained here,
 before anything compiles.
 
