@@ -180,11 +180,12 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
     batch_size : int, optional
         Datasets per compiled call; default from the available memory.
     buckets : {"auto", "pow2"}
-        The padded shapes: rows and group counts rounded up to powers of two ("pow2"),
-        then, with "auto", neighbouring shapes joined wherever a compilation would cost
-        more than the padded work it saves (a cost model:
-        :func:`bhmjax._src.batch.plan_buckets`). A stream of small ragged datasets
-        then compiles one program. ``fits.buckets`` lists the shapes used.
+        The padded shapes. "auto": rows and group counts rounded up to eight sizes per
+        doubling (:func:`bhmjax._src.batch.rounded`), then neighbouring shapes joined
+        wherever a compilation would cost more than the padded work it saves (a cost
+        model: :func:`bhmjax._src.batch.plan_buckets`); a stream of small ragged
+        datasets then compiles one program. "pow2": rounded up to powers of two, one
+        program per shape. ``fits.buckets`` lists the shapes used.
     chains, warmup, draws, seed, thin, target_accept, max_tree_depth, dense_mass, adaptation,
     init_strategy, keep, drop, x64 : as in :func:`bhmjax.sample`.
     checkpoint : path, optional
@@ -286,10 +287,17 @@ def _per_dataset_bytes(trace, arrays, chains, draws) -> int:
 
 
 def _chunk_size(per_dataset: int, count: int, ndev: int, batch_size, fraction: float) -> int:
-    """Datasets per call: fits in ``fraction`` of free memory, a power of two, a multiple of ndev."""
+    """Datasets per call: ``count`` in as few calls as fit in ``fraction`` of free memory, each call's size
+    rounded up to the grid of :func:`bhmjax._src.batch.rounded` (few shapes, at most 1/8 padded) and to a
+    multiple of ``ndev``."""
     if batch_size is None:
         limit = max(1, int(fraction * available_memory() // max(per_dataset, 1)))
-        size = min(1 << (limit.bit_length() - 1), 1 << max(0, count - 1).bit_length())
+        calls = -(-count // limit)
+        while True:
+            size = core.rounded(-(-count // calls))
+            if size <= limit or size == 1:
+                break
+            calls += 1
     else:
         size = positive_int("batch_size", batch_size)
     return max(ndev, -(-size // ndev) * ndev)
@@ -344,7 +352,8 @@ def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, c
     requests = {i: d.request for i, d in enumerate(prepared) if d.error is None}
     keys: dict[tuple, list[int]] = {}
     padded = {}
-    base = {i: core.bucket_of(r.arrays, r.static, spec) for i, r in requests.items()} if spec is not None else {}
+    grid = "fine" if plan == "auto" else "pow2"
+    base = {i: core.bucket_of(r.arrays, r.static, spec, grid) for i, r in requests.items()} if spec is not None else {}
     if spec is not None and plan == "auto":
         steps = config.chains * (config.warmup + config.draws * config.thin) * core.GRADIENTS_PER_STEP
         joined = core.plan_buckets(list(base.values()), steps)
@@ -354,9 +363,8 @@ def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, c
         b = ("equal",) if spec is None else base[i]
         padded[i] = (r.arrays, r.static) if spec is None else core.pad(r.arrays, r.static, spec, b)
         keys.setdefault((r.model, tuple(sorted(r.arrays)), b), []).append(i)  # reduced or not: other arrays
-        if spec is not None:
-            true_units += core.units(core.shape_of(r.arrays, r.static, spec))
-            padded_units += core.units(b)
+        true_units += 1 if spec is None else core.units(core.shape_of(r.arrays, r.static, spec))
+        padded_units += 1 if spec is None else core.units(b)
     root = config.root_key()
     ndev = 1 if not devs else len(devs)
     chains = config.chains
@@ -375,6 +383,7 @@ def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, c
             for start in range(0, len(members), size):
                 idx = members[start:start + size]
                 full = idx + [idx[-1]] * (size - len(idx))  # pad the dataset axis: one shape per bucket
+                padded_units += (size - len(idx)) * (1 if spec is None else core.units(b))
                 stacked = {k: np.stack([padded[i][0][k] for i in full]) for k in first_arrays}
                 chain_keys = core.dataset_keys(root, full, chains).reshape(size * chains, -1)
                 request = _bucket_request(wrapped, stacked, first_static, config, f"bucket{number:02d}-{start:06d}",

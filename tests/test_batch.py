@@ -156,7 +156,7 @@ def test_batched_equals_loop_of_single_fits():
 
 
 def test_a_ragged_stream_compiles_once_and_is_reused(monkeypatch):
-    """50 datasets of 5 sizes (two power-of-two shapes) run as one padded shape: one chain program,
+    """50 datasets of 5 sizes (two power-of-two shapes, five on the fine grid) run as one padded shape: one chain program,
     as counted by the driver and reported by the collection; new data of the same shapes compile
     nothing. With ``buckets="pow2"`` they take two programs (the control)."""
     from tests._compiles import fresh_programs
@@ -167,9 +167,10 @@ def test_a_ragged_stream_compiles_once_and_is_reused(monkeypatch):
     fresh_programs(monkeypatch)
     before = engine.compile_counts().get("chunk", 0)
     fits = bj.fit_many(vi_model, data, **OPTS)
-    assert fits.buckets == [(32, (("num_groups", 8),))]
-    # rows + groups: 14, 20, 24, 25, 37 of every 40 padded ones
-    assert fits.settings["padded_work_share"] == pytest.approx(1 - (14 + 20 + 24 + 25 + 37) / (5 * 40))
+    assert fits.buckets == [(30, (("num_groups", 8),))]  # the largest dataset's rows, not 32
+    # rows + groups: 14, 20, 24, 25, 37 of every 38 padded ones; 50 datasets in calls of 16: the last
+    # call holds 2 datasets and 14 repeats of the last, which count as padding too
+    assert fits.settings["padded_work_share"] == pytest.approx(1 - 10 * (14 + 20 + 24 + 25 + 37) / (64 * 38), abs=1e-4)
     assert engine.compile_counts()["chunk"] - before == 1
     assert fits.timings["programs_compiled"] + fits.timings["programs_from_cache"] >= 1
     before = sampling.trace_counts()
@@ -177,6 +178,24 @@ def test_a_ragged_stream_compiles_once_and_is_reused(monkeypatch):
     assert sampling.trace_counts() == before and again.timings["programs_compiled"] == 0
     pow2 = bj.fit_many(vi_model, data[:10], buckets="pow2", **OPTS)
     assert len(pow2.buckets) == 2
+
+
+def test_padded_sizes_lie_on_a_grid_of_eight_per_doubling(monkeypatch):
+    """Rows, groups and datasets per call round up to at most 1/8 padding, on few values."""
+    from bhmjax import batch
+
+    sizes = np.arange(1, 5000)
+    up = np.array([core.rounded(n) for n in sizes])
+    assert (up >= sizes).all() and (np.diff(up) >= 0).all()
+    assert ((up - sizes) / up <= 1 / 8).all()
+    assert [core.rounded(n) for n in (5, 16, 17, 33, 100, 129)] == [5, 16, 18, 36, 104, 144]
+    assert len(set(up[(sizes > 1024) & (sizes <= 2048)])) == 8
+    assert core.rounded(3, minimum=8) == 8
+    monkeypatch.setattr(batch, "available_memory", lambda: 10**9)
+    assert batch._chunk_size(1, 100, 2, None, 1.0) == 104  # 100 datasets on 2 devices: one call, not 128
+    # memory for 40 datasets a call: three calls of 36 (not three of 32 and a fourth of 4)
+    assert batch._chunk_size(10**9 // 40, 100, 2, None, 1.0) == 36
+    assert batch._chunk_size(10**9 // 40, 100, 1, 16, 1.0) == 16  # batch_size= is kept as given
 
 
 def test_bucket_plan_weighs_compilations_against_padded_work():
@@ -315,7 +334,7 @@ def test_formula_datasets_run_on_their_exact_reduction():
     opts = dict(chains=2, warmup=300, draws=500, devices=None, seed=4)
     reduced = bj.fit_many("y ~ 1 + x + (1 | g)", frames, **opts)
     rows = bj.fit_many("y ~ 1 + x + (1 | g)", frames, reduce=False, **opts)
-    assert reduced.buckets[0][0] == 16 and rows.buckets[0][0] == 256  # 2 x 8 pseudo rows vs 240 rows
+    assert reduced.buckets[0][0] == 16 and rows.buckets[0][0] == 240  # 2 x 8 pseudo rows vs 240 rows
     for i, frame in enumerate(frames):
         fit = reduced[i]
         assert fit.settings["reduction"] == {"kind": "gaussian", "rows": len(frame["y"]),

@@ -4,10 +4,12 @@ Padding design
 --------------
 A :class:`PadSpec` says which arrays are indexed by row (axis 0) and which static
 ints count groups (and which arrays hold codes into them). A dataset is padded to
-its *bucket*: rows and every group count rounded up to a power of two (at least
-``min_rows`` / ``min_groups``), so datasets of many sizes share a few shapes; then
-neighbouring shapes are joined where one compilation costs more than the padded work
-it saves (:func:`plan_buckets`), so a typical stream compiles once.
+its *bucket*: rows and every group count rounded up (at least ``min_rows`` /
+``min_groups``) to a coarse grid, so datasets of many sizes share a few shapes: eight
+sizes per doubling (:func:`rounded`: at most 1/8 padded), or powers of two
+(``buckets="pow2"``); then neighbouring shapes are joined where one compilation costs
+more than the padded work it saves (:func:`plan_buckets`), so a typical stream
+compiles once, padded to the largest dataset's rounded shape.
 
 * Padded rows are copies of row 0 (values inside every distribution's support,
   codes that index group 0) and a boolean ``_row_mask`` argument is added; the
@@ -54,6 +56,7 @@ __all__ = [
     "masked_model",
     "pad",
     "plan_buckets",
+    "rounded",
     "shape_of",
     "site_shapes",
     "units",
@@ -93,15 +96,30 @@ def _pow2(n: int, minimum: int) -> int:
     return max(minimum, 1 << max(0, int(n) - 1).bit_length())
 
 
+def rounded(n: int, minimum: int = 1) -> int:
+    """``n`` (at least ``minimum``) rounded up to the grid of eight sizes per doubling.
+
+    Up to 16 every size is its own; above, the step is 1/8 of the power of two below ``n``
+    (17..32 by 2, 33..64 by 4, 65..128 by 8, ...): at most 1/8 of the rounded size is
+    padding, and a stream of sizes falls on few values (shared compilations).
+    """
+    n = max(int(n), int(minimum), 1)
+    step = 1 << max(0, (n - 1).bit_length() - 4)
+    return -(-n // step) * step
+
+
 def shape_of(arrays: Mapping[str, np.ndarray], static: Mapping[str, Any], spec: PadSpec) -> tuple:
     """A dataset's own ``(rows, ((group_static, count), ...))``: a bucket tuple before rounding."""
     return int(np.shape(arrays[spec.rows[0]])[0]), tuple((g, int(static[g])) for g, _ in spec.groups)
 
 
-def bucket_of(arrays: Mapping[str, np.ndarray], static: Mapping[str, Any], spec: PadSpec) -> tuple:
-    """``(rows, ((group_static, size), ...))`` rounded up to powers of two."""
+def bucket_of(arrays: Mapping[str, np.ndarray], static: Mapping[str, Any], spec: PadSpec,
+              grid: str = "pow2") -> tuple:
+    """``(rows, ((group_static, size), ...))`` rounded up to powers of two (``grid="pow2"``) or to
+    eight sizes per doubling (``grid="fine"``, :func:`rounded`)."""
     n, groups = shape_of(arrays, static, spec)
-    return _pow2(n, spec.min_rows), tuple((g, _pow2(count, spec.min_groups)) for g, count in groups)
+    up = {"pow2": _pow2, "fine": rounded}[grid]
+    return up(n, spec.min_rows), tuple((g, up(count, spec.min_groups)) for g, count in groups)
 
 
 COMPILE_S = 8.0
@@ -130,14 +148,14 @@ def _join_buckets(buckets: Sequence[tuple]) -> tuple:
 
 def plan_buckets(shapes: Sequence[tuple], steps: int, compile_s: float = COMPILE_S,
                  unit_s: float = ROW_GRADIENT_S) -> dict[tuple, tuple]:
-    """Which padded shape each power-of-two shape runs in: fewer compilations against more padded work.
+    """Which padded shape each rounded shape runs in: fewer compilations against more padded work.
 
-    The power-of-two shapes of :func:`bucket_of`, ordered by size, are joined into runs
-    of neighbours (each run padded to its elementwise largest shape) to minimise
+    The shapes of :func:`bucket_of`, ordered by size, are joined into runs of
+    neighbours (each run padded to its elementwise largest shape) to minimise
     ``compile_s`` per run plus ``unit_s`` x ``steps`` (gradients of one dataset's
     chains) x padded rows and groups of every dataset, by dynamic programming over
-    the order. A typical stream of small ragged datasets becomes one shape; a
-    dataset 100 times larger than the rest keeps its own.
+    the order (quadratic in the number of distinct shapes). A typical stream of small
+    ragged datasets becomes one shape; a dataset 100 times larger than the rest keeps its own.
 
     Parameters
     ----------
@@ -151,9 +169,9 @@ def plan_buckets(shapes: Sequence[tuple], steps: int, compile_s: float = COMPILE
     n = len(order)
     best, cut = [0.0] + [math.inf] * n, [0] * (n + 1)
     for j in range(1, n + 1):
-        for i in range(j):
-            joined = _join_buckets(order[i:j])
-            members = sum(counts[b] for b in order[i:j])
+        joined, members = order[j - 1], 0
+        for i in range(j - 1, -1, -1):  # the run order[i:j], grown one shape to the left at a time
+            joined, members = _join_buckets((joined, order[i])), members + counts[order[i]]
             cost = best[i] + compile_s + unit_s * steps * units(joined) * members
             if cost < best[j]:
                 best[j], cut[j] = cost, i
