@@ -202,9 +202,33 @@ def _rhat_2d(ary: Array) -> Array:
     return jnp.where(jnp.max(ary) == jnp.min(ary), jnp.nan, value)
 
 
-def _rhat_rank_2d(ary: Array) -> Array:
+def _merge_sorted(a: Array, b: Array) -> Array:
+    """The values of two sorted 1-D arrays, sorted: each lands at its own index plus the count of
+    the other's values before it (ties: ``a``'s first), without another sort."""
+    where_a = jnp.arange(a.size) + jnp.searchsorted(b, a, side="left")
+    where_b = jnp.arange(b.size) + jnp.searchsorted(a, b, side="right")
+    return jnp.zeros(a.size + b.size, a.dtype).at[where_a].set(a).at[where_b].set(b)
+
+
+def _z_bulk_tail(ary: Array, ordered: Array) -> Array:
+    """The split chains rank-normalized, and their values folded around the median then
+    rank-normalized: (2, 2 * chain, draw // 2). ``ordered``: every draw, sorted.
+
+    With an even number of draws the split chains hold every draw, so the ranks, the median
+    and the order of the folded values (the two halves of ``ordered``, merged) all come from
+    that one sort: on a CPU a sort is most of a summary's cost.
+    """
     split = _split_chains(ary)
-    z_bulk_tail = jax.vmap(_z_scale)(jnp.stack([split, _fold(split)]))
+    if ary.shape[1] % 2:  # the split drops each chain's middle draw
+        return jax.vmap(_z_scale)(jnp.stack([split, _fold(split)]))
+    median = _quantile_type7(ordered, 0.5)
+    half = ordered.size // 2
+    folded = _merge_sorted(median - ordered[:half][::-1], ordered[half:] - median)
+    return jnp.stack([_z_scale(split, ordered), _z_scale(jnp.abs(split - median), folded)])
+
+
+def _rhat_rank_2d(ary: Array) -> Array:
+    z_bulk_tail = _z_bulk_tail(ary, jnp.sort(ary.ravel()))
     return jnp.max(jax.vmap(_rhat_2d)(z_bulk_tail))
 
 
@@ -493,14 +517,6 @@ def bfmi(energy: ArrayLike) -> Array:
     return num / jnp.var(energy, axis=1, ddof=1)
 
 
-def _merge_sorted(a: Array, b: Array) -> Array:
-    """The values of two sorted 1-D arrays, sorted: each lands at its own index plus the count of
-    the other's values before it (ties: ``a``'s first), without another sort."""
-    where_a = jnp.arange(a.size) + jnp.searchsorted(b, a, side="left")
-    where_b = jnp.arange(b.size) + jnp.searchsorted(a, b, side="right")
-    return jnp.zeros(a.size + b.size, a.dtype).at[where_a].set(a).at[where_b].set(b)
-
-
 def _summary_2d(ary: Array, prob: float) -> Array:
     """Every summary statistic of one (chain, draw) site, in ``_SUMMARY_KEYS`` order.
 
@@ -509,12 +525,7 @@ def _summary_2d(ary: Array, prob: float) -> Array:
     """
     split = _split_chains(ary)
     ordered = jnp.sort(ary.ravel())
-    if ary.shape[1] % 2 == 0:  # the split chains hold every draw: reuse the one sort of them all
-        median = _quantile_type7(ordered, 0.5)
-        folded = _merge_sorted(median - ordered[: ordered.size // 2][::-1], ordered[ordered.size // 2:] - median)
-        z_bulk_tail = jnp.stack([_z_scale(split, ordered), _z_scale(jnp.abs(split - median), folded)])
-    else:
-        z_bulk_tail = jax.vmap(_z_scale)(jnp.stack([split, _fold(split)]))
+    z_bulk_tail = _z_bulk_tail(ary, ordered)
     sq_dev = (ary - ary.mean()) ** 2
     ess_inputs = jnp.concatenate([
         z_bulk_tail[:1],
