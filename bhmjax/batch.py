@@ -6,6 +6,7 @@ over devices and running across hosts.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import numbers
@@ -95,24 +96,64 @@ def _refuse_learned_centeredness(parameterization: Any) -> None:
                          "and read its model.centeredness.")
 
 
-def _formula_datasets(formula, datasets, family, model_kwargs, config, reduce) -> tuple[list[_Dataset], core.PadSpec]:
+def _formula_datasets(formula, datasets, family, model_kwargs, config, reduce,
+                      marginalize: Any = "auto") -> tuple[list[_Dataset], core.PadSpec]:
     """Each dataset's model and the data its sampler runs on, as ``Model.fit`` would run it
     (standardized; reduced exactly wherever a reduction exists, ``reduce="auto"``: padded
-    to one shape, fewer rows always cost less), and the padding of them all."""
-    out, rows, k = [], {}, None
+    to one shape, fewer rows always cost less; its one grouping integrated out where
+    ``marginalize`` picks it for every dataset, on blocked rows), and the padding of them all."""
+    models = []
     for label, frame in datasets:
         try:
-            m = Model(formula, frame, family, **model_kwargs)
-            request = m.run_request(config, reduce=reduce, marginalize=False, progress=False, pays_only=False)
+            models.append((label, Model(formula, frame, family, **model_kwargs), None))
+        except (ValueError, TypeError) as err:
+            models.append((label, None, f"model could not be built: {err}"))
+    out = _requests(models, config, reduce, marginalize)
+    marginal = [d.request is not None and _blocked(d.request) for d in out]
+    integrated = any(d.request is not None and d.request.settings.get("marginalized") is not None for d in out)
+    bad = [d for m, d in zip(marginal, out) if not (m or d.error)]
+    if marginalize is True and bad:
+        raise ValueError(f"marginalize=True, but dataset {bad[0].label!r} cannot have its group effects integrated "
+                         "out on blocked rows (fit_many needs one grouping, the gaussian family and "
+                         "reduce='auto' or True). Fit with marginalize='auto' or False.")
+    if integrated and bad:  # one program for all: every dataset integrated on blocked rows, or none
+        out, marginal = _requests(models, config, reduce, False), [False] * len(out)
+    built = [(m, d.request) for (_, m, _), d in zip(models, out) if d.error is None]
+    if not built:
+        return out, None
+    rows = {k: None for m, r in built for k in row_keys(m.spec.structure, r.arrays)}
+    k = len(built[0][0].spec.groups)
+    if any(marginal):  # whole groups of blocked rows, padded with zero rows (see bhmjax._src.batch.PadSpec)
+        rows.update(dict.fromkeys(("marginal:codes", "marginal:coords")))
+        spec = core.PadSpec(rows=tuple(rows), row_count="N", observed=(),
+                            groups=(("G_0", ("codes_0", "marginal:codes")),), per_group="marginal:block",
+                            group_arrays=("marginal:root",), dropped="reduction:dropped")
+    else:
+        spec = core.PadSpec(rows=tuple(rows), row_count="N", observed=("y",),
+                            groups=tuple((f"G_{i}", (f"codes_{i}",)) for i in range(k)))
+    return out, spec
+
+
+def _requests(models, config, reduce, marginalize) -> list[_Dataset]:
+    out = []
+    for label, m, error in models:
+        if error is not None:
+            out.append(_Dataset(label, error=error))
+            continue
+        try:
+            choice = marginalize if marginalize is False else "auto"  # True is checked over all datasets
+            request = m.run_request(config, reduce=reduce, marginalize=choice, progress=False, pays_only=False)
         except (ValueError, TypeError) as err:
             out.append(_Dataset(label, error=f"model could not be built: {err}"))
             continue
         out.append(_Dataset(label, request))
-        rows.update(dict.fromkeys(row_keys(m.spec.structure, request.arrays)))
-        k = len(m.spec.groups)
-    spec = None if k is None else core.PadSpec(rows=tuple(rows), row_count="N", observed=("y",),
-                                               groups=tuple((f"G_{i}", (f"codes_{i}",)) for i in range(k)))
-    return out, spec
+    return out
+
+
+def _blocked(request: RunRequest) -> bool:
+    """Whether the request integrates out its one grouping on blocked rows (what fit_many can pad)."""
+    return (request.settings.get("marginalized") is not None and "marginal:block" in request.static
+            and "reduction:dropped" in request.arrays and "G_0" in request.static and "G_1" not in request.static)
 
 
 def _plain_datasets(model, datasets, config, rows, groups) -> tuple[list[_Dataset], core.PadSpec | None]:
@@ -158,6 +199,7 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
              devices: Any = "all", batch_size: int | None = None, min_rows: int = 8, min_groups: int = 2,
              memory_fraction: float = 0.5, progress: bool = False, checkpoint: str | os.PathLike | None = None,
              out: str | os.PathLike | None = None, buckets: str = "auto", reduce: Any = "auto",
+             marginalize: Any = "auto",
              **model_kwargs) -> FitCollection:
     """Fit one model to many datasets in one compiled program per shape bucket.
 
@@ -203,6 +245,13 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
         True insists (a dataset without one is not fitted), False samples on the rows.
         The fits keep their rows (for LOO and predictions); ``fits[i].settings["reduction"]``
         says what was done.
+    marginalize : "auto", True or False
+        Formula models: integrate the group effects out exactly, as ``bj.Model.fit``
+        does ("auto": wherever it applies to every dataset; ``fits[i].settings["marginalized"]``
+        says so), with each draw of ``r_<g>`` drawn from its Gaussian conditional inside the
+        compiled program. fit_many does it for models with one grouping, the gaussian family
+        and reduced rows (``reduce`` "auto" or True); True raises ``ValueError`` where that is
+        not so, False samples the effects.
     **model_kwargs : passed to ``bj.Model`` (priors, parameterization, ...).
 
     Returns
@@ -230,6 +279,8 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
         raise ValueError(f"buckets must be 'auto' or 'pow2', got {buckets!r}")
     if not (isinstance(reduce, bool) or reduce == "auto"):
         raise ValueError(f"reduce must be 'auto', True or False, got {reduce!r}")
+    if not (isinstance(marginalize, bool) or marginalize == "auto"):
+        raise ValueError(f"marginalize must be 'auto', True or False, got {marginalize!r}")
     config = build_config(chains=chains, warmup=warmup, draws=draws, seed=seed, thin=thin,
                           target_accept=target_accept, max_tree_depth=max_tree_depth, dense_mass=dense_mass,
                           adaptation=adaptation, init_strategy=init_strategy, keep=keep, drop=drop, x64=x64,
@@ -247,13 +298,13 @@ def fit_many(model: Any, datasets: Sequence | Mapping, *, family: str = "gaussia
                 if value is not None:  # the model's own terms, given as keywords (the formula may lack them)
                     model_kwargs.setdefault(key, value)
         _refuse_learned_centeredness(model_kwargs.get("parameterization"))
-        prepared, spec = _formula_datasets(formula, items, family, model_kwargs, config, reduce)
+        prepared, spec = _formula_datasets(formula, items, family, model_kwargs, config, reduce, marginalize)
     elif callable(model):
         prepared, spec = _plain_datasets(model, items, config, rows, groups)
     else:
         raise TypeError(f"model must be a formula string, a bj.Model or a NumPyro model, got {type(model).__name__}")
     if spec is not None:
-        spec = core.PadSpec(spec.rows, spec.groups, spec.row_count, spec.observed, min_rows, min_groups)
+        spec = dataclasses.replace(spec, min_rows=min_rows, min_groups=min_groups)
     devs = _devices(devices)
     with x64_mode(config.x64), compiles.watch() as log:
         buckets, info = _run_buckets(prepared, spec, config, devs, batch_size, memory_fraction, progress,
@@ -303,11 +354,23 @@ def _chunk_size(per_dataset: int, count: int, ndev: int, batch_size, fraction: f
     return max(ndev, -(-size // ndev) * ndev)
 
 
-def _bucket_request(wrapped, stacked, static, config, sub: str, checkpoint, out) -> RunRequest:
+def _bucket_request(wrapped, stacked, static, config, sub: str, checkpoint, out, generate=None) -> RunRequest:
     """The request of one call: ``D`` datasets x ``C`` chains, with its own checkpoint or stream folder."""
     return RunRequest(model=wrapped, arrays=stacked, static=static, config=config, progress=False,
                       checkpoint=None if checkpoint is None else Path(checkpoint) / sub,
-                      out=None if out is None else Path(out) / sub)
+                      out=None if out is None else Path(out) / sub, generate=generate)
+
+
+def _effects(request: RunRequest, wrapped, static) -> tuple[Callable | None, str | None]:
+    """For a dataset whose grouping is integrated out: the generator of its effects' draws (run in
+    the compiled chunk, vmapped over the call's datasets) and their site; else None, None."""
+    from bhmjax._src import marginalize
+
+    done = request.settings.get("marginalized")
+    keep, drop = request.config.keep, request.config.drop
+    if done is None or (keep is not None and done["site"] not in keep) or done["site"] in drop:
+        return None, None
+    return marginalize.effects_generator(wrapped, static, done["site"]), done["site"]
 
 
 def _run_chunk(request: RunRequest, trace, layout: engine.Layout, keys) -> tuple[dict, dict, dict, dict]:
@@ -373,6 +436,7 @@ def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, c
         for number, ((model, _, b), members) in enumerate(keys.items()):
             first_arrays, first_static = padded[members[0]]
             wrapped = model if spec is None else core.masked_model(model, spec.observed)
+            generate, effects = _effects(requests[members[0]], wrapped, first_static)
             trace = model_trace(wrapped, first_arrays, first_static)
             size = _chunk_size(_per_dataset_bytes(trace, first_arrays, chains, config.draws), len(members), ndev,
                                batch_size, fraction)
@@ -387,7 +451,7 @@ def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, c
                 stacked = {k: np.stack([padded[i][0][k] for i in full]) for k in first_arrays}
                 chain_keys = core.dataset_keys(root, full, chains).reshape(size * chains, -1)
                 request = _bucket_request(wrapped, stacked, first_static, config, f"bucket{number:02d}-{start:06d}",
-                                          checkpoint, out)
+                                          checkpoint, out, generate)
                 values, stats, g, timings = _run_chunk(request, trace, layout, chain_keys)
                 cut = lambda tree, n=len(idx): jax.tree.map(lambda a: a[:n], tree)  # noqa: E731
                 parts.append((cut(values), cut(stats)))
@@ -397,8 +461,11 @@ def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, c
                 info["sampling_s"] += timings["sampling"]
                 bar.update(len(idx), "sampling")
             info["compile_s"] += compile_s
-            axes = {} if spec is None else core.group_axes(wrapped, first_arrays, first_static,
-                                                           [g for g, _ in spec.groups])
+            if spec is not None and spec.per_group is not None:  # no sampled site has a group axis
+                axes = {} if effects is None else {effects: {0: spec.groups[0][0]}}  # r_<g>: (G, q) a draw
+            else:
+                axes = {} if spec is None else core.group_axes(wrapped, first_arrays, first_static,
+                                                               [g for g, _ in spec.groups])
             bucket = _Bucket(b, members, parts, jax.tree.map(lambda *xs: np.concatenate(xs), *grads), axes,
                              {"compile": compile_s}, hidden=requests[members[0]].internal)
             bucket.diagnostics = bucket.summary(0.94)

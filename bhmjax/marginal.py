@@ -141,10 +141,10 @@ def complete_fit(fit: "Fit", spec: Any, *, first_draw: int = 0, max_bytes: int =
     """Add what a formula fit's sampler did not draw: ``r_<g>`` of an integrated grouping
     (``fit.settings["marginalized"]``; unless dropped or not kept) and, for standardized fits
     in float32, ``Intercept`` in float64 (``fit.settings["standardized"]``). ``first_draw``:
-    the index of the fit's first draw in its run (an extension). Returns ``fit``, its draws
-    extended."""
+    the index of the fit's first draw in its run (an extension). Effects already drawn (by
+    fit_many, inside its compiled program) are kept. Returns ``fit``, its draws extended."""
     done = fit.settings.get("marginalized")
-    if _draws_effects(done, fit.settings.get("keep"), fit.settings.get("drop", ())):
+    if _draws_effects(done, fit.settings.get("keep"), fit.settings.get("drop", ())) and done["site"] not in fit.draws:
         data = fit.sampled_data if fit.sampled_data is not None else fit.data
         _, static = data_lib.split_data(data)
         generate = marginalize.effects_generator(fit.model, static, done["site"])

@@ -235,7 +235,7 @@ def run_request(request: RunRequest, *, lock: ckpt.Owner | None = None, trace: M
     program = program_of(model, request.static, config, trace)
     buffer_len = _buffer_len(config, request.progress, request.checkpoint)
     lanes = config.chains if layout is None else layout.lanes
-    shapes = _stored_shapes(trace, request)
+    shapes = _stored_shapes(trace, request, per_dataset=layout is not None and layout.per_dataset > 0)
     stream.check_memory(shapes, chains=lanes, draws=config.draws, buffer_len=buffer_len,
                         streaming=request.out is not None)
     writer = None if request.out is None else stream.DrawWriter(
@@ -290,12 +290,14 @@ def _after_run(request: RunRequest, trace: ModelTrace) -> list:
     return complete_ahead(request, {n: jax.ShapeDtypeStruct(s.shape, s.dtype) for n, s in stored.items()})
 
 
-def _stored_shapes(trace: ModelTrace, request: RunRequest) -> dict[str, tuple]:
-    """``site -> (shape, dtype)`` of everything stored per draw (sites and generated quantities)."""
+def _stored_shapes(trace: ModelTrace, request: RunRequest, per_dataset: bool = False) -> dict[str, tuple]:
+    """``site -> (shape, dtype)`` of everything stored per draw (sites and generated quantities).
+    ``per_dataset``: the arrays hold many datasets along a leading axis (fit_many's call)."""
     shapes = {n: (s.shape, s.dtype) for n, s in trace.stored(request.config.keep, request.config.drop).items()}
     if request.generate is not None:
         values = {n: jax.ShapeDtypeStruct(s, d) for n, (s, d) in shapes.items()}
-        arrays = {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype) for k, v in request.sampled[1].items()}
+        arrays = {k: jax.ShapeDtypeStruct(np.shape(v)[int(per_dataset):], np.asarray(v).dtype)
+                  for k, v in request.sampled[1].items()}
         out = jax.eval_shape(request.generate, jax.random.PRNGKey(0), values, arrays)
         shapes |= {n: (tuple(v.shape), np.dtype(v.dtype)) for n, v in out.items()}
     return shapes

@@ -82,6 +82,18 @@ class PadSpec:
         axis has the padded rows' length; factors and other sites are left alone).
     min_rows, min_groups : int
         Smallest bucket sizes.
+    per_group : str or None
+        A static int: the rows lie in blocks of that many per group, in group order (the
+        blocked pseudo rows of a grouping integrated out, ``reduce.block_gaussian_data``).
+        A dataset is then padded by whole groups of zero rows (rows = groups x block,
+        codes naming the padded groups) instead of copies of row 0: their residuals,
+        coordinates and bases are zero, so they add nothing but ``n log(2 pi sigma^2)``,
+        which ``dropped`` takes back. Only with one grouping.
+    group_arrays : tuple of str
+        Arrays indexed by group on axis 0 (padded with zeros).
+    dropped : str or None
+        A data scalar counting rows in the log density beyond the pseudo rows
+        (``reduction:dropped``): lowered by the zero rows added.
     """
 
     rows: tuple[str, ...]
@@ -90,6 +102,9 @@ class PadSpec:
     observed: tuple[str, ...] | None = None
     min_rows: int = 8
     min_groups: int = 2
+    per_group: str | None = None
+    group_arrays: tuple[str, ...] = ()
+    dropped: str | None = None
 
 
 def _pow2(n: int, minimum: int) -> int:
@@ -119,7 +134,10 @@ def bucket_of(arrays: Mapping[str, np.ndarray], static: Mapping[str, Any], spec:
     eight sizes per doubling (``grid="fine"``, :func:`rounded`)."""
     n, groups = shape_of(arrays, static, spec)
     up = {"pow2": _pow2, "fine": rounded}[grid]
-    return up(n, spec.min_rows), tuple((g, up(count, spec.min_groups)) for g, count in groups)
+    padded = tuple((g, up(count, spec.min_groups)) for g, count in groups)
+    if spec.per_group is not None:  # whole groups of rows: the group count sets the rows
+        return padded[0][1] * int(static[spec.per_group]), padded
+    return up(n, spec.min_rows), padded
 
 
 COMPILE_S = 8.0
@@ -193,15 +211,35 @@ def pad(arrays: Mapping[str, np.ndarray], static: Mapping[str, Any], spec: PadSp
     rows, groups = bucket
     n = int(np.shape(arrays[spec.rows[0]])[0])
     out = dict(arrays)
-    for name in (r for r in spec.rows if r in arrays):
-        a = np.asarray(arrays[name])
-        out[name] = np.concatenate([a, np.repeat(a[:1], rows - n, axis=0)]) if rows > n else a
+    if spec.per_group is not None:
+        _pad_groups(out, static, spec, rows, dict(groups))
+    else:
+        for name in (r for r in spec.rows if r in arrays):
+            a = np.asarray(arrays[name])
+            out[name] = np.concatenate([a, np.repeat(a[:1], rows - n, axis=0)]) if rows > n else a
     out[MASK] = np.arange(rows) < n
     padded_static = dict(static)
     if spec.row_count is not None:
         padded_static[spec.row_count] = rows
     padded_static.update(dict(groups))
     return out, padded_static
+
+
+def _pad_groups(out: dict, static: Mapping[str, Any], spec: PadSpec, rows: int, groups: Mapping[str, int]) -> None:
+    """Pad blocked rows (``spec.per_group``) in place by whole groups of zero rows (see :class:`PadSpec`)."""
+    (name, codes), = spec.groups
+    block, old, new = int(static[spec.per_group]), int(static[name]), int(groups[name])
+    n = int(np.shape(out[spec.rows[0]])[0])
+    for key in (r for r in spec.rows if r in out):
+        a = np.asarray(out[key])
+        fill = (np.repeat(np.arange(old, new), block).astype(a.dtype) if key in codes
+                else np.zeros((rows - n, *a.shape[1:]), a.dtype))
+        out[key] = np.concatenate([a, fill])
+    for key in (g for g in spec.group_arrays if g in out):
+        a = np.asarray(out[key])
+        out[key] = np.concatenate([a, np.zeros((new - old, *a.shape[1:]), a.dtype)])
+    if spec.dropped is not None:
+        out[spec.dropped] = np.asarray(np.asarray(out[spec.dropped]) - (rows - n), np.asarray(out[spec.dropped]).dtype)
 
 
 class RowMask(Messenger):
