@@ -366,9 +366,10 @@ def _effects(request: RunRequest, wrapped, static) -> tuple[Callable | None, str
     the compiled chunk, vmapped over the call's datasets) and their site; else None, None."""
     from bhmjax._src import marginalize
 
-    done = request.settings.get("marginalized")
-    keep, drop = request.config.keep, request.config.drop
-    if done is None or (keep is not None and done["site"] not in keep) or done["site"] in drop:
+    from bhmjax.marginal import _draws_effects
+
+    done = request.settings.get("marginalized")  # its request stores every site: keep= applies to the fits
+    if not _draws_effects(done, request.settings.get("keep"), request.config.drop):
         return None, None
     return marginalize.effects_generator(wrapped, static, done["site"]), done["site"]
 
@@ -436,8 +437,13 @@ def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, c
         for number, ((model, _, b), members) in enumerate(keys.items()):
             first_arrays, first_static = padded[members[0]]
             wrapped = model if spec is None else core.masked_model(model, spec.observed)
-            generate, effects = _effects(requests[members[0]], wrapped, first_static)
+            first = requests[members[0]]
+            generate, effects = _effects(first, wrapped, first_static)
+            run_config = first.config if effects is not None else config  # the effects replay every site
             trace = model_trace(wrapped, first_arrays, first_static)
+            wanted = first.settings.get("keep")
+            hidden = tuple(first.internal) + tuple(
+                k for k in trace.stored(run_config.keep, run_config.drop) if wanted is not None and k not in wanted)
             size = _chunk_size(_per_dataset_bytes(trace, first_arrays, chains, config.draws), len(members), ndev,
                                batch_size, fraction)
             size = _same_size_as_before(checkpoint, number, size)
@@ -450,7 +456,7 @@ def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, c
                 padded_units += (size - len(idx)) * (1 if spec is None else core.units(b))
                 stacked = {k: np.stack([padded[i][0][k] for i in full]) for k in first_arrays}
                 chain_keys = core.dataset_keys(root, full, chains).reshape(size * chains, -1)
-                request = _bucket_request(wrapped, stacked, first_static, config, f"bucket{number:02d}-{start:06d}",
+                request = _bucket_request(wrapped, stacked, first_static, run_config, f"bucket{number:02d}-{start:06d}",
                                           checkpoint, out, generate)
                 values, stats, g, timings = _run_chunk(request, trace, layout, chain_keys)
                 cut = lambda tree, n=len(idx): jax.tree.map(lambda a: a[:n], tree)  # noqa: E731
@@ -467,7 +473,7 @@ def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, c
                 axes = {} if spec is None else core.group_axes(wrapped, first_arrays, first_static,
                                                                [g for g, _ in spec.groups])
             bucket = _Bucket(b, members, parts, jax.tree.map(lambda *xs: np.concatenate(xs), *grads), axes,
-                             {"compile": compile_s}, hidden=requests[members[0]].internal)
+                             {"compile": compile_s}, hidden=hidden)
             bucket.diagnostics = bucket.summary(0.94)
             buckets.append(bucket)
     info["buckets"] = [bk.key for bk in buckets]

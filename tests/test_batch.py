@@ -334,6 +334,18 @@ def test_fit_many_marginalize_is_checked_before_compiling():
 OPTS_FORMULA = dict(chains=2, warmup=20, draws=10, devices=None)
 
 
+def test_fit_many_keeps_what_is_asked_of_integrated_fits():
+    """The effects' draws replay every sampled site, so an integrated run stores them all and keep=
+    applies to the fits and the summary, as in Model.fit; drop= of r_g draws no effects."""
+    rng = np.random.default_rng(8)
+    frames = [{"y": rng.normal(size=n), "x": rng.normal(size=n), "g": np.arange(n) % k} for n, k in [(30, 4), (45, 6)]]
+    kept = bj.fit_many("y ~ 1 + x + (1 | g)", frames, keep=["sigma", "r_g"], **OPTS_FORMULA)
+    assert set(kept[1].draws) == {"sigma", "r_g"} and kept[1].draws["r_g"].shape == (2, 10, 6, 1)
+    assert set(kept.summary().loc[0].index) == {"sigma"} | {f"r_g[{j}, Intercept]" for j in range(4)}
+    dropped = bj.fit_many("y ~ 1 + x + (1 | g)", frames, drop=["r_g"], **OPTS_FORMULA)
+    assert "r_g" not in dropped[0].draws and dropped[0].settings["marginalized"]["site"] == "r_g"
+
+
 def test_formula_datasets_run_on_their_exact_reduction():
     """fit_many reduces each formula dataset exactly (y ~ 1 + x + (1 | g): two pseudo rows a group) and, as
     Model.fit does, integrates the group effects out, padding by whole groups of zero rows; r_g is drawn
