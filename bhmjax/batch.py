@@ -127,7 +127,10 @@ def _formula_datasets(formula, datasets, family, model_kwargs, config, reduce,
         rows.update(dict.fromkeys(("marginal:codes", "marginal:coords")))
         spec = core.PadSpec(rows=tuple(rows), row_count="N", observed=(),
                             groups=(("G_0", ("codes_0", "marginal:codes")),), per_group="marginal:block",
-                            group_arrays=("marginal:root",), dropped="reduction:dropped")
+                            block=max(int(r.static["marginal:block"]) for _, r in built),
+                            group_arrays=("marginal:root",), dropped="reduction:dropped",
+                            row_fill=tuple((x, "X_mean" + x[1:]) for x in rows
+                                           if x.startswith("X") and "X_mean" + x[1:] in built[0][1].arrays))
     else:
         spec = core.PadSpec(rows=tuple(rows), row_count="N", observed=("y",),
                             groups=tuple((f"G_{i}", (f"codes_{i}",)) for i in range(k)))
@@ -365,7 +368,6 @@ def _effects(request: RunRequest, wrapped, static) -> tuple[Callable | None, str
     """For a dataset whose grouping is integrated out: the generator of its effects' draws (run in
     the compiled chunk, vmapped over the call's datasets) and their site; else None, None."""
     from bhmjax._src import marginalize
-
     from bhmjax.marginal import _draws_effects
 
     done = request.settings.get("marginalized")  # its request stores every site: keep= applies to the fits

@@ -334,6 +334,38 @@ def test_fit_many_marginalize_is_checked_before_compiling():
 OPTS_FORMULA = dict(chains=2, warmup=20, draws=10, devices=None)
 
 
+def test_padded_integrated_rows_leave_the_log_density_unchanged():
+    """Blocked rows padded by whole zero groups, and a dataset's narrower blocks widened with zero rows
+    (x constant within groups: one pseudo row a group), give each dataset's own log density at any
+    point: their residuals are zero (X padded with X_mean, which the mean subtracts), and
+    reduction:dropped takes back their n log(2 pi sigma^2)."""
+    import jax.numpy as jnp
+
+    from bhmjax._src.config import build_config
+    from bhmjax._src.trace import model_trace
+    from bhmjax.batch import _formula_datasets
+
+    rng = np.random.default_rng(4)
+    frames = []
+    for n, k, constant in [(60, 5, False), (80, 6, True), (40, 4, False)]:
+        g = np.arange(n) % k
+        x = 3.0 + (rng.normal(size=k)[g] if constant else rng.normal(size=n))
+        frames.append({"y": 1.0 + 0.5 * x + rng.normal(0, 0.7, k)[g] + rng.normal(size=n), "x": x, "g": g})
+    prepared, spec = _formula_datasets("y ~ 1 + x + (1 | g)", list(enumerate(frames)), "gaussian", {},
+                                       build_config(chains=2), "auto")
+    assert spec.block == 2 and [d.request.static["marginal:block"] for d in prepared] == [2, 1, 2]
+    for d in prepared:
+        r = d.request
+        padded, static = core.pad(r.arrays, r.static, spec, (2 * 9, (("G_0", 9),)))
+        own = model_trace(r.model, r.arrays, r.static)
+        wide = model_trace(core.masked_model(r.model, spec.observed), padded, static)
+        for point in range(3):
+            z = {k: jnp.asarray(np.random.default_rng(point).normal(0, 0.5, v.shape), v.dtype)
+                 for k, v in own.unconstrained.items()}
+            np.testing.assert_allclose(float(wide.potential_fn(**padded, **static)(z)),
+                                       float(own.potential_fn(**r.arrays, **r.static)(z)), rtol=2e-6)
+
+
 def test_fit_many_keeps_what_is_asked_of_integrated_fits():
     """The effects' draws replay every sampled site, so an integrated run stores them all and keep=
     applies to the fits and the summary, as in Model.fit; drop= of r_g draws no effects."""

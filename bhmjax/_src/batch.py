@@ -86,11 +86,17 @@ class PadSpec:
         A static int: the rows lie in blocks of that many per group, in group order (the
         blocked pseudo rows of a grouping integrated out, ``reduce.block_gaussian_data``).
         A dataset is then padded by whole groups of zero rows (rows = groups x block,
-        codes naming the padded groups) instead of copies of row 0: their residuals,
-        coordinates and bases are zero, so they add nothing but ``n log(2 pi sigma^2)``,
-        which ``dropped`` takes back. Only with one grouping.
+        codes naming the padded groups; ``row_fill``) instead of copies of row 0: their
+        residuals, coordinates and bases are zero, so they add nothing but
+        ``n log(2 pi sigma^2)``, which ``dropped`` takes back. Only with one grouping.
+    block : int or None
+        With ``per_group``: the rows per group of every padded dataset (the largest block of
+        the datasets; a smaller block is widened with zero rows, which add nothing either).
     group_arrays : tuple of str
         Arrays indexed by group on axis 0 (padded with zeros).
+    row_fill : tuple of (str, str)
+        With ``per_group``: row arrays whose zero row is another array's value (a formula
+        model's ``X`` enters the mean as ``X - X_mean``: its padded rows hold ``X_mean``).
     dropped : str or None
         A data scalar counting rows in the log density beyond the pseudo rows
         (``reduction:dropped``): lowered by the zero rows added.
@@ -103,7 +109,9 @@ class PadSpec:
     min_rows: int = 8
     min_groups: int = 2
     per_group: str | None = None
+    block: int | None = None
     group_arrays: tuple[str, ...] = ()
+    row_fill: tuple[tuple[str, str], ...] = ()
     dropped: str | None = None
 
 
@@ -136,7 +144,7 @@ def bucket_of(arrays: Mapping[str, np.ndarray], static: Mapping[str, Any], spec:
     up = {"pow2": _pow2, "fine": rounded}[grid]
     padded = tuple((g, up(count, spec.min_groups)) for g, count in groups)
     if spec.per_group is not None:  # whole groups of rows: the group count sets the rows
-        return padded[0][1] * int(static[spec.per_group]), padded
+        return padded[0][1] * (spec.block or int(static[spec.per_group])), padded
     return up(n, spec.min_rows), padded
 
 
@@ -222,19 +230,28 @@ def pad(arrays: Mapping[str, np.ndarray], static: Mapping[str, Any], spec: PadSp
     if spec.row_count is not None:
         padded_static[spec.row_count] = rows
     padded_static.update(dict(groups))
+    if spec.per_group is not None:
+        padded_static[spec.per_group] = rows // dict(groups)[spec.groups[0][0]]
     return out, padded_static
 
 
 def _pad_groups(out: dict, static: Mapping[str, Any], spec: PadSpec, rows: int, groups: Mapping[str, int]) -> None:
-    """Pad blocked rows (``spec.per_group``) in place by whole groups of zero rows (see :class:`PadSpec`)."""
+    """Pad blocked rows (``spec.per_group``) in place: each group's block widened to ``rows / groups``
+    rows, then whole groups added, every new row zero (codes: its group; see :class:`PadSpec`)."""
     (name, codes), = spec.groups
     block, old, new = int(static[spec.per_group]), int(static[name]), int(groups[name])
+    wide = rows // new
     n = int(np.shape(out[spec.rows[0]])[0])
     for key in (r for r in spec.rows if r in out):
         a = np.asarray(out[key])
-        fill = (np.repeat(np.arange(old, new), block).astype(a.dtype) if key in codes
-                else np.zeros((rows - n, *a.shape[1:]), a.dtype))
-        out[key] = np.concatenate([a, fill])
+        if key in codes:
+            out[key] = np.repeat(np.arange(new), wide).astype(a.dtype)
+            continue
+        blocks = np.zeros((new, wide, *a.shape[1:]), a.dtype)
+        if key in dict(spec.row_fill):  # rows that add nothing to the mean
+            blocks[...] = np.asarray(out[dict(spec.row_fill)[key]], a.dtype)
+        blocks[:old, :block] = a.reshape(old, block, *a.shape[1:])
+        out[key] = blocks.reshape(rows, *a.shape[1:])
     for key in (g for g in spec.group_arrays if g in out):
         a = np.asarray(out[key])
         out[key] = np.concatenate([a, np.zeros((new - old, *a.shape[1:]), a.dtype)])
