@@ -194,7 +194,7 @@ def fits():
     data = strong_and_weak(strong=6, weak=6, rows=40, noise=2.0)
     return {
         # the centered form mixes slowly here: more chains and draws and smaller steps (as a Stan user
-        # would), so its R-hat and MCSE mean something (seeds 0-3: R-hat 1.006-1.020, bulk ESS 303-609)
+        # would), so its R-hat and MCSE mean something
         "centered": bj.sample(intercepts_cp, data, seed=0,
                               **{**SETTINGS, "chains": 4, "draws": 2000, "target_accept": 0.95}),
         "noncentered": bj.sample(intercepts_ncp, data, seed=1, **SETTINGS),
@@ -211,9 +211,7 @@ def test_auto_agrees_with_the_fixed_forms(fits):
     for name, fit in fits.items():
         x = _hyper(fit)
         # auto must mix well; the fixed forms only need an MCSE to compare against (the centered
-        # form's tau mixes slowly on the weakly identified groups: at the default target_accept, 4 x 2,000
-        # draws gave R-hat 1.015-1.26 over seeds 0-3, and seed 0 at 4 x 1,000 went from 1.049 on an AMD
-        # EPYC to 1.064 on an AVX-512 Xeon, whose XLA code rounds differently)
+        # form's tau mixes slowly on the weakly identified groups: see the fixture)
         auto = name == "auto"
         assert np.max(bj.rhat(x)) < (1.02 if auto else 1.06) and np.min(bj.ess(x, method="bulk")) > (100 if auto else 50), name
     for other in ("centered", "noncentered"):
