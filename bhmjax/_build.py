@@ -22,7 +22,7 @@ from bhmjax._src.formula import FormulaSpec, parse_dpar_formula, parse_formula
 from bhmjax._src.models import (GroupStructure, ModelSpec, ModelStructure, PredictorStructure,
                                 SmoothStructure)
 from bhmjax._src.priors import GroupColumns, Prior, PriorSlot, VectorPrior, predictor_priors, resolve_priors
-from bhmjax._src.reparam import as_centeredness
+from bhmjax._src.reparam import LAPLACE, as_centeredness
 from bhmjax._terms import RowTerms, addition_columns, row_terms
 from bhmjax.records import ModelSource
 
@@ -275,6 +275,21 @@ def _centeredness(parameterization: Any, terms: list[tuple[str, int]]) -> dict[s
     return {name: as_centeredness(parameterization, k, name) for name, k in terms}
 
 
+def _check_laplace(fam, centeredness: dict, widths: dict[str, int], everywhere: bool) -> None:
+    """The laplace form centres the mean's group effects on the rows' likelihood (``laplace.py``):
+    families with one predictor per row, mean terms only (given everywhere, the others stay non-centered)."""
+    laplace = [name for name, c in centeredness.items() if c == LAPLACE]
+    if laplace and fam.kind in ("ordinal", "categorical"):
+        raise ValueError(f"parameterization 'laplace' needs one linear predictor per row; the {fam.name} family "
+                         f"has cutpoints or one per category. Use 'noncentered', 'centered' or 'auto'.")
+    for name in laplace:
+        if "__" in name:  # a group term of an auxiliary parameter's predictor (sites.group_site)
+            if not everywhere:
+                raise ValueError(f"parameterization names {name!r} 'laplace', but the laplace form applies to the "
+                                 "mean's group terms only; give that term 'noncentered', 'centered' or 'auto'.")
+            centeredness[name] = (0.0,) * widths[name]
+
+
 def _predictor_structure(d: PredictorDesign, groups, priors: dict, centeredness: dict) -> PredictorStructure:
     gs = []
     for t in d.terms:
@@ -338,6 +353,7 @@ def build_spec(formula: str, data: Any, family: str, dpars: Mapping[str, Any], *
     all_terms = [(sites.group_site(groups[t].name, d.dpar), len(groups[t].columns)) for d in designs
                  for t in d.terms]
     centeredness = _centeredness(parameterization, all_terms)
+    _check_laplace(fam, centeredness, dict(all_terms), isinstance(parameterization, str))
     predictors = [_predictor_structure(d, groups, resolved, centeredness) for d in designs]
     structure = _structure(fam, predictors, resolved, categories)
     fixed = designs[0].fixed

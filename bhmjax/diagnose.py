@@ -133,7 +133,9 @@ def _scale_sites(fit: "Fit") -> list[str]:
     return found
 
 
-def _form(centeredness: tuple[float, ...] | None) -> str:
+def _form(centeredness: tuple[float, ...] | str | None) -> str:
+    if centeredness == "laplace":
+        return "laplace"
     if centeredness is not None and all(v == 1 for v in centeredness):
         return "centered"
     if centeredness is not None and all(v == 0 for v in centeredness):
@@ -209,7 +211,7 @@ def _noncentered(z_name, z, tr, positive, named) -> dict[str, tuple[str, str]]:
 def group_terms(fit: "Fit") -> dict[str, tuple[str, str | None]]:
     """Each group effect's scale and parameterization: ``{"theta": ("tau", "centered")}``.
 
-    The form is "centered", "noncentered", "partial" (a centeredness between) or
+    The form is "centered", "noncentered", "partial" (a centeredness between), "laplace" or
     None (unknown). A formula fit knows them (``r_<g>`` scaled by ``sd_<g>``); a
     NumPyro-function fit is read by rerunning its model (see
     :func:`_terms_from_model`). Without a model, when the fit has exactly one
@@ -324,6 +326,10 @@ def _switch(forms: set, formula: bool) -> str:
         how = " (parameterization='centered', or 'auto' to learn it per column)" if formula else ""
         return ("these group effects are already non-centered, so that is not the cure: with plenty of data "
                 f"per group, try the centered parameterization{how}")
+    if forms == {"laplace"}:
+        how = " (or parameterization='noncentered' to compare)" if formula else ""
+        return ("these group effects are already centred per group on what their rows say (the laplace form): "
+                f"try target_accept=0.95 and more warmup{how}")
     if forms <= {"centered", "partial"}:
         how = (" (parameterization='noncentered', or 'auto' to learn it per column)" if formula else
                " (sample z ~ Normal(0, 1) and use loc + scale * z)")

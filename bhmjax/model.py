@@ -286,7 +286,8 @@ class Model:
         arrays, static = data_lib.split_data(sampled)
         data_lib.check_data(arrays)
         # the centeredness as run: an integrated grouping's is moot (and not learned: no pre-pass for it)
-        settings = {"parameterization": {k: np.asarray(v).tolist() if isinstance(v, np.ndarray) else list(v)
+        settings = {"parameterization": {k: np.asarray(v).tolist() if isinstance(v, np.ndarray)
+                                         else v if isinstance(v, str) else list(v)
                                          for k, v in self._centeredness_now(skip=marginal).items()}}
         if self.reparam_info is not None:
             settings["reparam"] = {"requested": "auto", "seconds": self.reparam_info.seconds,
@@ -492,7 +493,8 @@ class Model:
                   or "none")]
         for gs in all_groups(s.structure):
             g, c = s.groups[gs.term], gs.centeredness
-            cent = ("auto (learned on first fit)" if c is None else "per group (learned)" if isinstance(c, str)
+            cent = ("auto (learned on first fit)" if c is None else "laplace" if c == "laplace"
+                    else "per group (learned)" if isinstance(c, str)
                     else ", ".join(f"{v:g}" for v in c))
             lines.append((f"group {gs.name}", f"{g.encoding.num_groups:,} levels; terms {', '.join(g.columns)}; "
                           f"centeredness {cent}"))

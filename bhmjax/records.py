@@ -287,7 +287,8 @@ def to_record(spec: "ModelSpec", per_group: Mapping[str, np.ndarray] | None = No
             arrays[f"centeredness/{g.name}"] = np.asarray(per_group[g.name], np.float64)
             parameterization[g.name] = {"per_group": f"centeredness/{g.name}"}
         else:
-            parameterization[g.name] = "auto" if g.centeredness is None else [float(c) for c in g.centeredness]
+            parameterization[g.name] = ("auto" if g.centeredness is None else g.centeredness
+                                        if isinstance(g.centeredness, str) else [float(c) for c in g.centeredness])
     record = {"formula": spec.formula.text, "family": spec.family.name, "trials": source.trials,
               "parameterization": parameterization, "priors": priors, "columns": columns}
     options = {"weights": source.weights, "cens": source.cens, "cens_upper": source.cens_upper}
@@ -307,7 +308,8 @@ def from_record(record: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> 
     priors = {key: _prior_from_record(value, arrays) for key, value in record["priors"].items()}
     stored = record["parameterization"]
     learned = {name: np.asarray(arrays[c["per_group"]]) for name, c in stored.items() if isinstance(c, dict)}
-    parameterization = {name: "auto" if name in learned or c == "auto" else tuple(c) for name, c in stored.items()}
+    parameterization = {name: "auto" if name in learned else c if isinstance(c, str) else tuple(c)
+                        for name, c in stored.items()}
     model = Model(record["formula"], frame, record["family"], parameterization=parameterization,
                   priors=priors, trials=record["trials"], weights=record.get("weights"), cens=record.get("cens"),
                   cens_upper=record.get("cens_upper"), **record.get("dpars", {}))

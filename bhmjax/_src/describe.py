@@ -25,6 +25,8 @@ def _prior_rows(site: str, prior: Any, labels: tuple[str, ...] | None = None) ->
 def _form(c) -> str:
     if c is None:
         return "auto (centeredness learned by SVI before the first fit)"
+    if c == "laplace":
+        return "laplace (centred per group on its rows' Gaussian approximation at each step)"
     if isinstance(c, str):
         return "centeredness per group (learned)"
     if all(v == 1 for v in c):

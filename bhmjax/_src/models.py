@@ -68,7 +68,8 @@ from bhmjax._src.design import FixedDesignSpec, GroupDesignSpec
 from bhmjax._src.formula import FormulaSpec
 from bhmjax._src.identity import structure_digest
 from bhmjax._src.priors import Prior, VectorPrior, make_vector
-from bhmjax._src.reparam import data_key, group_effects
+from bhmjax._src.laplace import laplace_effects
+from bhmjax._src.reparam import LAPLACE, data_key, group_effects
 from bhmjax._src.standardize import on_sampler_scale
 
 __all__ = ["GroupStructure", "SmoothStructure", "PredictorStructure", "ModelStructure", "ModelSpec",
@@ -297,13 +298,17 @@ def _scales(g: GroupStructure, data: Mapping[str, Any]):
     return sd, chol
 
 
-def _group(g: GroupStructure, data: Mapping[str, Any], coefs: Mapping[str, Any]):
+def _group(g: GroupStructure, data: Mapping[str, Any], coefs: Mapping[str, Any], eta=None, row_log_lik=None):
     sd, chol = _scales(g, data)
+    codes, z_design = data[f"codes_{g.term}"], data[f"Z_{g.term}"]
+    if g.centeredness == LAPLACE:  # centred on the rows' Gaussian approximation (laplace.py)
+        r = laplace_effects(g.name, sd, data[f"G_{g.term}"], chol, codes, z_design, eta, row_log_lik)
+        return jnp.sum(r[codes] * z_design, axis=-1)
     # Centre the group coefficients on the matching population ones (textbook centered form).
     loc = (jnp.stack([jnp.asarray(coefs.get(c, 0.0), sd.dtype) for c in g.columns])
            if any(c in coefs for c in g.columns) else None)
     r = group_effects(g.name, sd, data[f"G_{g.term}"], g.centeredness, chol, loc, data.get(data_key(g.name)))
-    return jnp.sum(r[data[f"codes_{g.term}"]] * data[f"Z_{g.term}"], axis=-1)
+    return jnp.sum(r[codes] * z_design, axis=-1)
 
 
 def _smooth(sm: SmoothStructure, data: Mapping[str, Any]):
@@ -312,19 +317,25 @@ def _smooth(sm: SmoothStructure, data: Mapping[str, Any]):
     return data[f"Zs_{sm.term}"] @ numpyro.deterministic(f"s_{sm.name}", sds * zs)
 
 
-def _predictor(p: PredictorStructure, data: Mapping[str, Any], integrated: str | None = None):
+def _predictor(p: PredictorStructure, data: Mapping[str, Any], integrated: str | None = None,
+               row_log_lik: Callable | None = None):
     """The predictor's value per row and its slopes ``b`` (None without slopes).
 
     The mean's grouping ``integrated`` is left out: its effects are integrated out (see ``_glmm``).
+    ``row_log_lik`` (eta -> (N,)) is given when a group term has the laplace form: its effects
+    are centred on the rows' likelihood at the predictor built so far (offsets included).
     """
     eta, coefs, b = _population(p, data)
+    offset = data["offset" + p.data] if p.offset else 0.0
+    if row_log_lik is not None:  # the laplace form expands the likelihood at the predictor built so far
+        eta = eta + offset
     for g in p.groups:
         if not (p.dpar == sites.MU and g.name == integrated):
-            eta = eta + _group(g, data, coefs)
+            eta = eta + _group(g, data, coefs, eta, row_log_lik)
     for sm in p.smooths:
         eta = eta + _smooth(sm, data)
-    if p.offset:
-        eta = eta + data["offset" + p.data]
+    if row_log_lik is None:
+        eta = eta + offset
     return eta, b
 
 
@@ -368,21 +379,47 @@ def _observe(family: Family, d: dist.Distribution, data: Mapping[str, Any]) -> N
         numpyro.sample("y", d, obs=y)
 
 
+def _row_log_lik(family: Family, params: Mapping[str, Any], data: Mapping[str, Any]) -> Callable:
+    """Each row's weighted log-likelihood as a function of the mean's predictor (the laplace form's)."""
+    def row_log_lik(eta):
+        d = family.likelihood(eta + data.get("reduction:offset", 0.0), params, data.get("trials"))
+        if "cens" in data:
+            d = Censored(d, data["cens"], data["cens_upper"])
+        lp = d.log_prob(data["y"])
+        w = data.get("weights")
+        return lp if w is None else jnp.where(w > 0, w * lp, 0.0)
+    return row_log_lik
+
+
 def _glmm(s: ModelStructure, data: Mapping[str, Any]) -> None:
     family: Family = FAMILIES[s.family]
-    etas, b_mu = {}, None
-    for p in s.predictors():
-        etas[p.dpar], b = _predictor(p, data, s.marginal)
-        b_mu = b if p.dpar == sites.MU else b_mu
-    scalars = {name: numpyro.sample(name, on_sampler_scale(name, _scalar(name, prior, data), data))
-               for name, prior in s.family_priors if name != "Intercept"}
+    trials = data.get("trials")
+    if s.family == "bernoulli" and trials is not None:  # rows summed into counts per cell (reduce.py)
+        family = FAMILIES["binomial"]
+
+    def family_scalars():
+        return {name: numpyro.sample(name, on_sampler_scale(name, _scalar(name, prior, data), data))
+                for name, prior in s.family_priors if name != "Intercept"}
+
+    etas, b_mu, scalars, laplace = {}, None, None, None
+    predictors = s.predictors()
+    if any(g.centeredness == LAPLACE and g.name != s.marginal for g in s.groups):
+        # the laplace form needs the likelihood given everything else: the family's parameters first
+        *predictors, mean = predictors[1:] + predictors[:1]
+        for p in predictors:
+            etas[p.dpar], _ = _predictor(p, data)
+        scalars = family_scalars()
+        laplace = _row_log_lik(family, family_parameters(s, etas, scalars), data)
+        etas[sites.MU], b_mu = _predictor(mean, data, s.marginal, laplace)
+    else:
+        for p in predictors:
+            etas[p.dpar], b = _predictor(p, data, s.marginal)
+            b_mu = b if p.dpar == sites.MU else b_mu
+        scalars = family_scalars()
     if s.thresholds:
         scalars["Intercept"] = _cutpoints(s, data, b_mu)
     params = family_parameters(s, etas, scalars)
     eta = mean_predictor(s, etas)
-    trials = data.get("trials")
-    if s.family == "bernoulli" and trials is not None:  # rows summed into counts per cell (reduce.py)
-        family = FAMILIES["binomial"]
     if "reduction:offset" in data:  # Poisson counts summed per cell: rate times the cell's rows
         eta = eta + data["reduction:offset"]
     if s.marginal is None:

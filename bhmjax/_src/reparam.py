@@ -44,11 +44,12 @@ import numpyro.distributions as dist
 
 from bhmjax._src.smallmat import TrilNormal
 
-__all__ = ["AUTO", "PER_GROUP", "as_centeredness", "data_key", "form_of", "group_effects",
+__all__ = ["AUTO", "LAPLACE", "PER_GROUP", "as_centeredness", "data_key", "form_of", "group_effects",
            "PARAMETERIZATIONS"]
 
 PARAMETERIZATIONS = {"centered": 1.0, "noncentered": 0.0}
 AUTO = "auto"
+LAPLACE = "laplace"  # centred per group on the rows' Gaussian approximation at each step (laplace.py)
 PER_GROUP = "per_group"
 
 
@@ -77,6 +78,8 @@ def as_centeredness(value: Any, num_terms: int, group: str = "group") -> tuple[f
     if isinstance(value, str):
         if value == AUTO:
             return None
+        if value == LAPLACE:
+            return LAPLACE
         if value not in PARAMETERIZATIONS:
             raise ValueError(f"parameterization for {group!r} must be one of {sorted(PARAMETERIZATIONS)}, "
                              f"{AUTO!r} (learned) or a centeredness in [0, 1]; got {value!r}")
