@@ -50,7 +50,9 @@ class Model:
         pre-pass before the first fit (``bhmjax._src.autoreparam``): each group's share
         of its effect's precision that comes from its data, measured on a mean-field
         fit; a group with many informative rows gets 1, a group with a row or two a
-        small value or 0. The values are
+        small value or 0. ``"laplace"`` centres each group's effects on one Newton step of
+        its rows' likelihood at every evaluation (``bhmjax._src.laplace``): the form for
+        bernoulli, binomial and Poisson rows in many small groups. The values are
         in ``model.centeredness`` (arrays (G, K)), ``describe()`` and
         ``fit.settings["parameterization"]``, the pre-pass seconds in
         ``fit.timings["reparam"]`` and ``fit.settings["reparam"]``. Dict keys of an auxiliary

@@ -83,20 +83,20 @@ def laplace_effects(name: str, sd: jnp.ndarray, num_groups: int, chol_corr: jnp.
     cols = [z_design[:, i] for i in range(k)]
     prec = _prior_precision(sd, chol_corr)
 
-    def per_group(values):  # (N,) -> (G,)
-        return jax.ops.segment_sum(values, codes, num_segments=num_groups)
-
+    pairs = [(i, j) for i in range(k) for j in range(i + 1)]
     mean = [jnp.zeros(num_groups, eta.dtype)] * k
-    for _ in range(NEWTON_STEPS):
-        at = eta + sum(m[codes] * c for m, c in zip(mean, cols))
+    for step_number in range(NEWTON_STEPS):
+        at = eta + sum(m[codes] * c for m, c in zip(mean, cols)) if step_number else eta
         d, dd = jax.jvp(jax.grad(total), (at,), (jnp.ones_like(at),))  # separable: the Hessian's diagonal
         w = jnp.maximum(-dd, 0.0)
+        # one scatter of K + K(K+1)/2 columns: per group, the score and the curvature
+        sums = jax.ops.segment_sum(jnp.stack([d * c for c in cols] + [w * cols[i] * cols[j] for i, j in pairs], -1),
+                                   codes, num_segments=num_groups)
         p = [[None] * k for _ in range(k)]
-        for i in range(k):
-            for j in range(i + 1):
-                p[i][j] = p[j][i] = prec[i][j] + per_group(w * cols[i] * cols[j])
+        for n, (i, j) in enumerate(pairs):
+            p[i][j] = p[j][i] = prec[i][j] + sums[:, k + n]
         low = cholesky(p)
-        grad = [per_group(d * cols[i]) - sum(prec[i][j] * mean[j] for j in range(k)) for i in range(k)]
+        grad = [sums[:, i] - sum(prec[i][j] * mean[j] for j in range(k)) for i in range(k)]
         step = solve_upper_t(low, solve_lower(low, grad))
         mean = [m + s / (1.0 + (s / MAX_STEP) ** 4) ** 0.25 for m, s in zip(mean, step)]  # soft cap: far starts
 
