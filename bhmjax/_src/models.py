@@ -33,7 +33,8 @@ Model data (keyword arguments)
 
 Exactly reduced data (see ``reduce.py``) add ``Intercept_col`` (N,), ``reduction:rss`` and
 ``reduction:dropped`` (Gaussian pseudo rows), or ``reduction:offset`` (N,), the log of each
-Poisson count's rows, added to the log rate in the likelihood only; merged identical rows
+Poisson count's rows, added to the log rate in the likelihood only, and ``count:log_norm`` (N,),
+each summed count's data-only log-likelihood term (``families.counts.KnownNormalizer``); merged identical rows
 carry their multiplicity in ``weights``.
 
 Sites (mean predictor; others prefixed as in ``sites.py``)
@@ -63,6 +64,7 @@ import numpyro.distributions as dist
 from bhmjax._src import marginal, sites
 from bhmjax._src.families import DPARS, FAMILIES, Family, inverse_link
 from bhmjax._src.families.categories import OrderedPrior
+from bhmjax._src.families.counts import KnownNormalizer
 from bhmjax._src.families.censoring import Censored
 from bhmjax._src.design import FixedDesignSpec, GroupDesignSpec
 from bhmjax._src.formula import FormulaSpec
@@ -379,10 +381,18 @@ def _observe(family: Family, d: dist.Distribution, data: Mapping[str, Any]) -> N
         numpyro.sample("y", d, obs=y)
 
 
+def _likelihood(family: Family, eta, params: Mapping[str, Any], data: Mapping[str, Any]) -> dist.Distribution:
+    """The family's distribution of each row (cell) given its predictor ``eta`` (reduction offset included)."""
+    d = family.likelihood(eta, params, data.get("trials"))
+    if "count:log_norm" in data and "cens" not in data:  # summed counts: their data-only term computed once
+        d = KnownNormalizer(d, data["count:log_norm"])
+    return d
+
+
 def _row_log_lik(family: Family, params: Mapping[str, Any], data: Mapping[str, Any]) -> Callable:
     """Each row's weighted log-likelihood as a function of the mean's predictor (the laplace form's)."""
     def row_log_lik(eta):
-        d = family.likelihood(eta + data.get("reduction:offset", 0.0), params, data.get("trials"))
+        d = _likelihood(family, eta + data.get("reduction:offset", 0.0), params, data)
         if "cens" in data:
             d = Censored(d, data["cens"], data["cens_upper"])
         lp = d.log_prob(data["y"])
@@ -423,7 +433,7 @@ def _glmm(s: ModelStructure, data: Mapping[str, Any]) -> None:
     if "reduction:offset" in data:  # Poisson counts summed per cell: rate times the cell's rows
         eta = eta + data["reduction:offset"]
     if s.marginal is None:
-        likelihood = family.likelihood(eta, params, trials)
+        likelihood = _likelihood(family, eta, params, data)
     else:  # gaussian rows with one grouping's effects integrated out (marginalize.why_not: nothing else)
         g = next(g for g in s.groups if g.name == s.marginal)
         sd, chol = _scales(g, data)
@@ -489,7 +499,7 @@ def linear_predictor(structure: ModelStructure, params: Mapping[str, Any],
 
 def row_keys(structure: ModelStructure, data: Mapping[str, Any]) -> tuple[str, ...]:
     """The names of the model data indexed by row (axis 0): response, designs, codes, bounds."""
-    keys = ["y", "trials", "weights", "cens", "cens_upper", "Intercept_col", "reduction:offset"]
+    keys = ["y", "trials", "weights", "cens", "cens_upper", "Intercept_col", "reduction:offset", "count:log_norm"]
     for p in structure.predictors():
         keys += ["X" + p.data, "offset" + p.data] + [f"Zs_{sm.term}" for sm in p.smooths]
         keys += [k for g in p.groups for k in (f"Z_{g.term}", f"codes_{g.term}")]

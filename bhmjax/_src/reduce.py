@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
+from scipy.special import gammaln
 
 __all__ = ["GaussianCells", "PseudoRows", "gaussian_cells", "gaussian_cell_loglik", "gaussian_pseudo_rows",
            "gaussian_blocks", "reduce_gaussian_data", "block_gaussian_data", "aggregate_counts", "reduce_count_data",
@@ -326,8 +327,11 @@ def reduce_count_data(data: dict, family: str, num_terms: int, pays_only: bool =
         col += k
     if family == "poisson":
         out["reduction:offset"] = np.log(size).astype(f)
+        log_norm = -gammaln(total + 1.0)
     else:
         out["trials"] = size.astype(f)
+        log_norm = gammaln(size + 1.0) - gammaln(total + 1.0) - gammaln(size - total + 1.0)
+    out["count:log_norm"] = log_norm.astype(f)  # data-only, computed once (families.counts.KnownNormalizer)
     return out
 
 
