@@ -78,6 +78,33 @@ def test_the_effects_follow_the_rows_where_they_are_informative():
     np.testing.assert_allclose(slope, np.diag(1 / np.sqrt(precision)), rtol=1e-4, atol=1e-7)  # groups do not mix
 
 
+def test_one_newton_step_under_a_correlated_prior():
+    """r at z = 0 and dr/dz per group against numpy: P = Sigma^-1 + sum w z z^T, m = P^-1 sum d z."""
+    data = counts("bernoulli", groups=3, seed=4)
+    model = bj.Model(FORMULA, data, family="bernoulli", parameterization="laplace")
+    args = model.model_data()
+    sd, corr = np.array([0.7, 0.4]), np.array([[1.0, 0.0], [0.5, np.sqrt(0.75)]])
+    hyper = {"Intercept_c": jnp.float32(-0.2), "b": jnp.array([0.5], jnp.float32),
+             "sd_g": jnp.asarray(sd, jnp.float32), "L_g": jnp.asarray(corr, jnp.float32)}
+
+    def trace(z):
+        return _trace(model.numpyro_model, args, {**hyper, "z_g": z})
+
+    t = trace(jnp.zeros((3, 2)))
+    jac = np.asarray(jax.jacobian(lambda v: trace(v.reshape(3, 2))["r_g"]["value"].reshape(-1))(jnp.zeros(6)))
+    eta = float(t["Intercept"]["value"]) + 0.5 * data["x"]
+    p = 1 / (1 + np.exp(-eta))
+    z_rows = np.stack([np.ones_like(data["x"]), data["x"]], -1)
+    cov = np.diag(sd) @ corr @ corr.T @ np.diag(sd)
+    for j in range(3):
+        rows = data["g"] == j
+        prec = np.linalg.inv(cov) + (z_rows[rows] * (p * (1 - p))[rows, None]).T @ z_rows[rows]
+        step = np.linalg.solve(prec, z_rows[rows].T @ (data["y"][rows] - p[rows]))
+        np.testing.assert_allclose(t["r_g"]["value"][j], step / (1 + (step / 2) ** 4) ** 0.25, rtol=1e-4)
+        chol = np.linalg.cholesky(prec)
+        np.testing.assert_allclose(jac[2 * j:2 * j + 2, 2 * j:2 * j + 2], np.linalg.inv(chol.T), rtol=1e-4, atol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def bernoulli_fits():
     data = counts("bernoulli", groups=20, seed=3)

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
-from bhmjax._src.smallmat import cholesky, solve_lower, solve_upper_t
+from bhmjax._src.smallmat import TrilNormal, cholesky, solve_lower, solve_upper_t
 
 __all__ = ["laplace_effects", "NEWTON_STEPS", "MAX_STEP"]
 
@@ -105,7 +105,6 @@ def laplace_effects(name: str, sd: jnp.ndarray, num_groups: int, chol_corr: jnp.
     if chol_corr is None:
         prior = dist.Normal(0.0, sd).log_prob(r).sum()
     else:
-        from bhmjax._src.smallmat import TrilNormal
         prior = TrilNormal(jnp.zeros(k), sd[:, None] * chol_corr, num_groups).log_prob(r).sum()
     log_det = -sum(jnp.sum(jnp.log(low[i][i])) for i in range(k))
     numpyro.factor(f"laplace_{name}", prior + log_det - dist.Normal(0.0, 1.0).log_prob(z).sum())
