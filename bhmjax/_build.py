@@ -275,7 +275,7 @@ def _centeredness(parameterization: Any, terms: list[tuple[str, int]]) -> dict[s
     return {name: as_centeredness(parameterization, k, name) for name, k in terms}
 
 
-def _check_laplace(fam, centeredness: dict, widths: dict[str, int], everywhere: bool) -> None:
+def _check_laplace(fam, centeredness: dict, widths: dict[str, int], mean_terms: set[str], everywhere: bool) -> None:
     """The laplace form centres the mean's group effects on the rows' likelihood (``laplace.py``):
     families with one predictor per row, mean terms only (given everywhere, the others stay non-centered)."""
     laplace = [name for name, c in centeredness.items() if c == LAPLACE]
@@ -283,7 +283,7 @@ def _check_laplace(fam, centeredness: dict, widths: dict[str, int], everywhere: 
         raise ValueError(f"parameterization 'laplace' needs one linear predictor per row; the {fam.name} family "
                          f"has cutpoints or one per category. Use 'noncentered', 'centered' or 'auto'.")
     for name in laplace:
-        if "__" in name:  # a group term of an auxiliary parameter's predictor (sites.group_site)
+        if name not in mean_terms:  # a group term of an auxiliary parameter's predictor
             if not everywhere:
                 raise ValueError(f"parameterization names {name!r} 'laplace', but the laplace form applies to the "
                                  "mean's group terms only; give that term 'noncentered', 'centered' or 'auto'.")
@@ -353,7 +353,8 @@ def build_spec(formula: str, data: Any, family: str, dpars: Mapping[str, Any], *
     all_terms = [(sites.group_site(groups[t].name, d.dpar), len(groups[t].columns)) for d in designs
                  for t in d.terms]
     centeredness = _centeredness(parameterization, all_terms)
-    _check_laplace(fam, centeredness, dict(all_terms), isinstance(parameterization, str))
+    mean_terms = {sites.group_site(groups[t].name, d.dpar) for d in designs if d.dpar == sites.MU for t in d.terms}
+    _check_laplace(fam, centeredness, dict(all_terms), mean_terms, isinstance(parameterization, str))
     predictors = [_predictor_structure(d, groups, resolved, centeredness) for d in designs]
     structure = _structure(fam, predictors, resolved, categories)
     fixed = designs[0].fixed

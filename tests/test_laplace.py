@@ -161,3 +161,10 @@ def test_laplace_is_refused_where_it_does_not_apply():
     model = bj.Model("y ~ 1 + (1 | g)", data, family="negative_binomial", phi="~ 1 + (1 | g)",
                      parameterization="laplace")
     assert model.centeredness == {"g": "laplace", "g__phi": (0.0,)}
+
+
+def test_a_mean_grouping_named_with_double_underscores_keeps_the_form():
+    data = counts("poisson")
+    model = bj.Model("y ~ 1 + (1 | store__id)", {**data, "store__id": data["g"]}, family="poisson",
+                     parameterization={"store__id": "laplace"})
+    assert model.centeredness == {"store__id": "laplace"}

@@ -2,12 +2,13 @@
 
 For a grouping with rows of any family, a group's effect ``r_g`` (K,) has prior
 ``Normal(0, Sigma)`` and, given everything sampled before it, the rows' log-likelihood
-``sum_i l_i(eta_i + Z_i . r_g)``. A few Newton steps from ``r_g = 0`` give a Gaussian
+``sum_i l_i(eta_i + Z_i . r_g)``. One Newton step from ``r_g = 0`` gives a Gaussian
 approximation of the conditional posterior of ``r_g``, with mean ``m_g`` and precision
 
-    P_g = Sigma^-1 + sum_i w_i Z_i Z_i^T,   w_i = max(-l_i''(eta_i + Z_i . m), 0)
+    P_g = Sigma^-1 + sum_i w_i Z_i Z_i^T,   w_i = max(-l_i''(eta_i), 0),
+    m_g = P_g^-1 sum_i l_i'(eta_i) Z_i   (steps near or over MAX_STEP shortened smoothly).
 
-at the last step's start ``m``. NUTS samples ``z_g`` and the effect is
+NUTS samples ``z_g`` and the effect is
 ``r_g = m_g + C_g^-T z_g`` (``C_g C_g^T = P_g``): a group whose rows say little keeps
 ``P_g ~ Sigma^-1`` (the non-centered form), a group whose rows say much is centred on
 what they say, with their scale (a centering per group and per direction, found from
@@ -18,8 +19,8 @@ the standard normal of ``z``. The approximation only shapes the geometry: a poor
 costs efficiency, never correctness. For a gaussian likelihood one step is the exact
 conditional, and ``z`` is independent of everything else.
 
-Cost per gradient: ``NEWTON_STEPS`` extra elementwise passes over the rows (first and
-second derivatives of the log-likelihood) with segment sums of K + K(K+1)/2 columns.
+Cost per gradient: one extra elementwise pass over the rows (first and second
+derivatives of the log-likelihood) and one scatter of K + K(K+1)/2 columns per group.
 """
 
 from __future__ import annotations
@@ -33,9 +34,8 @@ import numpyro.distributions as dist
 
 from bhmjax._src.smallmat import TrilNormal, cholesky, solve_lower, solve_upper_t
 
-__all__ = ["laplace_effects", "NEWTON_STEPS", "MAX_STEP"]
+__all__ = ["laplace_effects", "MAX_STEP"]
 
-NEWTON_STEPS = 1  # row passes per evaluation; on bernoulli stores 2 or 3 gave deeper trees and more divergences
 MAX_STEP = 2.0  # Newton steps near or over this (link units) are shortened smoothly (a Poisson group far out)
 
 
@@ -84,21 +84,17 @@ def laplace_effects(name: str, sd: jnp.ndarray, num_groups: int, chol_corr: jnp.
     prec = _prior_precision(sd, chol_corr)
 
     pairs = [(i, j) for i in range(k) for j in range(i + 1)]
-    mean = [jnp.zeros(num_groups, eta.dtype)] * k
-    for step_number in range(NEWTON_STEPS):
-        at = eta + sum(m[codes] * c for m, c in zip(mean, cols)) if step_number else eta
-        d, dd = jax.jvp(jax.grad(total), (at,), (jnp.ones_like(at),))  # separable: the Hessian's diagonal
-        w = jnp.maximum(-dd, 0.0)
-        # one scatter of K + K(K+1)/2 columns: per group, the score and the curvature
-        sums = jax.ops.segment_sum(jnp.stack([d * c for c in cols] + [w * cols[i] * cols[j] for i, j in pairs], -1),
-                                   codes, num_segments=num_groups)
-        p = [[None] * k for _ in range(k)]
-        for n, (i, j) in enumerate(pairs):
-            p[i][j] = p[j][i] = prec[i][j] + sums[:, k + n]
-        low = cholesky(p)
-        grad = [sums[:, i] - sum(prec[i][j] * mean[j] for j in range(k)) for i in range(k)]
-        step = solve_upper_t(low, solve_lower(low, grad))
-        mean = [m + s / (1.0 + (s / MAX_STEP) ** 4) ** 0.25 for m, s in zip(mean, step)]  # soft cap: far starts
+    d, dd = jax.jvp(jax.grad(total), (eta,), (jnp.ones_like(eta),))  # separable: the Hessian's diagonal
+    w = jnp.maximum(-dd, 0.0)
+    # one scatter of K + K(K+1)/2 columns: per group, the score and the curvature at r = 0
+    sums = jax.ops.segment_sum(jnp.stack([d * c for c in cols] + [w * cols[i] * cols[j] for i, j in pairs], -1),
+                               codes, num_segments=num_groups)
+    p = [[None] * k for _ in range(k)]
+    for n, (i, j) in enumerate(pairs):
+        p[i][j] = p[j][i] = prec[i][j] + sums[:, k + n]
+    low = cholesky(p)
+    step = solve_upper_t(low, solve_lower(low, [sums[:, i] for i in range(k)]))
+    mean = [s / (1.0 + (s / MAX_STEP) ** 4) ** 0.25 for s in step]  # soft cap: a group far from the population
 
     z = numpyro.sample(f"z_{name}", dist.Normal(0.0, 1.0).expand((num_groups, k)).to_event(2))
     r = jnp.stack([m + s for m, s in zip(mean, solve_upper_t(low, [z[:, i] for i in range(k)]))], axis=-1)

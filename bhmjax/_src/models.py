@@ -371,8 +371,7 @@ def _observe(family: Family, d: dist.Distribution, data: Mapping[str, Any]) -> N
     y = data.get("y")
     if y is not None and family.kind in ("ordinal", "categorical"):
         y = y.astype(jnp.int32)
-    if "cens" in data:
-        d = Censored(d, data["cens"], data["cens_upper"])
+    d = _censored(d, data)
     w = data.get("weights")
     if w is None:
         numpyro.sample("y", d, obs=y)
@@ -389,13 +388,16 @@ def _likelihood(family: Family, eta, params: Mapping[str, Any], data: Mapping[st
     return d
 
 
+def _censored(d: dist.Distribution, data: Mapping[str, Any]) -> dist.Distribution:
+    return Censored(d, data["cens"], data["cens_upper"]) if "cens" in data else d
+
+
 def _row_log_lik(family: Family, params: Mapping[str, Any], data: Mapping[str, Any]) -> Callable:
-    """Each row's weighted log-likelihood as a function of the mean's predictor (the laplace form's)."""
+    """Each row's weighted log-likelihood as a function of the mean's predictor (the laplace form's),
+    the density ``_observe`` gives the rows."""
     def row_log_lik(eta):
-        d = _likelihood(family, eta + data.get("reduction:offset", 0.0), params, data)
-        if "cens" in data:
-            d = Censored(d, data["cens"], data["cens_upper"])
-        lp = d.log_prob(data["y"])
+        lp = _censored(_likelihood(family, eta + data.get("reduction:offset", 0.0), params, data), data).log_prob(
+            data["y"])
         w = data.get("weights")
         return lp if w is None else jnp.where(w > 0, w * lp, 0.0)
     return row_log_lik
