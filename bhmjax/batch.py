@@ -145,7 +145,8 @@ def _requests(models, config, reduce, marginalize) -> list[_Dataset]:
             continue
         try:
             choice = marginalize if marginalize is False else "auto"  # True is checked over all datasets
-            request = m.run_request(config, reduce=reduce, marginalize=choice, progress=False, pays_only=False)
+            request = m.run_request(config, reduce=reduce, marginalize=choice, progress=False, pays_only=False,
+                                    layout=False)
         except (ValueError, TypeError) as err:
             out.append(_Dataset(label, error=f"model could not be built: {err}"))
             continue

@@ -8,6 +8,7 @@ import numpy as np
 
 from bhmjax._build import _as_frame, build_spec
 from bhmjax._src import marginalize as marginalize_lib
+from bhmjax._src import layout as layout_lib
 from bhmjax._src import standardize
 from bhmjax._src.describe import describe
 from bhmjax._src.design import predictor_arrays
@@ -253,7 +254,8 @@ class Model:
         return runner.execute(self.run_request(config, reduce=reduce, marginalize=marginalize, **labels, **sinks))
 
     def run_request(self, config, *, reduce: Any = "auto", marginalize: Any = "auto", coords=None, dims=None,
-                    names=None, checkpoint=None, out=None, progress: bool = True, pays_only: bool = True):
+                    names=None, checkpoint=None, out=None, progress: bool = True, pays_only: bool = True,
+                    layout: bool = True):
         """What :meth:`fit` runs: a :class:`~bhmjax.runner.RunRequest` for ``config`` (a RunConfig).
 
         Everything the Fit holds comes from here (spec, the rows, the data the sampler
@@ -261,7 +263,8 @@ class Model:
         site order, pre-pass seconds), so a checkpoint resumed from this model's record
         gives the Fit of an uninterrupted run. ``pays_only=False``: with ``reduce="auto"``,
         reduce wherever an exact reduction exists (``fit_many``: one program for every
-        dataset, and a reduction never has more rows than the data).
+        dataset, and a reduction never has more rows than the data). ``layout``: store reduced
+        rows group-major where that pays (``bhmjax._src.layout``; ``fit_many`` pads rows itself).
         """
         from dataclasses import replace
 
@@ -284,6 +287,13 @@ class Model:
             reduction = {"kind": kind, "rows": self.num_rows, "pseudo_rows": sampled["N"]}
             if kind != "gaussian":
                 reduction["cells"] = sampled["N"]
+            grouped = layout_lib.group_major(sampled, row_keys(structure, sampled)) if layout and not marginal else None
+            if grouped is not None:  # gathers and group sums become reshapes (see layout.py)
+                sampled = grouped
+                term = min(t for t in range(len(self.spec.groups)) if layout_lib.per_group_key(t) in grouped)
+                reduction["group_major"] = {"grouping": next(g.name for g in all_groups(structure) if g.term == term),
+                                            "rows_per_group": grouped[layout_lib.per_group_key(term)],
+                                            "padded_rows": grouped["N"]}
         order = site_order(self.spec.structure)
         arrays, static = data_lib.split_data(sampled)
         data_lib.check_data(arrays)

@@ -20,18 +20,19 @@ costs efficiency, never correctness. For a gaussian likelihood one step is the e
 conditional, and ``z`` is independent of everything else.
 
 Cost per gradient: one extra elementwise pass over the rows (first and second
-derivatives of the log-likelihood) and one scatter of K + K(K+1)/2 columns per group.
+derivatives of the log-likelihood, in closed form for summed counts) and one sum of
+K + K(K+1)/2 columns per group (a reshape where the rows are group-major, ``layout.py``).
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
+from bhmjax._src.layout import GroupIndex
 from bhmjax._src.smallmat import TrilNormal, cholesky, solve_lower, solve_upper_t
 
 __all__ = ["laplace_effects", "MAX_STEP"]
@@ -50,9 +51,9 @@ def _prior_precision(sd, chol_corr):
     return [[sum(inv[a][c] * inv[b][c] for c in range(k)) / (sd[a] * sd[b]) for b in range(k)] for a in range(k)]
 
 
-def laplace_effects(name: str, sd: jnp.ndarray, num_groups: int, chol_corr: jnp.ndarray | None,
-                    codes: jnp.ndarray, z_design: jnp.ndarray, eta: jnp.ndarray,
-                    row_log_lik: Callable[[jnp.ndarray], jnp.ndarray]) -> jnp.ndarray:
+def laplace_effects(name: str, sd: jnp.ndarray, index: GroupIndex, chol_corr: jnp.ndarray | None,
+                    z_design: jnp.ndarray, eta: jnp.ndarray,
+                    row_derivatives: Callable[[jnp.ndarray], tuple[jnp.ndarray, jnp.ndarray]]) -> jnp.ndarray:
     """Sample the deviations ``r_<name>`` (num_groups, K) through ``z_<name>`` in the laplace form.
 
     Parameters
@@ -60,35 +61,31 @@ def laplace_effects(name: str, sd: jnp.ndarray, num_groups: int, chol_corr: jnp.
     name : str
         The grouping; the sampled site is ``z_<name>``, ``r_<name>`` is deterministic.
     sd : array, shape (K,)
-    num_groups : int
-        G (static).
+    index : GroupIndex
+        Each row's group, G (``layout.py``).
     chol_corr : array, shape (K, K), optional
         Cholesky factor of the correlation (None: independent columns).
-    codes : int array, shape (N,)
-        Each row's group.
     z_design : array, shape (N, K)
         Each row's group-term columns.
     eta : array, shape (N,)
         The linear predictor without this grouping's effects (what is sampled before it).
-    row_log_lik : callable
-        ``eta (N,) -> (N,)``: each row's log-likelihood (weights applied); rows must be
-        independent given ``eta`` so that its Hessian is diagonal.
+    row_derivatives : callable
+        ``eta (N,) -> (d, dd)``, each (N,): the first and second derivatives of each row's
+        log-likelihood (weights applied) in its predictor; rows are independent given ``eta``.
 
     Returns
     -------
     r : array, shape (num_groups, K)
     """
-    k = sd.shape[-1]
-    total = lambda e: jnp.sum(row_log_lik(e))  # noqa: E731
+    k, num_groups = sd.shape[-1], index.num_groups
     cols = [z_design[:, i] for i in range(k)]
     prec = _prior_precision(sd, chol_corr)
 
     pairs = [(i, j) for i in range(k) for j in range(i + 1)]
-    d, dd = jax.jvp(jax.grad(total), (eta,), (jnp.ones_like(eta),))  # separable: the Hessian's diagonal
+    d, dd = row_derivatives(eta)
     w = jnp.maximum(-dd, 0.0)
     # one scatter of K + K(K+1)/2 columns: per group, the score and the curvature at r = 0
-    sums = jax.ops.segment_sum(jnp.stack([d * c for c in cols] + [w * cols[i] * cols[j] for i, j in pairs], -1),
-                               codes, num_segments=num_groups)
+    sums = index.sum(jnp.stack([d * c for c in cols] + [w * cols[i] * cols[j] for i, j in pairs], -1))
     p = [[None] * k for _ in range(k)]
     for n, (i, j) in enumerate(pairs):
         p[i][j] = p[j][i] = prec[i][j] + sums[:, k + n]

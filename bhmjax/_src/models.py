@@ -57,6 +57,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
@@ -71,6 +72,7 @@ from bhmjax._src.formula import FormulaSpec
 from bhmjax._src.identity import structure_digest
 from bhmjax._src.priors import Prior, VectorPrior, make_vector
 from bhmjax._src.laplace import laplace_effects
+from bhmjax._src.layout import group_index
 from bhmjax._src.reparam import LAPLACE, data_key, group_effects
 from bhmjax._src.standardize import on_sampler_scale
 
@@ -300,17 +302,17 @@ def _scales(g: GroupStructure, data: Mapping[str, Any]):
     return sd, chol
 
 
-def _group(g: GroupStructure, data: Mapping[str, Any], coefs: Mapping[str, Any], eta=None, row_log_lik=None):
+def _group(g: GroupStructure, data: Mapping[str, Any], coefs: Mapping[str, Any], eta=None, row_derivatives=None):
     sd, chol = _scales(g, data)
-    codes, z_design = data[f"codes_{g.term}"], data[f"Z_{g.term}"]
+    index, z_design = group_index(data, g.term), data[f"Z_{g.term}"]
     if g.centeredness == LAPLACE:  # centred on the rows' Gaussian approximation (laplace.py)
-        r = laplace_effects(g.name, sd, data[f"G_{g.term}"], chol, codes, z_design, eta, row_log_lik)
-        return jnp.sum(r[codes] * z_design, axis=-1)
+        r = laplace_effects(g.name, sd, index, chol, z_design, eta, row_derivatives)
+        return jnp.sum(index.take(r) * z_design, axis=-1)
     # Centre the group coefficients on the matching population ones (textbook centered form).
     loc = (jnp.stack([jnp.asarray(coefs.get(c, 0.0), sd.dtype) for c in g.columns])
            if any(c in coefs for c in g.columns) else None)
-    r = group_effects(g.name, sd, data[f"G_{g.term}"], g.centeredness, chol, loc, data.get(data_key(g.name)))
-    return jnp.sum(r[codes] * z_design, axis=-1)
+    r = group_effects(g.name, sd, index.num_groups, g.centeredness, chol, loc, data.get(data_key(g.name)))
+    return jnp.sum(index.take(r) * z_design, axis=-1)
 
 
 def _smooth(sm: SmoothStructure, data: Mapping[str, Any]):
@@ -320,23 +322,23 @@ def _smooth(sm: SmoothStructure, data: Mapping[str, Any]):
 
 
 def _predictor(p: PredictorStructure, data: Mapping[str, Any], integrated: str | None = None,
-               row_log_lik: Callable | None = None):
+               row_derivatives: Callable | None = None):
     """The predictor's value per row and its slopes ``b`` (None without slopes).
 
     The mean's grouping ``integrated`` is left out: its effects are integrated out (see ``_glmm``).
-    ``row_log_lik`` (eta -> (N,)) is given when a group term has the laplace form: its effects
+    ``row_derivatives`` (eta -> two (N,)) is given when a group term has the laplace form: its effects
     are centred on the rows' likelihood at the predictor built so far (offsets included).
     """
     eta, coefs, b = _population(p, data)
     offset = data["offset" + p.data] if p.offset else 0.0
-    if row_log_lik is not None:  # the laplace form expands the likelihood at the predictor built so far
+    if row_derivatives is not None:  # the laplace form expands the likelihood at the predictor built so far
         eta = eta + offset
     for g in p.groups:
         if not (p.dpar == sites.MU and g.name == integrated):
-            eta = eta + _group(g, data, coefs, eta, row_log_lik)
+            eta = eta + _group(g, data, coefs, eta, row_derivatives)
     for sm in p.smooths:
         eta = eta + _smooth(sm, data)
-    if row_log_lik is None:
+    if row_derivatives is None:
         eta = eta + offset
     return eta, b
 
@@ -392,15 +394,27 @@ def _censored(d: dist.Distribution, data: Mapping[str, Any]) -> dist.Distributio
     return Censored(d, data["cens"], data["cens_upper"]) if "cens" in data else d
 
 
-def _row_log_lik(family: Family, params: Mapping[str, Any], data: Mapping[str, Any]) -> Callable:
-    """Each row's weighted log-likelihood as a function of the mean's predictor (the laplace form's),
-    the density ``_observe`` gives the rows."""
-    def row_log_lik(eta):
-        lp = _censored(_likelihood(family, eta + data.get("reduction:offset", 0.0), params, data), data).log_prob(
-            data["y"])
-        w = data.get("weights")
-        return lp if w is None else jnp.where(w > 0, w * lp, 0.0)
-    return row_log_lik
+def _row_derivatives(family: Family, params: Mapping[str, Any], data: Mapping[str, Any]) -> Callable:
+    """The first and second derivatives (N,) of each row's weighted log-likelihood (the density
+    ``_observe`` gives the rows) in the mean's predictor: the laplace form's score and curvature.
+    Closed form for summed counts (``KnownNormalizer``), else forward-over-reverse autodiff."""
+    w = data.get("weights")
+
+    def weigh(v):
+        return v if w is None else jnp.where(w > 0, w * v, 0.0)
+
+    def likelihood(eta):
+        return _censored(_likelihood(family, eta + data.get("reduction:offset", 0.0), params, data), data)
+
+    def derivatives(eta):
+        rows = likelihood(eta)
+        if isinstance(rows, KnownNormalizer):
+            first, second = rows.natural_derivatives(data["y"])
+            return weigh(first), weigh(second)
+        total = lambda e: jnp.sum(weigh(likelihood(e).log_prob(data["y"])))  # noqa: E731
+        return jax.jvp(jax.grad(total), (eta,), (jnp.ones_like(eta),))  # separable: the Hessian's diagonal
+
+    return derivatives
 
 
 def _glmm(s: ModelStructure, data: Mapping[str, Any]) -> None:
@@ -421,7 +435,7 @@ def _glmm(s: ModelStructure, data: Mapping[str, Any]) -> None:
         for p in predictors:
             etas[p.dpar], _ = _predictor(p, data)
         scalars = family_scalars()
-        laplace = _row_log_lik(family, family_parameters(s, etas, scalars), data)
+        laplace = _row_derivatives(family, family_parameters(s, etas, scalars), data)
         etas[sites.MU], b_mu = _predictor(mean, data, s.marginal, laplace)
     else:
         for p in predictors:
@@ -472,7 +486,7 @@ def _predictor_value(p: PredictorStructure, params: Mapping[str, Any], data: Map
         eta = eta + jnp.asarray(data["X" + p.data]) @ params[sites.b_site(p.dpar)]
     for g in p.groups:
         r = params[f"r_{g.name}"]
-        eta = eta + jnp.sum(r[data[f"codes_{g.term}"]] * data[f"Z_{g.term}"], axis=-1)
+        eta = eta + jnp.sum(group_index(data, g.term, r.shape[0]).take(r) * data[f"Z_{g.term}"], axis=-1)
     for sm in p.smooths:
         eta = eta + jnp.asarray(data[f"Zs_{sm.term}"]) @ params[f"s_{sm.name}"]
     if p.offset:

@@ -194,6 +194,16 @@ class KnownNormalizer(dist.Distribution):
         rate = self.base.rate
         return jax.scipy.special.xlogy(value, rate) - rate + self.log_norm
 
+    def natural_derivatives(self, value):
+        """First and second derivatives of ``log_prob(value)`` (N,) in the logit (binomial) or the
+        log rate (Poisson), in closed form: the laplace form's score and curvature per row."""
+        if isinstance(self.base, dist.BinomialLogits):
+            p = jax.nn.sigmoid(self.base.logits)
+            n = self.base.total_count
+            return value - n * p, -n * p * (1.0 - p)
+        rate = self.base.rate
+        return value - rate, -rate
+
 
 COUNTS = [
     Family("bernoulli", "logit", (), lambda eta, p, n: dist.BernoulliLogits(eta), "binary"),
