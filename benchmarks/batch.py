@@ -7,6 +7,8 @@
                                      R-hat, ESS, divergences, wall time, peak memory; nutpie at a
                                      reduced size where installed (gaussian). After the sizes,
                                      --target-accept 0.95 / --parameterization centered vary it.
+``python -m benchmarks.batch gradient [groups]``  one chain's gradient of the bernoulli stores,
+                                     laplace and non-centered, cells as reduced vs group-major.
 ``python -m benchmarks.batch cache`` the same small fit in two fresh processes: the second
                                      one finds the XLA executables in the persistent cache.
 
@@ -215,6 +217,33 @@ def _big_nutpie(groups: int, rows: int, iterations: int, ours_ess_per_s: float) 
             "ess_per_s": round(per_s, 3), "bhmjax_full_size_over_nutpie_reduced": round(ours_ess_per_s / per_s, 1)}
 
 
+def bench_gradient(groups: int = 100_000, calls: int = 20, repeats: int = 5) -> None:
+    """One chain's value and gradient of issue #17's bernoulli stores (``big_data``, cells summed),
+    laplace and non-centered forms, on the cells as reduced and stored group-major (what
+    ``Model.fit`` runs, ``bhmjax._src.layout``); median ms a call. Saved as ``big_groups_gradient_<groups>``."""
+    import bhmjax as bj
+    from bhmjax._src import layout
+    from bhmjax._src.data import split_data
+    from bhmjax._src.models import row_keys
+
+    from .count_reduction import time_gradient
+
+    frame = big_data("bernoulli", groups, 10 * groups)
+    result = {"model": BIG_FORMULA, "family": "bernoulli", "groups": groups, "rows": 10 * groups,
+              "what": "one chain's jitted value_and_grad, float32, median of repeats"}
+    for form in ("laplace", "noncentered"):
+        model = bj.Model(BIG_FORMULA, frame, family="bernoulli", parameterization=form)
+        cells = model.reduced_data()
+        for name, data in (("cells", cells), ("group_major", layout.group_major(cells, row_keys(
+                model.spec.structure, cells)))):
+            arrays, static = split_data(data)
+            fn = model.numpyro_model
+            timed = time_gradient(lambda N, **a: fn(**a, **static), {**arrays, "N": data["N"]}, calls, repeats)
+            result[f"{form}_{name}_ms"] = round(timed["ms_per_gradient"], 3)
+            print(form, name, data["N"], "rows:", result[f"{form}_{name}_ms"], "ms", flush=True)
+    _save(f"big_groups_gradient_{groups}", result)
+
+
 # ---------------------------------------------------------------- persistent compilation cache
 
 
@@ -255,5 +284,5 @@ if __name__ == "__main__":
                 del args[i:i + 2]
         bench_big(*(args[:1] or ["gaussian"]), *[int(a) for a in args[1:]], **options)
     else:
-        sizes = [int(a) for a in sys.argv[2:]]  # many: datasets, loop subset, chains, warmup, draws
-        {"many": bench_many, "cache": bench_cache}[what](*sizes)
+        sizes = [int(a) for a in sys.argv[2:]]  # many: datasets, loop subset, chains, warmup, draws; gradient: groups
+        {"many": bench_many, "cache": bench_cache, "gradient": bench_gradient}[what](*sizes)

@@ -187,14 +187,25 @@ def _check_labels(request: RunRequest, trace: ModelTrace) -> None:
                                  f"(dims {list(dims)}) has length {shapes[site][axis]}.")
 
 
-def _buffer_len(config: RunConfig, progress: bool, folder: Path | None) -> int:
-    """Steps per compiled call: ``every`` with a checkpoint, else one call per phase or ~20 progress updates."""
+#: Steps x latent elements x lanes of one compiled call, when neither a chunk size, a checkpoint nor
+#: progress sets the calls: XLA on CPU holds resident memory for the steps of a call and gives it back
+#: when the call returns, so a model with very many latents runs its phases in several calls.
+MAX_CALL_WORK = 20_000_000
+MIN_CALL_STEPS = 20
+
+
+def _buffer_len(config: RunConfig, progress: bool, folder: Path | None, latents: int = 0) -> int:
+    """Steps per compiled call: ``every`` with a checkpoint, else one call per phase or ~20 progress
+    updates, in calls of at most ``MAX_CALL_WORK / (latents x chains)`` steps (``latents``: the
+    unconstrained elements of one chain)."""
     if folder is not None:
         return config.every
     if config.chunk_size is not None:
         return config.chunk_size
     total = config.warmup + config.draws
-    return max(1, total // 20) if progress else max(config.warmup, config.draws)
+    steps = max(1, total // 20) if progress else max(config.warmup, config.draws)
+    bound = MAX_CALL_WORK // max(1, latents * config.chains)
+    return max(1, min(steps, max(MIN_CALL_STEPS, bound)))
 
 
 def execute(request: RunRequest) -> Fit:
@@ -233,7 +244,7 @@ def run_request(request: RunRequest, *, lock: ckpt.Owner | None = None, trace: M
         trace = model_trace(model, arrays, request.static)
         _check_labels(request, trace)
     program = program_of(model, request.static, config, trace)
-    buffer_len = _buffer_len(config, request.progress, request.checkpoint)
+    buffer_len = _buffer_len(config, request.progress, request.checkpoint, trace.latent_size())
     lanes = config.chains if layout is None else layout.lanes
     shapes = _stored_shapes(trace, request, per_dataset=layout is not None and layout.per_dataset > 0)
     stream.check_memory(shapes, chains=lanes, draws=config.draws, buffer_len=buffer_len,
@@ -433,7 +444,7 @@ def extend(fit: Fit, draws: int, *, progress: bool = False) -> Fit:
         program = program_of(model, request.static, config, trace)
         layout = engine.resolve_layout(config.chain_method, config.chains, program.ensemble)
         run = engine.prepare(program, layout, arrays, state=fit.state,
-                             buffer_len=_buffer_len(replace(config, warmup=0), progress, None),
+                             buffer_len=_buffer_len(replace(config, warmup=0), progress, None, trace.latent_size()),
                              generate=request.generate)
         run.warmup_done, run.draws_done = config.warmup, fit.num_draws
         run.grads = {k: _spread(v, layout.lanes) for k, v in fit.num_grad_evals.items()}

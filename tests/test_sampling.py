@@ -462,6 +462,30 @@ def test_saving_data_that_cannot_be_stored_says_so(y20, tmp_path):
         odd.save(tmp_path / "fit.bhm")
 
 
+def test_a_model_with_many_latents_runs_its_phases_in_bounded_calls(monkeypatch):
+    """Calls of at most MAX_CALL_WORK / (latents x chains) steps (XLA on CPU keeps a call's memory until
+    it returns), never under MIN_CALL_STEPS, and the same draws as one call per phase."""
+    from bhmjax import runner
+    from bhmjax._src.config import build_config
+
+    config = build_config(chains=2, warmup=150, draws=100)
+    assert runner._buffer_len(config, False, None, latents=10) == 150  # small: one call per phase
+    assert runner._buffer_len(config, False, None, latents=200_000) == 50  # 2e7 / (2e5 x 2)
+    assert runner._buffer_len(config, False, None, latents=10**8) == runner.MIN_CALL_STEPS
+    groups = np.repeat(np.arange(12), 3)
+    y = np.random.default_rng(0).normal(groups % 3, 1.0)
+    data = {"group": groups, "y": y, "num_groups": 12}
+    whole = bj.sample(group_means, data, chains=2, warmup=150, draws=100, seed=3, progress=False)
+    monkeypatch.setattr(runner, "MAX_CALL_WORK", 12 * 2 * 32)  # 12 latents x 2 chains x 32 steps a call
+    calls = []
+    after = engine._after_chunk
+    monkeypatch.setattr(engine, "_after_chunk", lambda run, *a: calls.append(a[-1]) or after(run, *a))
+    split = bj.sample(group_means, data, chains=2, warmup=150, draws=100, seed=3, progress=False)
+    assert calls.count("warmup") == 5 and calls.count("sampling") == 4  # ceil(150 / 32), ceil(100 / 32)
+    for k in whole.draws:
+        np.testing.assert_array_equal(split.draws[k], whole.draws[k])
+
+
 # ----------------------------------------------------------------- generated quantities (hook for #21)
 
 

@@ -96,6 +96,10 @@ class ModelTrace:
 
         return partial(constrain_fn, self.model, (), data, return_deterministic=True)
 
+    def latent_size(self) -> int:
+        """The number of unconstrained elements the sampler moves (one chain)."""
+        return int(sum(np.prod(s.shape, dtype=np.int64) for s in self.unconstrained.values()))
+
     def stored(self, keep: Iterable[str] | None = None, drop: Iterable[str] = ()) -> dict[str, Site]:
         """The latent and deterministic sites a run stores under ``keep`` / ``drop``."""
         names = [n for n, s in self.sites.items() if s.kind != "observed"]
