@@ -13,7 +13,7 @@ from bhmjax._src import standardize
 from bhmjax._src.describe import describe
 from bhmjax._src.design import predictor_arrays
 from bhmjax._src.models import all_groups, build_model, row_keys, site_order
-from bhmjax._src.reparam import PER_GROUP, data_key
+from bhmjax._src.reparam import LAPLACE, PER_GROUP, data_key
 from bhmjax.fit import Fit
 from bhmjax.records import ModelSource, from_record, to_record
 
@@ -264,7 +264,7 @@ class Model:
         gives the Fit of an uninterrupted run. ``pays_only=False``: with ``reduce="auto"``,
         reduce wherever an exact reduction exists (``fit_many``: one program for every
         dataset, and a reduction never has more rows than the data). ``layout``: store reduced
-        rows group-major where that pays (``bhmjax._src.layout``; ``fit_many`` pads rows itself).
+        rows group-major for a laplace grouping, where that pays (``bhmjax._src.layout``; ``fit_many`` pads rows itself).
         """
         from dataclasses import replace
 
@@ -287,7 +287,10 @@ class Model:
             reduction = {"kind": kind, "rows": self.num_rows, "pseudo_rows": sampled["N"]}
             if kind != "gaussian":
                 reduction["cells"] = sampled["N"]
-            grouped = layout_lib.group_major(sampled, row_keys(structure, sampled)) if layout and not marginal else None
+            # group-major cells pay where the laplace form sums per group at every gradient (benchmarks.batch gradient)
+            laplace = any(g.centeredness == LAPLACE for g in all_groups(structure))
+            grouped = (layout_lib.group_major(sampled, row_keys(structure, sampled))
+                       if layout and laplace and not marginal else None)
             if grouped is not None:  # gathers and group sums become reshapes (see layout.py)
                 sampled = grouped
                 term = min(t for t in range(len(self.spec.groups)) if layout_lib.per_group_key(t) in grouped)

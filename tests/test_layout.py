@@ -77,15 +77,18 @@ def test_the_log_density_and_its_gradient_do_not_change(family, form):
         np.testing.assert_allclose(g1[k], g0[k], rtol=1e-8, atol=1e-10)
 
 
-def test_a_fit_records_the_layout_and_fit_many_does_not_use_it():
+def test_a_laplace_fit_records_the_layout_and_fit_many_does_not_use_it():
     frame = _frame("bernoulli", groups=40)
-    fit = bj.Model("y ~ 1 + x + (1 + x | g)", frame, family="bernoulli").fit(
+    fit = bj.Model("y ~ 1 + x + (1 + x | g)", frame, family="bernoulli", parameterization="laplace").fit(
         chains=1, warmup=30, draws=30, seed=0, progress=False)
+    plain = bj.Model("y ~ 1 + x + (1 + x | g)", frame, family="bernoulli").fit(
+        chains=1, warmup=5, draws=5, seed=0, progress=False)
+    assert "group_major" not in plain.settings["reduction"]  # only the laplace form's group sums pay for it
     reduction = fit.settings["reduction"]
     assert reduction["group_major"] == {"grouping": "g", "rows_per_group": 2, "padded_rows": 80}
     assert reduction["cells"] <= 80 and fit.draws["r_g"].shape[-2:] == (40, 2)
     many = bj.fit_many("y ~ 1 + x + (1 + x | g)", [frame, _frame("bernoulli", seed=1, groups=40)],
-                       family="bernoulli", chains=1, warmup=20, draws=20, seed=0, progress=False)
+                       family="bernoulli", parameterization="laplace", chains=1, warmup=20, draws=20, seed=0, progress=False)
     assert all("group_major" not in f.settings["reduction"] for f in many)  # it pads rows its own way
 
 

@@ -9,6 +9,8 @@ density is unchanged.
 
 This suits reduced data, whose rows are already not the user's (a count reduction leaves
 a few cells a group): :func:`group_major` builds the layout when the padding is small.
+``Model.fit`` builds it for a grouping in the laplace form, whose per-group sums at every
+gradient are what it removes (elsewhere it measured no gain: ``benchmarks.batch gradient``).
 The model data then carry ``rows_per_group_<t>`` (a static int, ``C``) for every group
 term ``t`` whose codes are the grouping's; :func:`group_index` reads it.
 """

@@ -28,6 +28,9 @@ Model data (keyword arguments)
 ``Z_t`` (N, K_t), ``codes_t`` (N,), ``G_t`` (static int)
                                group term t's columns, group codes, number of groups; terms
                                are numbered over all predictors (the mean's first)
+``rows_per_group_t`` (static int)
+                               C when term t's rows are stored group-major, padded to C a
+                               group (``layout.py``): row ``g C + j`` is in group g
 ``Zs_t`` (N, k_t)              spline t's wiggly columns (``smooth.py``)
 ``prior:<site>:...``           default prior parameters (see ``priors.py``)
 
