@@ -288,15 +288,15 @@ class Model:
             if kind != "gaussian":
                 reduction["cells"] = sampled["N"]
             # group-major cells pay where the laplace form sums per group at every gradient (benchmarks.batch gradient)
-            laplace = any(g.centeredness == LAPLACE for g in all_groups(structure))
-            grouped = (layout_lib.group_major(sampled, row_keys(structure, sampled))
-                       if layout and laplace and not marginal else None)
-            if grouped is not None:  # gathers and group sums become reshapes (see layout.py)
-                sampled = grouped
-                term = min(t for t in range(len(self.spec.groups)) if layout_lib.per_group_key(t) in grouped)
-                reduction["group_major"] = {"grouping": next(g.name for g in all_groups(structure) if g.term == term),
-                                            "rows_per_group": grouped[layout_lib.per_group_key(term)],
-                                            "padded_rows": grouped["N"]}
+            laplace = [g for g in all_groups(structure) if g.centeredness == LAPLACE]
+            if layout and laplace and not marginal:
+                g = max(laplace, key=lambda g: sampled[f"G_{g.term}"])
+                grouped = layout_lib.group_major(sampled, row_keys(structure, sampled), g.term)
+                if grouped is not None:  # gathers and group sums become reshapes (see layout.py)
+                    sampled = grouped
+                    reduction["group_major"] = {"grouping": g.name,
+                                                "rows_per_group": grouped[layout_lib.per_group_key(g.term)],
+                                                "padded_rows": grouped["N"]}
         order = site_order(self.spec.structure)
         arrays, static = data_lib.split_data(sampled)
         data_lib.check_data(arrays)

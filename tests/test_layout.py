@@ -41,12 +41,12 @@ def test_take_and_sum_are_indexing_and_segment_sums():
 def test_rows_are_ordered_by_group_and_padded_with_weight_zero():
     data = {"N": 5, "G_0": 3, "codes_0": np.array([2, 0, 2, 1, 0]), "y": np.arange(5.0),
             "weights": np.array([1.0, 2.0, 3.0, 4.0, 5.0])}
-    out = layout.group_major(data, ("y", "weights", "codes_0"), max_padding=2.0)
+    out = layout.group_major(data, ("y", "weights", "codes_0"), 0, max_padding=2.0)
     assert out["N"] == 6 and out[layout.per_group_key(0)] == 2
     np.testing.assert_array_equal(out["codes_0"], [0, 0, 1, 1, 2, 2])
     np.testing.assert_array_equal(out["y"], [1, 4, 3, 3, 0, 2])  # group 1's second row copies its first
     np.testing.assert_array_equal(out["weights"], [2, 5, 4, 0, 1, 3])
-    assert layout.group_major(data, ("y", "weights", "codes_0"), max_padding=1.1) is None  # 6 > 1.1 x 5 rows
+    assert layout.group_major(data, ("y", "weights", "codes_0"), 0, max_padding=1.1) is None  # 6 > 1.1 x 5 rows
 
 
 @pytest.mark.parametrize("family,form", [("bernoulli", "laplace"), ("bernoulli", "noncentered"),
@@ -59,7 +59,7 @@ def test_the_log_density_and_its_gradient_do_not_change(family, form):
                      parameterization={"g": form, "h": "noncentered"})
     with x64_mode(True):
         data = model.reduced_data(model.model_data(x64=True), pays_only=False)
-        grouped = layout.group_major(data, row_keys(model.spec.structure, data), max_padding=3.0)
+        grouped = layout.group_major(data, row_keys(model.spec.structure, data), 0, max_padding=3.0)
         assert grouped is not None and grouped["N"] > data["N"] and grouped.get(layout.per_group_key(1)) is None
         values = []
         for d in (data, grouped):
@@ -84,6 +84,11 @@ def test_a_laplace_fit_records_the_layout_and_fit_many_does_not_use_it():
     plain = bj.Model("y ~ 1 + x + (1 + x | g)", frame, family="bernoulli").fit(
         chains=1, warmup=5, draws=5, seed=0, progress=False)
     assert "group_major" not in plain.settings["reduction"]  # only the laplace form's group sums pay for it
+    nested = {**frame, "h": 2 * frame["g"] + frame["x"].astype(int)}  # 80 levels, one cell each
+    led = bj.Model("y ~ 1 + x + (1 + x | g) + (1 | h)", nested, family="bernoulli",
+                   parameterization={"g": "laplace", "h": "noncentered"}).fit(
+        chains=1, warmup=5, draws=5, seed=0, progress=False)
+    assert led.settings["reduction"]["group_major"]["grouping"] == "g"  # the laplace grouping, not h (more levels)
     reduction = fit.settings["reduction"]
     assert reduction["group_major"] == {"grouping": "g", "rows_per_group": 2, "padded_rows": 80}
     assert reduction["cells"] <= 80 and fit.draws["r_g"].shape[-2:] == (40, 2)

@@ -84,7 +84,7 @@ def laplace_effects(name: str, sd: jnp.ndarray, index: GroupIndex, chol_corr: jn
     pairs = [(i, j) for i in range(k) for j in range(i + 1)]
     d, dd = row_derivatives(eta)
     w = jnp.maximum(-dd, 0.0)
-    # one scatter of K + K(K+1)/2 columns: per group, the score and the curvature at r = 0
+    # one sum of K + K(K+1)/2 columns per group: the score and the curvature at r = 0
     sums = index.sum(jnp.stack([d * c for c in cols] + [w * cols[i] * cols[j] for i, j in pairs], -1))
     p = [[None] * k for _ in range(k)]
     for n, (i, j) in enumerate(pairs):

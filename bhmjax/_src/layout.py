@@ -71,9 +71,9 @@ def group_index(data: Mapping[str, Any], term: int, num_groups: int | None = Non
     return GroupIndex(data[f"codes_{term}"], groups, int(data.get(per_group_key(term), 0)))
 
 
-def group_major(data: Mapping[str, Any], rows: tuple[str, ...], max_padding: float = MAX_PADDING
+def group_major(data: Mapping[str, Any], rows: tuple[str, ...], term: int, max_padding: float = MAX_PADDING
                 ) -> dict[str, Any] | None:
-    """``data`` with its rows ordered by the grouping with the most levels and padded to ``C`` a group.
+    """``data`` with its rows ordered by group term ``term``'s grouping and padded to ``C`` a group.
 
     Parameters
     ----------
@@ -81,6 +81,8 @@ def group_major(data: Mapping[str, Any], rows: tuple[str, ...], max_padding: flo
         Model data (numpy): ``N``, ``codes_t``/``G_t`` per group term, per-row arrays.
     rows : tuple of str
         The keys of ``data`` indexed by row (``models.row_keys``).
+    term : int
+        The group term whose grouping orders the rows.
     max_padding : float
         Build the layout only when ``G C <= max_padding N``.
 
@@ -89,13 +91,12 @@ def group_major(data: Mapping[str, Any], rows: tuple[str, ...], max_padding: flo
     The data with every row array reordered and padded (padded rows copy their group's first
     row, or row 0 for a group without rows, with weight 0; ``weights`` is added when absent),
     ``N = G C`` and ``rows_per_group_<t> = C`` for every term ``t`` with the grouping's codes;
-    or None when no grouping pays.
+    or None when the padding does not pay.
     """
     n = int(data["N"])
-    terms = sorted(int(k[2:]) for k in data if k.startswith("G_") and f"codes_{k[2:]}" in data)
-    if not terms or n == 0:
+    if n == 0:
         return None
-    term = max(terms, key=lambda t: int(data[f"G_{t}"]))
+    terms = sorted(int(k[2:]) for k in data if k.startswith("G_") and f"codes_{k[2:]}" in data)
     groups = int(data[f"G_{term}"])
     codes = np.asarray(data[f"codes_{term}"])
     sizes = np.bincount(codes, minlength=groups)
