@@ -278,3 +278,20 @@ def test_options_this_xla_does_not_know_are_left_out():
     assert "xla_no_such_option_here" in engine._UNKNOWN_OPTIONS
     with pytest.raises(Exception):  # noqa: B017 - jaxlib's own error type
         engine._compile(lowered, {"xla_backend_optimization_level": "not a level"})
+
+
+def test_an_unknown_option_learned_by_a_concurrent_compile_is_still_dropped(monkeypatch):
+    """init and chunk compile in two threads: both pass an option this XLA lacks, one learns it first;
+    the other's failure names an option it passed, so it retries without it instead of raising."""
+    from bhmjax._src import engine
+
+    monkeypatch.setattr(engine, "_UNKNOWN_OPTIONS", set())
+
+    class Lowered:
+        def compile(self, compiler_options=None):
+            if "xla_option_x" in (compiler_options or {}):
+                engine._UNKNOWN_OPTIONS.add("xla_option_x")  # the other thread got there first
+                raise RuntimeError("INVALID_ARGUMENT: No such compile option: 'xla_option_x'")
+            return "compiled"
+
+    assert engine._compile(Lowered(), {"xla_option_x": False}) == "compiled"

@@ -491,9 +491,9 @@ def _compile(lowered, options: dict | None):
             return lowered.compile(compiler_options=known)
         except Exception as err:  # noqa: BLE001 - jaxlib raises its own runtime error type
             unknown = re.search(r"No such compile option: '([^']+)'", str(err))
-            if unknown is None or unknown.group(1) in _UNKNOWN_OPTIONS:
+            if unknown is None or unknown.group(1) not in (known or {}):  # not one this call passed: a real error
                 raise
-            _UNKNOWN_OPTIONS.add(unknown.group(1))
+            _UNKNOWN_OPTIONS.add(unknown.group(1))  # (another thread's compile may have learned it meanwhile)
 
 
 def _abstract(tree, layout: Layout, per_lane: bool):
