@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import jax
 import numpy as np
 
-from bhmjax._src import generated, marginalize, standardize
+from bhmjax._src import generated, keys, marginalize, standardize
 from bhmjax._src import data as data_lib
 from bhmjax._src.config import resolve_seed, seed_key
 from bhmjax._src.precision import x64_mode
@@ -32,14 +32,14 @@ __all__ = ["marginal_effects", "complete_fit", "GENERATE_TAG"]
 GENERATE_TAG = 0x6D61_7267
 
 
-def _key(seed: Any) -> jax.Array:
+def _key(seed: Any) -> np.ndarray:
     """The base key of the generated draws of a run with this seed (an int or a key's words)."""
     return _key_of(resolve_seed(seed))
 
 
 @functools.lru_cache(maxsize=64)
-def _key_of(seed: int | tuple[int, int]) -> jax.Array:  # cached: made while the sampler compiles, used after
-    return jax.random.fold_in(seed_key(seed), GENERATE_TAG)
+def _key_of(seed: int | tuple[int, int]) -> np.ndarray:  # cached: made while the sampler compiles, used after
+    return keys.fold_in(seed_key(seed), GENERATE_TAG)
 
 
 def _values(fit: "Fit", arrays, static) -> tuple[dict[str, np.ndarray], list[str]]:

@@ -392,15 +392,14 @@ class Model:
         """
         if all(g.centeredness is not None for g in all_groups(self.spec.structure) if g.name != marginal):
             return 0.0
-        import jax
-
         from bhmjax._src import data as data_lib
+        from bhmjax._src import keys
         from bhmjax._src.autoreparam import learn_centeredness
 
         data, _ = self.sampling_data(marginalize=marginal is not None)
         arrays, static = data_lib.split_data(data)
         structure = marginalize_lib.marginal_structure(self.spec.structure, marginal)
-        self.reparam_info = learn_centeredness(jax.random.PRNGKey(0), structure, arrays, static)
+        self.reparam_info = learn_centeredness(keys.seed_key(0), structure, arrays, static)
         self.use_centeredness(self.reparam_info.centeredness)
         return self.reparam_info.seconds
 

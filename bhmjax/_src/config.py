@@ -86,14 +86,13 @@ def resolve_seed(seed: Any) -> int | tuple[int, int]:
     raise TypeError(f"seed must be an int, a JAX PRNG key, a numpy Generator or None, got {type(seed).__name__}")
 
 
-def seed_key(seed: int | tuple[int, int]):
-    """The PRNG key (raw uint32 words) of a resolved seed (:func:`resolve_seed`)."""
-    import jax
-    import jax.numpy as jnp
+def seed_key(seed: int | tuple[int, int]) -> np.ndarray:
+    """The PRNG key (raw uint32 words, numpy (2,)) of a resolved seed (:func:`resolve_seed`)."""
+    from bhmjax._src import keys
 
     if isinstance(seed, tuple):
-        return jnp.asarray(seed, jnp.uint32)
-    return jax.random.PRNGKey(seed)
+        return np.asarray(seed, np.uint32)
+    return keys.seed_key(seed)
 
 
 def _init_strategy(value: Any) -> Any:

@@ -195,7 +195,7 @@ def place(tree, layout: Layout, per_lane: bool):
     """
     mesh = layout.mesh()
     if mesh is None:
-        return jax.tree.map(jnp.asarray, tree)
+        return jax.tree.map(jax.device_put, tree)  # (jnp.asarray compiles a program per shape)
     sharding = NamedSharding(mesh, P("lanes") if per_lane else P())
 
     def put(x):
@@ -584,7 +584,7 @@ def prepare(program: ChainProgram, layout: Layout, arrays: Mapping[str, np.ndarr
     one, yes = np.int32(1), np.bool_(True)  # host scalars: replicated, on one host or many
     chunk_fn = _chunk_fn(program, layout, generate, buffer_len)
     if state is None:
-        keys = place(np.asarray(keys), layout, True) if not program.ensemble else jnp.asarray(keys)
+        keys = place(np.asarray(keys), layout, True) if not program.ensemble else jax.device_put(np.asarray(keys))
         with_checks = check is not None and program.checks is not None
         # the chunk (the longer compile) is traced from the init's output shapes and starts compiling
         # first; the init is lowered and compiled beside it
@@ -609,7 +609,7 @@ def prepare(program: ChainProgram, layout: Layout, arrays: Mapping[str, np.ndarr
         finally:  # an error found at the start does not wait for the chunk's compile
             pool.shutdown(wait=False)
     else:
-        state = place(state, layout, True) if not program.ensemble else jax.tree.map(jnp.asarray, state)
+        state = place(state, layout, True) if not program.ensemble else jax.tree.map(jax.device_put, state)
         chunk = _Compiling(None, "chunk", chunk_fn, run_key, (state, device_arrays, one, one, yes),
                            by_size=not per_lane)
         options = _described(chunk)
