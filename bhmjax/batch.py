@@ -33,7 +33,7 @@ from bhmjax._src.trace import model_trace
 from bhmjax.fit import Fit, hdi_columns
 from bhmjax.model import Model
 from bhmjax.checkpoint import Owner
-from bhmjax.runner import Progress, RunRequest, make_fit, run_request
+from bhmjax.runner import Progress, RunRequest, _stored_shapes, make_fit, run_request
 from bhmjax.stream import available_memory
 
 __all__ = ["FitCollection", "NotFitted", "fit_many"]
@@ -80,6 +80,7 @@ class _Bucket:
 
 
 MODEL_OPTIONS = ("parameterization", "priors", "trials", "na_action")  # passed to bj.Model
+FITTED_HDI = 0.94  # the HDI of the summaries computed while fitting (Fit.summary's default)
 
 
 def _refuse_learned_centeredness(parameterization: Any) -> None:
@@ -395,12 +396,25 @@ def _run_chunk(request: RunRequest, trace, layout: engine.Layout, keys) -> tuple
 
 def _summary_width(values: Mapping[str, np.ndarray]) -> int:
     """Columns per block of a batch summary: the summaries' memory budget shared by the datasets."""
-    from bhmjax.summary import block_width
-
     if not values:
         return 1
-    d, c, s = next(iter(values.values())).shape[:3]
-    return max(1, block_width(c, s) // d)
+    return _summary_width_of(*next(iter(values.values())).shape[:3])
+
+
+def _summary_width_of(datasets: int, chains: int, draws: int) -> int:
+    from bhmjax.summary import block_width
+
+    return max(1, block_width(chains, draws) // datasets)
+
+
+def _summary_ahead(request: RunRequest, trace, hidden: Sequence[str], datasets: int) -> Callable[[], tuple]:
+    """The batch summary's program for this call's ``datasets`` (:meth:`_Bucket.summary`), to compile
+    beside the sampler (``RunRequest.ahead``)."""
+    def make() -> tuple:
+        shapes = {k: s for k, (s, _) in _stored_shapes(trace, request, per_dataset=True).items() if k not in hidden}
+        c, s = request.config.chains, request.config.draws
+        return core.summary_ahead(shapes, datasets, c, s, FITTED_HDI, _summary_width_of(datasets, c, s))
+    return make
 
 
 def _same_size_as_before(checkpoint, number: int, size: int) -> int:
@@ -461,6 +475,7 @@ def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, c
                 chain_keys = core.dataset_keys(root, full, chains).reshape(size * chains, -1)
                 request = _bucket_request(wrapped, stacked, first_static, run_config, f"bucket{number:02d}-{start:06d}",
                                           checkpoint, out, generate)
+                request = dataclasses.replace(request, ahead=(_summary_ahead(request, trace, hidden, len(idx)),))
                 values, stats, g, timings = _run_chunk(request, trace, layout, chain_keys)
                 cut = lambda tree, n=len(idx): jax.tree.map(lambda a: a[:n], tree)  # noqa: E731
                 parts.append((cut(values), cut(stats)))
@@ -477,7 +492,7 @@ def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, c
                                                                [g for g, _ in spec.groups])
             bucket = _Bucket(b, members, parts, jax.tree.map(lambda *xs: np.concatenate(xs), *grads), axes,
                              {"compile": compile_s}, hidden=hidden)
-            bucket.diagnostics = bucket.summary(0.94)
+            bucket.diagnostics = bucket.summary(FITTED_HDI)
             buckets.append(bucket)
     info["buckets"] = [bk.key for bk in buckets]
     info["padded_work_share"] = 0.0 if not padded_units else 1.0 - true_units / padded_units
@@ -611,7 +626,7 @@ class FitCollection:
                 "mcse_sd": "mcse_sd", "ess_bulk": "ess_bulk", "ess_tail": "ess_tail", "r_hat": "r_hat"}
         frames = []
         for bk in self._buckets:
-            table = bk.diagnostics if hdi_prob == 0.94 else bk.summary(hdi_prob)
+            table = bk.diagnostics if hdi_prob == FITTED_HDI else bk.summary(hdi_prob)
             for j, i in enumerate(bk.members):
                 fit, d = self[i], self._data[i]
                 names, values = [], {c: [] for c in cols}

@@ -21,6 +21,7 @@ import numpy as np
 from bhmjax import checkpoint as ckpt
 from bhmjax import stream
 from bhmjax._src import compiles, engine
+from bhmjax._src import keys as keys_lib
 from bhmjax._src.config import RunConfig, build_config, check_keywords
 from bhmjax._src.precision import x64_mode
 from bhmjax._src.stats import STATS
@@ -73,6 +74,9 @@ class RunRequest:
         ``(model, arrays)`` the sampler runs where :func:`model_to_run` transformed the
         model (``parameterization=``); ``model`` and ``arrays`` stay what the user gave
         (what the Fit holds and the checkpoint identifies).
+    ahead : tuple of callable
+        Programs the caller runs after the run (``fit_many``'s batch summary), as
+        ``engine.prepare(ahead=...)`` takes them: compiled beside the sampler's.
     """
 
     model: Callable
@@ -94,6 +98,7 @@ class RunRequest:
     generate: Callable | None = None
     settings: dict = field(default_factory=dict)
     run: tuple[Callable, dict] | None = None
+    ahead: tuple[Callable[[], tuple], ...] = ()
 
     @property
     def sampled(self) -> tuple[Callable, dict]:
@@ -280,7 +285,7 @@ def _start(request: RunRequest, program, trace: ModelTrace, layout, keys, buffer
     config = request.config
     layout = layout or engine.resolve_layout(config.chain_method, config.chains, program.ensemble)
     if keys is None:
-        keys = jax.random.split(config.root_key(), config.chains)
+        keys = keys_lib.split(config.root_key(), config.chains)
     init_name = repr(config.to_dict()["init_strategy"])
     check = None
     if not layout.per_dataset:  # the model check, where this run's chains start
@@ -298,7 +303,8 @@ def _after_run(request: RunRequest, trace: ModelTrace) -> list:
     from bhmjax.marginal import complete_ahead
 
     stored = trace.stored(request.config.keep, request.config.drop)
-    return complete_ahead(request, {n: jax.ShapeDtypeStruct(s.shape, s.dtype) for n, s in stored.items()})
+    return complete_ahead(request, {n: jax.ShapeDtypeStruct(s.shape, s.dtype) for n, s in stored.items()}) + \
+        list(request.ahead)
 
 
 def _stored_shapes(trace: ModelTrace, request: RunRequest, per_dataset: bool = False) -> dict[str, tuple]:
@@ -309,7 +315,7 @@ def _stored_shapes(trace: ModelTrace, request: RunRequest, per_dataset: bool = F
         values = {n: jax.ShapeDtypeStruct(s, d) for n, (s, d) in shapes.items()}
         arrays = {k: jax.ShapeDtypeStruct(np.shape(v)[int(per_dataset):], np.asarray(v).dtype)
                   for k, v in request.sampled[1].items()}
-        out = jax.eval_shape(request.generate, jax.random.PRNGKey(0), values, arrays)
+        out = jax.eval_shape(request.generate, jax.ShapeDtypeStruct((2,), np.uint32), values, arrays)
         shapes |= {n: (tuple(v.shape), np.dtype(v.dtype)) for n, v in out.items()}
     return shapes
 

@@ -173,6 +173,8 @@ def test_a_ragged_stream_compiles_once_and_is_reused(monkeypatch):
     assert fits.settings["padded_work_share"] == pytest.approx(1 - 10 * (14 + 20 + 24 + 25 + 37) / (64 * 38), abs=1e-4)
     assert engine.compile_counts()["chunk"] - before == 1
     assert fits.timings["programs_compiled"] + fits.timings["programs_from_cache"] >= 1
+    # the chain programs and the batch summary, nothing eager (the dataset keys are made on the host)
+    assert set(fits.timings["compiled"]) | set(fits.timings["fetched"]) <= {"jit(init)", "jit(chunk)", "jit(_batch_stats)"}
     before = sampling.trace_counts()
     again = bj.fit_many(vi_model, [dataset(rng, *sizes[i % 5]) for i in range(50)], **OPTS)
     assert sampling.trace_counts() == before and again.timings["programs_compiled"] == 0
@@ -569,3 +571,35 @@ def test_fit_many_checkpoints_and_streams_through_the_driver(tmp_path):
             np.testing.assert_array_equal(np.asarray(fits[i].draws["theta"]), plain[i].draws["theta"])
     with pytest.raises(ValueError, match=r"different model, data or settings: .*seed"):
         bj.fit_many(vi_model, data, checkpoint=tmp_path / "c", **dict(opts, seed=1))
+
+
+def test_the_batch_summary_compiles_beside_the_sampler(monkeypatch):
+    """fit_many's summary of every dataset's draws is compiled while the chunk compiles (its shapes are
+    known before sampling: ``RunRequest.ahead``), once, and gives the statistics computed directly."""
+    import threading
+
+    from tests._compiles import fresh_programs
+
+    rng = np.random.default_rng(4)
+    data = [dataset(rng, 12 + 2 * i, 4) for i in range(6)]
+    compile, beside = engine._compile, []
+
+    def spy(lowered, options):
+        beside.append(threading.current_thread() is not threading.main_thread())
+        return compile(lowered, options)
+
+    fresh_programs(monkeypatch)
+    monkeypatch.setattr(engine, "_AHEAD", {})
+    monkeypatch.setattr(engine, "_compile", spy)
+    before = engine.compile_counts()
+    fits = bj.fit_many(vi_model, data, **OPTS)
+    made = {k: v - before.get(k, 0) for k, v in engine.compile_counts().items() if v > before.get(k, 0)}
+    assert made == {"init": 1, "chunk": 1, "summary": 1} and engine._AHEAD == {}
+    assert beside == [True, True, True]
+    bucket = fits._buckets[0]
+    values, _ = bucket.parts[0]
+    with x64_mode(True):  # as the fits ran (OPTS)
+        direct = core.batch_summary({k: v for k, v in values.items() if k not in bucket.hidden}, 0.94, 64)
+    for site, table in direct.items():
+        for stat, v in table.items():
+            np.testing.assert_allclose(bucket.diagnostics[site][stat], v, rtol=1e-6, err_msg=f"{site} {stat}")

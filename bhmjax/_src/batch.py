@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.primitives import Messenger
 
+from bhmjax._src import keys
 from bhmjax._src.diagnostics import summary_stats
 from bhmjax._src.trace import model_trace
 
@@ -319,10 +320,10 @@ def group_axes(model: Callable, arrays: Mapping[str, Any], static: Mapping[str, 
     return out
 
 
-def dataset_keys(key: jax.Array, indices: Sequence[int], num_chains: int) -> jax.Array:
+def dataset_keys(key: np.ndarray, indices: Sequence[int], num_chains: int) -> np.ndarray:
     """Chain keys (D, C, 2) of datasets ``indices``: ``split(fold_in(key, d), C)``, as a single fit of
-    dataset ``d`` with key ``fold_in(key, d)`` would use."""
-    return jnp.stack([jax.random.split(jax.random.fold_in(key, int(d)), num_chains) for d in indices])
+    dataset ``d`` with key ``fold_in(key, d)`` would use (made on the host: :mod:`bhmjax._src.keys`)."""
+    return np.stack([keys.split(keys.fold_in(key, int(d)), num_chains) for d in indices])
 
 
 # ---------------------------------------------------------------- diagnostics, vmapped
@@ -330,6 +331,23 @@ def dataset_keys(key: jax.Array, indices: Sequence[int], num_chains: int) -> jax
 
 def _batch_stats(x, prob):
     return jax.vmap(lambda a: summary_stats(a, prob=prob))(x)
+
+
+def _summary_block(datasets: int, chains: int, draws: int, columns: int, max_width: int) -> jax.ShapeDtypeStruct:
+    """The block of :func:`batch_summary`: (D, C, S, width), ``width`` the power of two (at most
+    ``max_width``) that covers ``columns``, every site's columns padded to whole blocks."""
+    width = min(max(1, int(max_width)), 1 << max(0, columns - 1).bit_length())
+    return jax.ShapeDtypeStruct((datasets, chains, draws, width), jnp.result_type(float))
+
+
+def summary_ahead(shapes: Mapping[str, tuple], datasets: int, chains: int, draws: int, prob: float,
+                  max_width: int) -> tuple:
+    """``(tag, fn, key, args)`` of the program :func:`batch_summary` will run on the draws of sites
+    ``shapes`` (one draw's shape each) of ``datasets`` x ``chains`` x ``draws``, for
+    ``engine.prepare(ahead=...)``: known before sampling, so it compiles beside the sampler."""
+    columns = sum(max(1, math.prod(s)) for s in shapes.values())
+    return "summary", partial(_batch_stats, prob=prob), ("batch_summary", prob), \
+        (_summary_block(datasets, chains, draws, columns, max_width),)
 
 
 def batch_summary(draws: Mapping[str, np.ndarray], prob: float = 0.94,
@@ -349,8 +367,9 @@ def batch_summary(draws: Mapping[str, np.ndarray], prob: float = 0.94,
     d, c, s = first.shape[:3]
     widths = [max(1, math.prod(x.shape[3:])) for x in draws.values()]
     total = sum(widths)
-    width = min(max(1, int(max_width)), 1 << max(0, total - 1).bit_length())
-    flat = np.zeros((d, c, s, total + -total % width), jnp.result_type(float))  # the columns, padded to blocks
+    spec = _summary_block(d, c, s, total, max_width)
+    width = spec.shape[-1]
+    flat = np.zeros((d, c, s, total + -total % width), spec.dtype)  # the columns, padded to blocks
     start = 0
     for x, w in zip(draws.values(), widths):
         flat[..., start:start + w] = np.asarray(x).reshape(d, c, s, w)
