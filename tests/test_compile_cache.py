@@ -300,3 +300,30 @@ def test_an_unknown_option_learned_by_a_concurrent_compile_is_still_dropped(monk
             return "compiled"
 
     assert engine._compile(Lowered(), {"xla_option_x": False}) == "compiled"
+
+
+@pytest.mark.parametrize("formula, family, options, fit_options", [
+    ("y ~ 1 + x + (1 + x | g)", "gaussian", {"parameterization": "centered"}, {"marginalize": False}),
+    ("yb ~ 1 + c + (1 + c | g)", "bernoulli", {"parameterization": "laplace"}, {}),
+    ("y ~ 1 + x + (1 | g) + (1 | h)", "gaussian", {"parameterization": "auto"}, {}),
+], ids=["centered-correlated", "laplace-binomial-cells", "auto"])
+def test_a_formula_fit_compiles_its_programs_and_nothing_eager(formula, family, options, fit_options, monkeypatch):
+    """Formula models build NumPyro distributions while traced; their argument checks (a lower-Cholesky
+    scale, a binomial count) and the pre-pass's data staging compiled small eager programs on the way."""
+    import numpy as np
+    import pandas as pd
+
+    import bhmjax as bj
+    from tests._compiles import fresh_caches
+
+    rng = np.random.default_rng(0)
+    g, x, c = rng.integers(0, 12, 240), rng.normal(size=240), rng.integers(0, 3, 240)
+    eta = 0.3 + 0.5 * x + rng.normal(0, 0.5, 12)[g]
+    frame = pd.DataFrame({"y": eta + rng.normal(size=240), "yb": rng.binomial(1, 1 / (1 + np.exp(-eta))),
+                          "x": x, "c": c, "g": g, "h": g % 5})
+    with fresh_caches(monkeypatch):
+        fit = bj.Model(formula, frame, family=family, **options).fit(chains=2, warmup=20, draws=20, seed=0,
+                                                                     progress=False, **fit_options)
+    built = set(fit.timings["compiled"]) | set(fit.timings["fetched"])
+    assert built <= {"jit(init)", "jit(chunk)", "jit(generate_draws)"}, built
+    assert {"jit(init)", "jit(chunk)"} <= built

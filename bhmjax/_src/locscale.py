@@ -123,7 +123,7 @@ def eligible_sites(model: Callable, arrays: Mapping[str, Any], static: Mapping[s
         key, hit = None, None
     if hit is not None:
         return hit
-    kwargs = {**{k: jnp.asarray(v) for k, v in arrays.items()}, **static}
+    kwargs = {**{k: jax.device_put(v) for k, v in arrays.items()}, **static}
     relations = get_model_relations(model, model_kwargs=kwargs)
     observed = set(relations["observed"])
     latent = {name for name in relations["sample_dist"] if name not in observed}

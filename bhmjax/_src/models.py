@@ -386,8 +386,13 @@ def _observe(family: Family, d: dist.Distribution, data: Mapping[str, Any]) -> N
 
 
 def _likelihood(family: Family, eta, params: Mapping[str, Any], data: Mapping[str, Any]) -> dist.Distribution:
-    """The family's distribution of each row (cell) given its predictor ``eta`` (reduction offset included)."""
-    d = family.likelihood(eta, params, data.get("trials"))
+    """The family's distribution of each row (cell) given its predictor ``eta`` (reduction offset included).
+
+    Without NumPyro's argument validation: the data were checked before tracing, the parameters are
+    traced (nothing to check), and its checks build their constants eagerly (small programs compiled
+    while the model is traced)."""
+    with numpyro.validation_enabled(False):
+        d = family.likelihood(eta, params, data.get("trials"))
     if "count:log_norm" in data and "cens" not in data:  # summed counts: their data-only term computed once
         d = KnownNormalizer(d, data["count:log_norm"])
     return d
