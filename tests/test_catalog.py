@@ -6,10 +6,11 @@ Keep this list and the table "Bad input and the error it gets" in README.md in s
 every trace, lowering and compilation in the process counts, with JAX's in-memory caches
 and bhmjax's program caches emptied first, so work done earlier in the session is seen
 again. A row compiles nothing, except the rows in ``FOUND_BY_THE_MODEL_CHECK``: their
-error can only be seen by running the model on the data: they compile the init program (the
-model check's own) and the chunk of NUTS steps, which a first fit traces and compiles beside
-the init; the error does not wait for the chunk's compile to end, so its compile may or may
-not have been seen when the error is raised.
+error can only be seen by running the model on the data: they compile the init program, the
+program of each site's log density where a chain starts badly (the model check's own, compiled
+only then) and the chunk of NUTS steps, which a first fit traces and compiles beside the init;
+the error does not wait for the chunk's compile to end, so its compile may or may not have
+been seen when the error is raised.
 """
 
 from __future__ import annotations
@@ -203,15 +204,15 @@ CATALOG = [
 ]
 
 
-# Rows whose error shows only when the model runs on the data: the model check, done by the run's
-# init program where the chains start (its chunk, the sampler, is never compiled).
+# Rows whose error shows only when the model runs on the data: the model check, done where the run's
+# init program found a chain starting badly (its chunk, the sampler, is never run).
 FOUND_BY_THE_MODEL_CHECK = {"observed data outside the support"}  # the others: the abstract trace
-# Not the model's: the abstract trace ("probe", jax.eval_shape: nothing compiled) and the run's keys
-# (stage, threefry, unstack...: the same small programs for every model, compiled once per process).
-MODEL_FREE = {"probe", "stage", "jit(stage)", "_threefry_seed", "jit(_threefry_seed)", "_threefry_split",
-              "jit(_threefry_split)", "squeeze", "jit(squeeze)", "unstack", "jit(unstack)"}
+# Not the model's: the abstract trace ("probe", jax.eval_shape: nothing compiled). The run's keys are
+# made on the host and its data staged without a program: no other small program compiles.
+MODEL_FREE = {"probe"}
 MODEL_CHECK_PROGRAM = [("trace", "run"), ("lower", "jit(run)"), ("compile", "jit(run)")]  # bj.check_model's
 INIT_PROGRAM = [("trace", "init"), ("lower", "jit(init)"), ("compile", "jit(init)")]
+CHECKS_PROGRAM = [("trace", "checks"), ("lower", "jit(checks)"), ("compile", "jit(checks)")]
 CHUNK_BESIDE = [("trace", "chunk"), ("lower", "jit(chunk)")]  # its ("compile", "jit(chunk)") may come later
 
 
@@ -225,7 +226,7 @@ def test_catalogued_bad_input_raises_its_documented_error(case, monkeypatch):
             thunk()
     checked = name in FOUND_BY_THE_MODEL_CHECK
     assert sampling.trace_counts() == {**before, "init": before["init"] + checked, "collect": before["collect"] + checked}
-    allowed = INIT_PROGRAM + CHUNK_BESIDE if checked else []
+    allowed = INIT_PROGRAM + CHECKS_PROGRAM + CHUNK_BESIDE if checked else []
     compiled = [c for c in compiled if c[1] not in MODEL_FREE and c != ("compile", "jit(chunk)")]
     assert sorted(compiled) == sorted(allowed), f"{name!r} compiled {compiled} before raising"
 

@@ -57,8 +57,8 @@ def test_second_process_compiles_nothing_new(tmp_path):
 
 
 def test_a_fit_reports_its_compilations_and_a_repeat_compiles_nothing(monkeypatch):
-    """Two chain programs (init, which also checks the model where the chains start, and the
-    chunk) and no other: the chain keys are made on the host, no eager operation compiles on the
+    """Two chain programs (init and the chunk; the model check where a chain starts badly has its
+    own program, compiled only then) and no other: the chain keys are made on the host, no eager operation compiles on the
     way; new data of the same shapes compile nothing."""
     settings = dict(chains=2, warmup=30, draws=30, progress=False)
     first, second = _fit_twice(monkeypatch, settings)

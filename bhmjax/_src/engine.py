@@ -69,7 +69,7 @@ class ChainProgram(NamedTuple):
         ``report(host_state) -> dict``: what the run adapted, for ``fit.settings["adapted"]``.
     checks : callable, optional
         ``checks(state, arrays) -> {site: log density}`` where a chain starts (every chain
-        of an ensemble): the model check, computed by the init program itself.
+        of an ensemble): the model check, computed where a chain starts badly, to name the site.
     info : callable, optional
         ``info(state) -> SampleInfo`` as the step that made ``state`` reports it: the
         chunk takes the statistics' shapes from it instead of tracing a whole step
@@ -298,21 +298,17 @@ def _chunk_fn(program: ChainProgram, layout: Layout, generate: Callable | None, 
     return chunk
 
 
-def _init_fn(program: ChainProgram, layout: Layout, with_checks: bool = False) -> Callable:
-    """``init(keys, arrays) -> (state, valid, checks)``: the lanes' initial states, whether each starts
-    finite, and (``with_checks``, for a program with ``checks``) each site's log density there, else ``{}``."""
-    def checks(kernel, arrays):
-        return program.checks(kernel, arrays) if with_checks and program.checks is not None else {}
-
+def _init_fn(program: ChainProgram, layout: Layout) -> Callable:
+    """``init(keys, arrays) -> (state, valid)``: the lanes' initial states and whether each starts finite."""
     def init_one(key, arrays):
         gen_key = jax.random.fold_in(key, GENERATE_STREAM)
         kernel = program.init(key, arrays)
-        return LoopState(kernel, gen_key, jnp.zeros((), jnp.int32)), program.valid(kernel), checks(kernel, arrays)
+        return LoopState(kernel, gen_key, jnp.zeros((), jnp.int32)), program.valid(kernel)
 
     def ensemble(keys, arrays):
         gen_keys = jax.vmap(lambda k: jax.random.fold_in(k, GENERATE_STREAM))(keys)
         kernel = program.init(keys, arrays)
-        return LoopState(kernel, gen_keys, jnp.zeros((), jnp.int32)), program.valid(kernel), checks(kernel, arrays)
+        return LoopState(kernel, gen_keys, jnp.zeros((), jnp.int32)), program.valid(kernel)
 
     mapped = ensemble if program.ensemble else _over_lanes(init_one, layout, "vmap", 0)
 
@@ -572,10 +568,9 @@ def prepare(program: ChainProgram, layout: Layout, arrays: Mapping[str, np.ndarr
     sampling (as :func:`compiled` takes them); they are lowered once the chunk's compile has
     started and compiled beside it, so their first call finds them done.
 
-    A fresh run's initial points are checked: ``check({site: log density})`` sees where
-    the first chain that starts badly (else the first chain) starts, and may raise
-    naming a site; chains whose log density or gradient is not finite there are named
-    (``ValueError``).
+    A fresh run's initial points are checked: where a chain starts with a log density or
+    gradient that is not finite, ``check({site: log density})`` sees where the first such
+    chain starts and may raise naming a site; else those chains are named (``ValueError``).
     """
     t0 = time.perf_counter()
     per_lane = layout.per_dataset > 0
@@ -585,13 +580,12 @@ def prepare(program: ChainProgram, layout: Layout, arrays: Mapping[str, np.ndarr
     chunk_fn = _chunk_fn(program, layout, generate, buffer_len)
     if state is None:
         keys = place(np.asarray(keys), layout, True) if not program.ensemble else jax.device_put(np.asarray(keys))
-        with_checks = check is not None and program.checks is not None
         # the chunk (the longer compile) is traced from the init's output shapes and starts compiling
         # first; the init is lowered and compiled beside it
         pool = ThreadPoolExecutor(max_workers=2)
         try:
-            init = _Compiling(pool, "init", _init_fn(program, layout, with_checks)[0],
-                              run_key + (program.init_key, with_checks), (keys, device_arrays), start=False)
+            init = _Compiling(pool, "init", _init_fn(program, layout)[0], run_key + (program.init_key,),
+                              (keys, device_arrays), start=False)
             state_spec = _abstract(init.out_info[0], layout, per_lane=not program.ensemble)
             chunk = _Compiling(pool, "chunk", chunk_fn, run_key, (state_spec, device_arrays, one, one, yes),
                                by_size=not per_lane)
@@ -599,11 +593,10 @@ def prepare(program: ChainProgram, layout: Layout, arrays: Mapping[str, np.ndarr
             options = _described(chunk)
             for make in ahead:
                 _start_ahead(pool, make)
-            state, valid, checks = init.result()(keys, device_arrays)
+            state, valid = init.result()(keys, device_arrays)
             bad = np.flatnonzero(~np.asarray(to_host(valid)).reshape(-1))
-            if with_checks:  # where the first chain that starts badly (else the first chain) starts
-                lane = int(bad[0]) if bad.size else 0
-                check({k: v[lane] for k, v in to_host(checks).items()})  # indexed on the host: no eager program
+            if bad.size and check is not None and program.checks is not None:
+                check(_site_checks(program, state, arrays, int(bad[0])))
             _refuse_bad_starts(bad)
             chunk = chunk.result()
         finally:  # an error found at the start does not wait for the chunk's compile
@@ -628,6 +621,21 @@ def _described(chunk: _Compiling) -> dict[str, Any]:
     names = {None: "optimized", repr(FAST_COMPILE): "fast", repr(SIMPLE_FUSION): "optimized, simple fusion"}
     return {"chunk": names.get(None if chunk.options is None else repr(chunk.options), "custom"),
             "chunk_inputs": chunk.elements}
+
+
+def _site_checks(program: ChainProgram, state: LoopState, arrays: Mapping[str, np.ndarray], lane: int) -> dict:
+    """Each site's log density where lane ``lane`` starts (``program.checks``), to name the site at fault.
+
+    A program of its own, compiled only when a chain starts where its log density or gradient
+    is not finite: where every chain starts finite, so does every site's log density (the
+    potential is their sum), and a first fit compiles no checks.
+    """
+    kernel = to_host(state.kernel)
+    if not program.ensemble:
+        kernel = jax.tree.map(lambda x: x[lane], kernel)  # indexed on the host: no eager program
+    arrays = dict(arrays)
+    out = to_host(compiled("checks", program.checks, (program.key, program.ensemble), kernel, arrays)(kernel, arrays))
+    return {k: v[lane] for k, v in out.items()} if program.ensemble else out
 
 
 def _refuse_bad_starts(bad: np.ndarray) -> None:
