@@ -33,7 +33,7 @@ from bhmjax._src.trace import model_trace
 from bhmjax.fit import Fit, hdi_columns
 from bhmjax.model import Model
 from bhmjax.checkpoint import Owner
-from bhmjax.runner import Progress, RunRequest, _stored_shapes, make_fit, run_request
+from bhmjax.runner import Progress, RunRequest, make_fit, run_request
 from bhmjax.stream import available_memory
 
 __all__ = ["FitCollection", "NotFitted", "fit_many"]
@@ -396,25 +396,12 @@ def _run_chunk(request: RunRequest, trace, layout: engine.Layout, keys) -> tuple
 
 def _summary_width(values: Mapping[str, np.ndarray]) -> int:
     """Columns per block of a batch summary: the summaries' memory budget shared by the datasets."""
-    if not values:
-        return 1
-    return _summary_width_of(*next(iter(values.values())).shape[:3])
-
-
-def _summary_width_of(datasets: int, chains: int, draws: int) -> int:
     from bhmjax.summary import block_width
 
-    return max(1, block_width(chains, draws) // datasets)
-
-
-def _summary_ahead(request: RunRequest, trace, hidden: Sequence[str], datasets: int) -> Callable[[], tuple]:
-    """The batch summary's program for this call's ``datasets`` (:meth:`_Bucket.summary`), to compile
-    beside the sampler (``RunRequest.ahead``)."""
-    def make() -> tuple:
-        shapes = {k: s for k, (s, _) in _stored_shapes(trace, request, per_dataset=True).items() if k not in hidden}
-        c, s = request.config.chains, request.config.draws
-        return core.summary_ahead(shapes, datasets, c, s, FITTED_HDI, _summary_width_of(datasets, c, s))
-    return make
+    if not values:
+        return 1
+    d, c, s = next(iter(values.values())).shape[:3]
+    return max(1, block_width(c, s) // d)
 
 
 def _same_size_as_before(checkpoint, number: int, size: int) -> int:
@@ -475,7 +462,6 @@ def _run_buckets(prepared, spec, config, devs, batch_size, fraction, progress, c
                 chain_keys = core.dataset_keys(root, full, chains).reshape(size * chains, -1)
                 request = _bucket_request(wrapped, stacked, first_static, run_config, f"bucket{number:02d}-{start:06d}",
                                           checkpoint, out, generate)
-                request = dataclasses.replace(request, ahead=(_summary_ahead(request, trace, hidden, len(idx)),))
                 values, stats, g, timings = _run_chunk(request, trace, layout, chain_keys)
                 cut = lambda tree, n=len(idx): jax.tree.map(lambda a: a[:n], tree)  # noqa: E731
                 parts.append((cut(values), cut(stats)))

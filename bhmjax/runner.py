@@ -74,9 +74,6 @@ class RunRequest:
         ``(model, arrays)`` the sampler runs where :func:`model_to_run` transformed the
         model (``parameterization=``); ``model`` and ``arrays`` stay what the user gave
         (what the Fit holds and the checkpoint identifies).
-    ahead : tuple of callable
-        Programs the caller runs after the run (``fit_many``'s batch summary), as
-        ``engine.prepare(ahead=...)`` takes them: compiled beside the sampler's.
     """
 
     model: Callable
@@ -98,7 +95,6 @@ class RunRequest:
     generate: Callable | None = None
     settings: dict = field(default_factory=dict)
     run: tuple[Callable, dict] | None = None
-    ahead: tuple[Callable[[], tuple], ...] = ()
 
     @property
     def sampled(self) -> tuple[Callable, dict]:
@@ -303,8 +299,7 @@ def _after_run(request: RunRequest, trace: ModelTrace) -> list:
     from bhmjax.marginal import complete_ahead
 
     stored = trace.stored(request.config.keep, request.config.drop)
-    return complete_ahead(request, {n: jax.ShapeDtypeStruct(s.shape, s.dtype) for n, s in stored.items()}) + \
-        list(request.ahead)
+    return complete_ahead(request, {n: jax.ShapeDtypeStruct(s.shape, s.dtype) for n, s in stored.items()})
 
 
 def _stored_shapes(trace: ModelTrace, request: RunRequest, per_dataset: bool = False) -> dict[str, tuple]:

@@ -572,34 +572,3 @@ def test_fit_many_checkpoints_and_streams_through_the_driver(tmp_path):
     with pytest.raises(ValueError, match=r"different model, data or settings: .*seed"):
         bj.fit_many(vi_model, data, checkpoint=tmp_path / "c", **dict(opts, seed=1))
 
-
-def test_the_batch_summary_compiles_beside_the_sampler(monkeypatch):
-    """fit_many's summary of every dataset's draws is compiled while the chunk compiles (its shapes are
-    known before sampling: ``RunRequest.ahead``), once, and gives the statistics computed directly."""
-    import threading
-
-    from tests._compiles import fresh_programs
-
-    rng = np.random.default_rng(4)
-    data = [dataset(rng, 12 + 2 * i, 4) for i in range(6)]
-    compile, beside = engine._compile, []
-
-    def spy(lowered, options):
-        beside.append(threading.current_thread() is not threading.main_thread())
-        return compile(lowered, options)
-
-    fresh_programs(monkeypatch)
-    monkeypatch.setattr(engine, "_AHEAD", {})
-    monkeypatch.setattr(engine, "_compile", spy)
-    before = engine.compile_counts()
-    fits = bj.fit_many(vi_model, data, **OPTS)
-    made = {k: v - before.get(k, 0) for k, v in engine.compile_counts().items() if v > before.get(k, 0)}
-    assert made == {"init": 1, "chunk": 1, "summary": 1} and engine._AHEAD == {}
-    assert beside == [True, True, True]
-    bucket = fits._buckets[0]
-    values, _ = bucket.parts[0]
-    with x64_mode(True):  # as the fits ran (OPTS)
-        direct = core.batch_summary({k: v for k, v in values.items() if k not in bucket.hidden}, 0.94, 64)
-    for site, table in direct.items():
-        for stat, v in table.items():
-            np.testing.assert_allclose(bucket.diagnostics[site][stat], v, rtol=1e-6, err_msg=f"{site} {stat}")

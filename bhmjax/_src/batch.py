@@ -333,23 +333,6 @@ def _batch_stats(x, prob):
     return jax.vmap(lambda a: summary_stats(a, prob=prob))(x)
 
 
-def _summary_block(datasets: int, chains: int, draws: int, columns: int, max_width: int) -> jax.ShapeDtypeStruct:
-    """The block of :func:`batch_summary`: (D, C, S, width), ``width`` the power of two (at most
-    ``max_width``) that covers ``columns``, every site's columns padded to whole blocks."""
-    width = min(max(1, int(max_width)), 1 << max(0, columns - 1).bit_length())
-    return jax.ShapeDtypeStruct((datasets, chains, draws, width), jnp.result_type(float))
-
-
-def summary_ahead(shapes: Mapping[str, tuple], datasets: int, chains: int, draws: int, prob: float,
-                  max_width: int) -> tuple:
-    """``(tag, fn, key, args)`` of the program :func:`batch_summary` will run on the draws of sites
-    ``shapes`` (one draw's shape each) of ``datasets`` x ``chains`` x ``draws``, for
-    ``engine.prepare(ahead=...)``: known before sampling, so it compiles beside the sampler."""
-    columns = sum(max(1, math.prod(s)) for s in shapes.values())
-    return "summary", partial(_batch_stats, prob=prob), ("batch_summary", prob), \
-        (_summary_block(datasets, chains, draws, columns, max_width),)
-
-
 def batch_summary(draws: Mapping[str, np.ndarray], prob: float = 0.94,
                   max_width: int = 64) -> dict[str, dict[str, np.ndarray]]:
     """Per site, summary statistics of every dataset at once: draws (D, C, S, *shape) ->
@@ -367,9 +350,8 @@ def batch_summary(draws: Mapping[str, np.ndarray], prob: float = 0.94,
     d, c, s = first.shape[:3]
     widths = [max(1, math.prod(x.shape[3:])) for x in draws.values()]
     total = sum(widths)
-    spec = _summary_block(d, c, s, total, max_width)
-    width = spec.shape[-1]
-    flat = np.zeros((d, c, s, total + -total % width), spec.dtype)  # the columns, padded to blocks
+    width = min(max(1, int(max_width)), 1 << max(0, total - 1).bit_length())
+    flat = np.zeros((d, c, s, total + -total % width), jnp.result_type(float))  # the columns, padded to blocks
     start = 0
     for x, w in zip(draws.values(), widths):
         flat[..., start:start + w] = np.asarray(x).reshape(d, c, s, w)
