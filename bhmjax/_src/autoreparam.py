@@ -132,7 +132,7 @@ class ReparamInfo(NamedTuple):
         """One line per learned site: its values, or their spread when there are many."""
         lines = [f"centeredness learned by the curvature pre-pass ({self.num_steps} SVI steps, "
                  f"{self.seconds:.1f} s of which compile {self.compile_seconds:.1f} s; "
-                 "1 centered, 0 non-centered):"]
+                 "values: 1 = centered, 0 = non-centered):"]
         lines += [f"  {name}: {describe_values(values)}" for name, values in self.centeredness.items()]
         return "\n".join(lines)
 

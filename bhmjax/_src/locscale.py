@@ -87,7 +87,7 @@ class SiteReparamInfo(NamedTuple):
         if not self.sites:
             return (f"parameterization={self.requested!r}: the model has no eligible site (a latent "
                     f"{'/'.join(_BY_NAME)} site whose parameters depend on another latent), so it runs as written.")
-        head = f"parameterization={self.requested!r} ({self.seconds:.1f} s; 1 centered, 0 non-centered):"
+        head = f"parameterization={self.requested!r} ({self.seconds:.1f} s; values: 1 = centered, 0 = non-centered):"
         if self.learned is not None:
             head += (f" learned by the curvature pre-pass ({self.learned.num_steps} SVI steps, compile "
                      f"{self.learned.compile_seconds:.1f} s)")
