@@ -27,7 +27,6 @@ from bhmjax._src.config import build_config, check_keywords, positive_int
 from bhmjax._src.models import all_groups, row_keys
 from bhmjax._src.precision import x64_mode
 from bhmjax._src.reparam import AUTO, PER_GROUP
-from bhmjax._src.sampling import nuts_program
 from bhmjax._src.stats import STATS
 from bhmjax._src.trace import model_trace
 from bhmjax.fit import Fit, hdi_columns
@@ -598,7 +597,7 @@ class FitCollection:
         for i, d in enumerate(self._data):
             yield NotFitted(d.label, d.error) if d.error is not None else self[i]
 
-    def summary(self, hdi_prob: float = 0.94) -> pd.DataFrame:  # noqa: F821
+    def summary(self, hdi_prob: float = FITTED_HDI) -> pd.DataFrame:  # noqa: F821
         """One row per dataset x parameter: mean, sd, HDI, MCSE, ess_bulk, ess_tail, r_hat, divergences.
 
         The statistics were computed for every dataset at once (vmapped in JAX) when

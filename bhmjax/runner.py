@@ -310,7 +310,7 @@ def _stored_shapes(trace: ModelTrace, request: RunRequest, per_dataset: bool = F
         values = {n: jax.ShapeDtypeStruct(s, d) for n, (s, d) in shapes.items()}
         arrays = {k: jax.ShapeDtypeStruct(np.shape(v)[int(per_dataset):], np.asarray(v).dtype)
                   for k, v in request.sampled[1].items()}
-        out = jax.eval_shape(request.generate, jax.ShapeDtypeStruct((2,), np.uint32), values, arrays)
+        out = jax.eval_shape(request.generate, keys_lib.ABSTRACT_KEY, values, arrays)
         shapes |= {n: (tuple(v.shape), np.dtype(v.dtype)) for n, v in out.items()}
     return shapes
 

@@ -297,7 +297,7 @@ def learn(key: jax.Array, model: Callable, arrays: Mapping[str, Any], static: Ma
     """
     pairs = tuple(sorted(sites.items()))
     t0 = time.perf_counter()
-    arrays = {k: jax.device_put(v) for k, v in arrays.items()}  # (jnp.asarray compiles a program per shape)
+    arrays = engine.stage(dict(arrays))
     static_key = tuple(sorted(static.items()))
     settings = (model, static_key, pairs, int(num_steps), float(learning_rate), int(num_draws), int(num_passes))
     with compiles.watch() as log:

@@ -187,6 +187,16 @@ def _over_lanes(fn: Callable, layout: Layout, inner: str, num_rest: int) -> Call
                          out_specs=P("lanes"), check_vma=False)
 
 
+def stage(tree):
+    """Host arrays onto the default device without compiling (``jnp.asarray`` compiles a small program per shape)."""
+    return jax.tree.map(jax.device_put, tree)
+
+
+def abstract_arrays(arrays: Mapping[str, Any]) -> dict[str, jax.ShapeDtypeStruct]:
+    """The shapes and dtypes of named host arrays, to trace with (nothing placed, nothing compiled)."""
+    return {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype) for k, v in arrays.items()}
+
+
 def place(tree, layout: Layout, per_lane: bool):
     """Host arrays onto the layout's devices: split along the lane axis, or replicated.
 
@@ -195,7 +205,7 @@ def place(tree, layout: Layout, per_lane: bool):
     """
     mesh = layout.mesh()
     if mesh is None:
-        return jax.tree.map(jax.device_put, tree)  # (jnp.asarray compiles a program per shape)
+        return stage(tree)
     sharding = NamedSharding(mesh, P("lanes") if per_lane else P())
 
     def put(x):
@@ -321,8 +331,7 @@ def _init_fn(program: ChainProgram, layout: Layout) -> Callable:
 def state_shapes(program: ChainProgram, layout: Layout, arrays: Mapping[str, Any]) -> LoopState:
     """The shapes and dtypes of a run's state (its tree structure, for restoring one from leaves)."""
     keys = jax.ShapeDtypeStruct((layout.lanes, 2), jnp.uint32)
-    abstract = {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype) for k, v in arrays.items()}
-    return jax.eval_shape(_init_fn(program, layout)[1], keys, abstract)[0]
+    return jax.eval_shape(_init_fn(program, layout)[1], keys, abstract_arrays(arrays))[0]
 
 
 # ---------------------------------------------------------------- compiling, in one place
@@ -579,7 +588,7 @@ def prepare(program: ChainProgram, layout: Layout, arrays: Mapping[str, np.ndarr
     one, yes = np.int32(1), np.bool_(True)  # host scalars: replicated, on one host or many
     chunk_fn = _chunk_fn(program, layout, generate, buffer_len)
     if state is None:
-        keys = place(np.asarray(keys), layout, True) if not program.ensemble else jax.device_put(np.asarray(keys))
+        keys = place(np.asarray(keys), layout, True) if not program.ensemble else stage(np.asarray(keys))
         # the chunk (the longer compile) is traced from the init's output shapes and starts compiling
         # first; the init is lowered and compiled beside it
         pool = ThreadPoolExecutor(max_workers=2)
@@ -602,7 +611,7 @@ def prepare(program: ChainProgram, layout: Layout, arrays: Mapping[str, np.ndarr
         finally:  # an error found at the start does not wait for the chunk's compile
             pool.shutdown(wait=False)
     else:
-        state = place(state, layout, True) if not program.ensemble else jax.tree.map(jax.device_put, state)
+        state = place(state, layout, True) if not program.ensemble else stage(state)
         chunk = _Compiling(None, "chunk", chunk_fn, run_key, (state, device_arrays, one, one, yes),
                            by_size=not per_lane)
         options = _described(chunk)

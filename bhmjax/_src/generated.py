@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bhmjax._src import engine
+from bhmjax._src.keys import ABSTRACT_KEY
 
 __all__ = ["apply_generate", "draw_keys", "program_ahead"]
 
@@ -42,7 +42,7 @@ def _pad(x: np.ndarray, size: int) -> np.ndarray:
 def _plan(generate: Callable, one: Mapping[str, jax.ShapeDtypeStruct], arrays: Mapping[str, Any], total: int,
           max_bytes: int) -> tuple[int, dict]:
     """Draws per chunk for ``total`` draws of sites shaped ``one``, and one draw's outputs' shapes."""
-    shapes = jax.eval_shape(generate, jax.ShapeDtypeStruct((2,), np.uint32), dict(one), arrays)
+    shapes = jax.eval_shape(generate, ABSTRACT_KEY, dict(one), arrays)
     out_bytes = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in jax.tree.leaves(shapes))
     work = 3 * sum(int(np.asarray(v).nbytes) for v in jax.tree.leaves(dict(arrays)))
     return int(max(1, min(total, max_bytes // max(1, out_bytes + work)))), shapes
@@ -55,8 +55,7 @@ def program_ahead(key: jax.Array, generate: Callable, one: Mapping[str, jax.Shap
     size, _ = _plan(generate, one, arrays, total, max_bytes)
     index = jax.ShapeDtypeStruct((size,), np.int32)
     values = {k: jax.ShapeDtypeStruct((size, *s.shape), s.dtype) for k, s in one.items()}
-    return _program(generate, (key, index, index, values, {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype)
-                                                         for k, v in arrays.items()}))
+    return _program(generate, (key, index, index, values, engine.abstract_arrays(arrays)))
 
 
 def _program(generate: Callable, args: tuple) -> tuple:
@@ -98,7 +97,7 @@ def apply_generate(key: jax.Array, generate: Callable, draws: Mapping[str, np.nd
     index = np.arange(num_draws) if draw_index is None else np.asarray(draw_index)
     draw_of = np.tile(index, num_chains).astype(np.int32)
     out = {k: np.empty((total, *s.shape), s.dtype) for k, s in shapes.items()}
-    arrays = {k: jax.device_put(v) for k, v in arrays.items()}  # (jnp.asarray compiles a program per shape)
+    arrays = engine.stage(dict(arrays))
     for start in range(0, total, size):
         stop = min(start + size, total)
         args = (key, _pad(chain_of[start:stop], size), _pad(draw_of[start:stop], size),

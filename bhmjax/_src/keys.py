@@ -1,7 +1,6 @@
 """PRNG keys made on the host: ``jax.random``'s threefry keys, bit for bit, without compiling.
 
-Every eager ``jax.random`` call is a small XLA program, compiled once per process
-(0.02-0.15 s each on the 2-core CPU, more while the sampler compiles beside it). A fit
+Every eager ``jax.random`` call is a small XLA program, compiled once per process. A fit
 derives its chain keys, dataset keys and generated-quantity keys before its first draw,
 so those compiles sat on the way to it. The keys are a few Threefry-2x32 hashes
 (Salmon et al. 2011, as ``jax._src.random.threefry2x32`` computes them), so they are
@@ -17,7 +16,10 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-__all__ = ["fold_in", "seed_key", "split"]
+__all__ = ["ABSTRACT_KEY", "fold_in", "seed_key", "split"]
+
+#: A raw key's shape and dtype, to trace with (``jax.eval_shape``) where no key is drawn.
+ABSTRACT_KEY = jax.ShapeDtypeStruct((2,), np.uint32)
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _PARITY = np.uint32(0x1BD11BDA)

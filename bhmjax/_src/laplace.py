@@ -98,7 +98,7 @@ def laplace_effects(name: str, sd: jnp.ndarray, index: GroupIndex, chol_corr: jn
     if chol_corr is None:
         prior = dist.Normal(0.0, sd).log_prob(r).sum()
     else:
-        prior = TrilNormal(jnp.zeros(k), sd[:, None] * chol_corr, num_groups, validate_args=False).log_prob(r).sum()
+        prior = TrilNormal(jnp.zeros(k), sd[:, None] * chol_corr, num_groups).log_prob(r).sum()
     log_det = -sum(jnp.sum(jnp.log(low[i][i])) for i in range(k))
     numpyro.factor(f"laplace_{name}", prior + log_det - dist.Normal(0.0, 1.0).log_prob(z).sum())
     return numpyro.deterministic(f"r_{name}", r)

@@ -37,7 +37,7 @@ import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.infer.reparam import LocScaleReparam
 
-from bhmjax._src import autoreparam
+from bhmjax._src import autoreparam, engine
 from bhmjax._src.batch import site_shapes
 from bhmjax._src.reparam import AUTO, PARAMETERIZATIONS, data_key
 
@@ -123,7 +123,7 @@ def eligible_sites(model: Callable, arrays: Mapping[str, Any], static: Mapping[s
         key, hit = None, None
     if hit is not None:
         return hit
-    kwargs = {**{k: jax.device_put(v) for k, v in arrays.items()}, **static}
+    kwargs = {**engine.stage(dict(arrays)), **static}
     relations = get_model_relations(model, model_kwargs=kwargs)
     observed = set(relations["observed"])
     latent = {name for name in relations["sample_dist"] if name not in observed}

@@ -386,13 +386,8 @@ def _observe(family: Family, d: dist.Distribution, data: Mapping[str, Any]) -> N
 
 
 def _likelihood(family: Family, eta, params: Mapping[str, Any], data: Mapping[str, Any]) -> dist.Distribution:
-    """The family's distribution of each row (cell) given its predictor ``eta`` (reduction offset included).
-
-    Without NumPyro's argument validation: the data were checked before tracing, the parameters are
-    traced (nothing to check), and its checks build their constants eagerly (small programs compiled
-    while the model is traced)."""
-    with numpyro.validation_enabled(False):
-        d = family.likelihood(eta, params, data.get("trials"))
+    """The family's distribution of each row (cell) given its predictor ``eta`` (reduction offset included)."""
+    d = family.likelihood(eta, params, data.get("trials"))
     if "count:log_norm" in data and "cens" not in data:  # summed counts: their data-only term computed once
         d = KnownNormalizer(d, data["count:log_norm"])
     return d
@@ -479,7 +474,11 @@ def build_model(structure: ModelStructure) -> Callable:
     model = _MODELS.get(structure)
     if model is None:
         def model(**data):
-            return _glmm(structure, data)
+            # Without NumPyro's argument validation: the data are checked before tracing, priors when
+            # they are made, the rest is traced (nothing to check), and its checks (of a Cholesky factor,
+            # a binomial count) build their constants eagerly: small programs compiled while tracing.
+            with numpyro.validation_enabled(False):
+                return _glmm(structure, data)
         model.__name__ = model.__qualname__ = f"formula_model_{structure_digest(structure)[:12]}"
         model.structure = structure  # its stable identity (bhmjax._src.identity.model_identity)
         _MODELS[structure] = model

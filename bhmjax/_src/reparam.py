@@ -150,9 +150,7 @@ def _centered(name, sd, num_groups, chol_corr, loc):
     if chol_corr is None:
         d = dist.Normal(mean, sd).expand((num_groups, k)).to_event(2)
     else:
-        # no LAPACK (smallmat.py); valid by construction, and NumPyro's check of a lower-Cholesky argument builds
-        # its triangle mask eagerly: small programs compiled while the model is traced
-        d = TrilNormal(mean, sd[:, None] * chol_corr, num_groups, validate_args=False).to_event(1)
+        d = TrilNormal(mean, sd[:, None] * chol_corr, num_groups).to_event(1)  # no LAPACK: see smallmat.py
     if loc is None:
         return numpyro.sample(f"r_{name}", d)
     theta = numpyro.sample(f"theta_{name}", d)

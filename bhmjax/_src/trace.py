@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bhmjax._src.keys import ABSTRACT_KEY
 from bhmjax._src.lru import LRU
 
 __all__ = ["ModelTrace", "Site", "check_initial_point", "check_log_densities", "model_trace", "select",
@@ -252,7 +253,7 @@ def model_trace(model: Callable, arrays: Mapping[str, Any], static: Mapping[str,
     abstract = {k: jax.ShapeDtypeStruct(np.shape(v), getattr(v, "dtype", np.asarray(v).dtype))
                 for k, v in arrays.items()}
     try:
-        jax.eval_shape(probe, jax.ShapeDtypeStruct((2,), jnp.uint32), abstract)  # an abstract key: nothing compiles
+        jax.eval_shape(probe, ABSTRACT_KEY, abstract)  # an abstract key: nothing compiles
     except DiscreteLatentError:
         raise
     except (TypeError, ValueError, IndexError, jax.errors.ConcretizationTypeError) as err:
